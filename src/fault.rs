@@ -1,0 +1,1 @@
+//! Fault rules on the packet path.

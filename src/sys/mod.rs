@@ -1,0 +1,1 @@
+//! Linux-only I/O edges. The only module allowed to open fds, read the clock, spawn processes or enter namespaces.

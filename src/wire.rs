@@ -1,0 +1,219 @@
+//! Wire layer: turns a raw IP packet into the facts the rest of closelab talks
+//! about (4-tuple, TCP flags, seq/ack, window, payload length).
+//!
+//! It never panics on malformed input: anything that is not a well-formed
+//! IPv4/IPv6 TCP segment yields `None`, and callers decide what to do with it
+//! (the endpoint counts and reports it; nothing is silently dropped).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+
+/// TCP flags in tcpdump's letters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flags {
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub psh: bool,
+    pub ack: bool,
+}
+
+impl Flags {
+    /// Parses tcpdump's spelling (`S`, `F.`, `R.`, `P.`, `.`).
+    pub fn parse(s: &str) -> Option<Flags> {
+        let mut f = Flags::default();
+        for c in s.chars() {
+            match c {
+                'S' => f.syn = true,
+                'F' => f.fin = true,
+                'R' => f.rst = true,
+                'P' => f.psh = true,
+                '.' => f.ack = true,
+                _ => return None,
+            }
+        }
+        Some(f)
+    }
+}
+
+impl fmt::Display for Flags {
+    /// tcpdump order: `S F R P` then `.` for ACK; a bare ACK prints `.`.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.syn {
+            f.write_str("S")?;
+        }
+        if self.fin {
+            f.write_str("F")?;
+        }
+        if self.rst {
+            f.write_str("R")?;
+        }
+        if self.psh {
+            f.write_str("P")?;
+        }
+        if self.ack {
+            f.write_str(".")?;
+        }
+        if !(self.syn || self.fin || self.rst || self.psh || self.ack) {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// The identity of a connection as seen from closelab's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FourTuple {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for FourTuple {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} <-> {}", self.local, self.remote)
+    }
+}
+
+/// Summary of one TCP segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub flags: Flags,
+    pub seq: u32,
+    pub ack: u32,
+    pub win: u16,
+    /// Payload bytes (not counting SYN/FIN).
+    pub len: usize,
+}
+
+impl Segment {
+    /// The 4-tuple of this segment from the receiver's point of view
+    /// (`local` is the destination).
+    pub fn tuple_at_receiver(&self) -> FourTuple {
+        FourTuple { local: self.dst, remote: self.src }
+    }
+
+    /// The 4-tuple of this segment from the sender's point of view.
+    pub fn tuple_at_sender(&self) -> FourTuple {
+        FourTuple { local: self.src, remote: self.dst }
+    }
+
+    /// Sequence space the segment occupies (payload + SYN + FIN).
+    pub fn seq_len(&self) -> u32 {
+        self.len as u32 + self.flags.syn as u32 + self.flags.fin as u32
+    }
+
+    /// A segment with no payload, no SYN/FIN/RST: a pure ACK.
+    pub fn is_pure_ack(&self) -> bool {
+        self.flags.ack && !self.flags.syn && !self.flags.fin && !self.flags.rst && self.len == 0
+    }
+}
+
+/// Why a packet could not be read as a TCP segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    Empty,
+    UnknownVersion(u8),
+    Truncated,
+    NotTcp(u8),
+    Fragment,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ParseError::Empty => write!(f, "empty packet"),
+            ParseError::UnknownVersion(v) => write!(f, "unknown IP version {v}"),
+            ParseError::Truncated => write!(f, "truncated or malformed header"),
+            ParseError::NotTcp(p) => write!(f, "not TCP (protocol {p})"),
+            ParseError::Fragment => write!(f, "IP fragment"),
+        }
+    }
+}
+
+/// Parses an IP packet (no link header) into a [`Segment`].
+pub fn parse(packet: &[u8]) -> Result<Segment, ParseError> {
+    let first = *packet.first().ok_or(ParseError::Empty)?;
+    let (src_ip, dst_ip, tcp): (IpAddr, IpAddr, &[u8]) = match first >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(packet).map_err(|_| ParseError::Truncated)?;
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return Err(ParseError::Fragment);
+            }
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(ParseError::NotTcp(ip.next_header().into()));
+            }
+            let payload = &packet[usize::from(ip.header_len())..usize::from(ip.total_len())];
+            (IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), payload)
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(packet).map_err(|_| ParseError::Truncated)?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return Err(ParseError::NotTcp(ip.next_header().into()));
+            }
+            let len = usize::from(ip.payload_len());
+            let payload = &packet[40..40 + len];
+            (IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), payload)
+        }
+        v => return Err(ParseError::UnknownVersion(v)),
+    };
+    let tcp = TcpPacket::new_checked(tcp).map_err(|_| ParseError::Truncated)?;
+    Ok(Segment {
+        src: SocketAddr::new(src_ip, tcp.src_port()),
+        dst: SocketAddr::new(dst_ip, tcp.dst_port()),
+        flags: Flags {
+            syn: tcp.syn(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+            psh: tcp.psh(),
+            ack: tcp.ack(),
+        },
+        seq: tcp.seq_number().0 as u32,
+        ack: tcp.ack_number().0 as u32,
+        win: tcp.window_len(),
+        len: tcp.payload().len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_flags_display_like_tcpdump() {
+        let f = Flags { fin: true, ack: true, ..Flags::default() };
+        assert_eq!(f.to_string(), "F.");
+        let f = Flags { syn: true, ..Flags::default() };
+        assert_eq!(f.to_string(), "S");
+        let f = Flags { ack: true, ..Flags::default() };
+        assert_eq!(f.to_string(), ".");
+        assert_eq!(Flags::parse("R.").unwrap().to_string(), "R.");
+        assert_eq!(Flags::parse("X"), None);
+    }
+
+    #[test]
+    fn test_parse_malformed_never_panics() {
+        assert_eq!(parse(&[]), Err(ParseError::Empty));
+        assert_eq!(parse(&[0x45]), Err(ParseError::Truncated));
+        assert_eq!(parse(&[0x75, 0, 0]), Err(ParseError::UnknownVersion(7)));
+        // Every prefix of a valid-looking header must be handled.
+        let mut pkt = vec![0x45u8, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        pkt.extend_from_slice(&[0x1f, 0x40, 0x1b, 0x58, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        for n in 0..pkt.len() {
+            assert!(parse(&pkt[..n]).is_err(), "prefix {n}");
+        }
+        let seg = parse(&pkt).unwrap();
+        assert_eq!(seg.src.to_string(), "10.0.0.1:8000");
+        assert_eq!(seg.dst.to_string(), "10.0.0.2:7000");
+        assert_eq!(seg.flags.to_string(), "S");
+        assert_eq!(seg.seq, 1);
+        assert_eq!(seg.win, 0xffff);
+        // A lying total_len larger than the buffer is rejected, not sliced.
+        let mut bad = pkt.clone();
+        bad[3] = 200;
+        assert_eq!(parse(&bad), Err(ParseError::Truncated));
+    }
+}
