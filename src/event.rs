@@ -308,6 +308,10 @@ pub struct Event {
 /// Where events go. Views implement this; the endpoint pushes into it.
 pub trait Sink {
     fn event(&mut self, ev: &Event);
+
+    /// The raw bytes of the segment just reported by `event` (only when the
+    /// endpoint captures, for pcap).
+    fn packet(&mut self, _t: Secs, _dir: Dir, _raw: &[u8]) {}
 }
 
 impl Sink for Vec<Event> {

@@ -1,1 +1,830 @@
-//! The sans-IO endpoint.
+//! The sans-IO endpoint: packets and `now` in, packets and events out.
+//!
+//! closelab does not let smoltcp's `Interface::poll` walk a shared
+//! `SocketSet`: that costs a scan of every socket per packet (CONTEXT.md:
+//! 102 µs per packet with 10,000 sockets) and merges transient states (a
+//! simultaneous close would jump over CLOSING). Instead each connection owns a
+//! one-socket `SocketSet`; a segment is looked up by 4-tuple in a hash map and
+//! only that connection is stepped (`poll_ingress_single`, then the
+//! application, then `poll_egress` until it has nothing more to send). The
+//! state is compared before and after each step, so every change is
+//! attributed to the segment, timer or application call that caused it.
+//! Timers come from a priority queue of each connection's next deadline, so
+//! idle connections cost nothing.
+//!
+//! This module never reads a clock, opens a file or touches the OS: callers
+//! pass `now` and ask [`Endpoint::poll_at`] when to come back.
+
+pub mod app;
+mod device;
+pub mod link;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
+
+pub use app::{AppKind, ClosePolicy, Policy};
+use app::{App, CloseCall};
+use device::StepDevice;
+
+use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, Side, Sink, TcpState};
+use crate::fault::{FaultPath, FaultRule};
+use crate::wire::{self, FourTuple, Segment};
+
+/// What to do with a bare SYN for a 4-tuple that is in TIME-WAIT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeWaitSyn {
+    /// Replace the TIME-WAIT connection with a new one at once. Linux does
+    /// this when the SYN's sequence number is above rcv_nxt; without it the
+    /// client stalls for seconds (SYN backoff 1, 2, 4, 8 s).
+    Accept,
+    /// Hand the SYN to the TIME-WAIT socket, which is what smoltcp alone does:
+    /// it is silently dropped until TIME-WAIT ends.
+    Drop,
+}
+
+/// Everything the endpoint needs to know; built by the CLI's validation step.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// closelab's own addresses (with prefix: decides what is on-link).
+    pub addrs: Vec<IpCidr>,
+    /// Next hop for anything off-link (the kernel side of the TUN).
+    pub gateways: Vec<IpAddr>,
+    pub mtu: usize,
+    /// Seeds ISNs and random faults. 0 repeats the same ISNs every run.
+    pub seed: u64,
+    /// Per-connection receive and send buffer size.
+    pub buffer: usize,
+    /// Beyond this many connections, a SYN gets RST.
+    pub max_conns: usize,
+    /// A connection that is not ESTABLISHED this long after its SYN is reset
+    /// (bounds memory under a SYN flood).
+    pub handshake_timeout: Duration,
+    pub keep_alive: Option<Duration>,
+    /// smoltcp's user timeout (`set_timeout`): RST after this long without
+    /// an answer, in every state (smoltcp issue #1202).
+    pub user_timeout: Option<Duration>,
+    pub app: AppKind,
+    pub policy: Policy,
+    pub time_wait_syn: TimeWaitSyn,
+    pub faults: Vec<FaultRule>,
+    /// Keep raw bytes of each segment for pcap sinks.
+    pub capture: bool,
+    /// Also emit `app send/recv` events (on by default; bulk transfers turn
+    /// them off to keep the timeline short).
+    pub data_events: bool,
+    /// Hold every segment this long in both directions (slow motion).
+    pub slow: Option<Duration>,
+}
+
+impl EndpointConfig {
+    /// A config with closelab's defaults for one address.
+    pub fn new(addr: IpCidr) -> EndpointConfig {
+        EndpointConfig {
+            addrs: vec![addr],
+            gateways: Vec::new(),
+            mtu: 1500,
+            seed: 1,
+            buffer: 64 * 1024,
+            max_conns: 100_000,
+            handshake_timeout: Duration::from_secs(30),
+            keep_alive: None,
+            user_timeout: None,
+            app: AppKind::Sink,
+            policy: Policy::default(),
+            time_wait_syn: TimeWaitSyn::Accept,
+            faults: Vec::new(),
+            capture: false,
+            data_events: true,
+            slow: None,
+        }
+    }
+}
+
+/// Errors of [`Endpoint::connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectError {
+    NoLocalAddress(IpAddr),
+    NoFreePort,
+    Limit(usize),
+    Invalid(String),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ConnectError::NoLocalAddress(ip) => write!(f, "no local address of the same family as {ip}"),
+            ConnectError::NoFreePort => write!(f, "no free local port"),
+            ConnectError::Limit(n) => write!(f, "connection limit {n} reached"),
+            ConnectError::Invalid(e) => write!(f, "cannot connect: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// A connection as the views see it (`closelab ss`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnInfo {
+    pub id: ConnId,
+    pub tuple: FourTuple,
+    pub state: TcpState,
+    pub recv_q: usize,
+    pub send_q: usize,
+    /// Next deadline of this connection, if any, relative to now.
+    pub deadline: Option<Duration>,
+}
+
+struct Conn {
+    id: ConnId,
+    tuple: FourTuple,
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    state: TcpState,
+    app: App,
+    /// A FIN was seen on this connection (either direction): fault rules can
+    /// match `after-fin`.
+    fin_seen: bool,
+    /// The peer's FIN has arrived.
+    peer_fin: bool,
+    /// Reached ESTABLISHED at some point (counts as a finished connection).
+    synchronized: bool,
+    deadline: Option<Instant>,
+    generation: u64,
+}
+
+impl Conn {
+    fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.set.get_mut::<tcp::Socket>(self.handle)
+    }
+}
+
+/// The endpoint. See the module documentation.
+pub struct Endpoint {
+    iface: Interface,
+    cfg: EndpointConfig,
+    start: Instant,
+    conns: HashMap<ConnId, Conn>,
+    by_tuple: HashMap<FourTuple, ConnId>,
+    listen_ports: HashSet<u16>,
+    timers: BinaryHeap<Reverse<(Instant, ConnId, u64)>>,
+    next_id: ConnId,
+    next_port: u16,
+    faults: FaultPath,
+    slow: Option<FaultPath>,
+    /// Packets for the wire, in order.
+    outbox: VecDeque<Vec<u8>>,
+    /// Events (with raw bytes for segment events when capturing).
+    events: Vec<(Event, Option<Vec<u8>>)>,
+    /// Connections that reached CLOSED after being synchronized.
+    finished: u64,
+    /// An empty set for segments that belong to no connection: smoltcp then
+    /// answers as a closed port does (RST).
+    empty: SocketSet<'static>,
+    dev: StepDevice,
+}
+
+impl Endpoint {
+    /// Creates an endpoint; `now` is the start of the run's clock (events'
+    /// `t` counts from it).
+    pub fn new(cfg: EndpointConfig, now: Instant) -> Endpoint {
+        let mut dev = StepDevice::new(cfg.mtu);
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = cfg.seed;
+        let mut iface = Interface::new(config, &mut dev, now);
+        iface.update_ip_addrs(|addrs| {
+            for a in &cfg.addrs {
+                // More than the interface can hold is a configuration error
+                // the CLI prevents; ignore extra ones rather than panic.
+                let _ = addrs.push(*a);
+            }
+        });
+        for gw in &cfg.gateways {
+            match gw {
+                IpAddr::V4(v4) => {
+                    let _ = iface.routes_mut().add_default_ipv4_route(*v4);
+                }
+                IpAddr::V6(v6) => {
+                    let _ = iface.routes_mut().add_default_ipv6_route(*v6);
+                }
+            }
+        }
+        let faults = FaultPath::new(cfg.faults.clone(), cfg.seed);
+        let slow = cfg.slow.map(|d| FaultPath::new(vec![FaultRule::slow(d)], cfg.seed));
+        Endpoint {
+            iface,
+            start: now,
+            conns: HashMap::new(),
+            by_tuple: HashMap::new(),
+            listen_ports: HashSet::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            next_port: 49152 + (cfg.seed % 8192) as u16,
+            faults,
+            slow,
+            outbox: VecDeque::new(),
+            events: Vec::new(),
+            finished: 0,
+            empty: SocketSet::new(Vec::new()),
+            dev,
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &EndpointConfig {
+        &self.cfg
+    }
+
+    /// Seconds since the start of the run.
+    pub fn secs(&self, now: Instant) -> f64 {
+        (now - self.start).total_micros() as f64 / 1e6
+    }
+
+    /// Accept connections on `port` (any of closelab's addresses).
+    pub fn listen(&mut self, port: u16) {
+        self.listen_ports.insert(port);
+    }
+
+    /// Opens a connection to `remote`. Returns its number.
+    pub fn connect(&mut self, now: Instant, remote: SocketAddr, initial_send: usize) -> Result<ConnId, ConnectError> {
+        if self.conns.len() >= self.cfg.max_conns {
+            return Err(ConnectError::Limit(self.cfg.max_conns));
+        }
+        let local_ip: IpAddr = self
+            .cfg
+            .addrs
+            .iter()
+            .map(|c| IpAddr::from(c.address()))
+            .find(|ip| ip.is_ipv4() == remote.is_ipv4())
+            .ok_or(ConnectError::NoLocalAddress(remote.ip()))?;
+        let mut port = None;
+        for _ in 0..16384 {
+            let p = self.next_port;
+            self.next_port = if self.next_port >= 65535 { 49152 } else { self.next_port + 1 };
+            let tuple = FourTuple { local: SocketAddr::new(local_ip, p), remote };
+            if !self.by_tuple.contains_key(&tuple) {
+                port = Some(p);
+                break;
+            }
+        }
+        let port = port.ok_or(ConnectError::NoFreePort)?;
+        let tuple = FourTuple { local: SocketAddr::new(local_ip, port), remote };
+        let id = self.new_conn(tuple, initial_send);
+        let conn = self.conns.get_mut(&id).expect("just inserted");
+        let r = conn.set.get_mut::<tcp::Socket>(conn.handle).connect(
+            self.iface.context(),
+            (IpAddress::from(remote.ip()), remote.port()),
+            (IpAddress::from(local_ip), port),
+        );
+        if let Err(e) = r {
+            self.remove(id);
+            return Err(ConnectError::Invalid(e.to_string()));
+        }
+        self.app_event(now, id, AppAction::Connect);
+        self.note_state(now, id, Cause::App(AppAction::Connect));
+        self.step(now, id, None);
+        Ok(id)
+    }
+
+    /// Application close() on a connection, by hand (live control).
+    pub fn close(&mut self, now: Instant, id: ConnId) -> bool {
+        self.app_call(now, id, CloseCall::Close)
+    }
+
+    /// Application abort (RST) on a connection, by hand.
+    pub fn abort(&mut self, now: Instant, id: ConnId) -> bool {
+        self.app_call(now, id, CloseCall::Abort)
+    }
+
+    /// shutdown(SHUT_WR) on a connection, by hand.
+    pub fn shutdown(&mut self, now: Instant, id: ConnId) -> bool {
+        self.app_call(now, id, CloseCall::Shutdown)
+    }
+
+    fn app_call(&mut self, now: Instant, id: ConnId, call: CloseCall) -> bool {
+        if !self.conns.contains_key(&id) {
+            return false;
+        }
+        self.do_close(now, id, call);
+        self.step(now, id, None);
+        true
+    }
+
+    /// A packet read from the wire.
+    pub fn receive(&mut self, now: Instant, packet: Vec<u8>) {
+        let seg = wire::parse(&packet);
+        let (conn, fin_seen) = match &seg {
+            Ok(s) => match self.by_tuple.get(&s.tuple_at_receiver()) {
+                Some(id) => (Some(*id), self.conns[id].fin_seen),
+                None => (None, false),
+            },
+            Err(_) => (None, false),
+        };
+        let mut release = Vec::new();
+        self.through_faults(now, Dir::In, packet, seg.as_ref().ok(), conn, fin_seen, &mut release);
+        for (dir, pkt) in release {
+            self.deliver(now, dir, pkt);
+        }
+    }
+
+    /// Runs timers and releases delayed packets due at `now`.
+    pub fn poll(&mut self, now: Instant) {
+        for _ in 0..1_000_000 {
+            let mut release = Vec::new();
+            if let Some(slow) = &mut self.slow {
+                slow.poll(now, &mut release);
+            }
+            self.faults.poll(now, &mut release);
+            let mut progressed = !release.is_empty();
+            for (dir, pkt) in release {
+                self.deliver(now, dir, pkt);
+            }
+            while let Some(Reverse((at, id, generation))) = self.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                let live = self.conns.get(&id).is_some_and(|c| c.generation == generation);
+                if live {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.deadline = None;
+                    }
+                    self.step(now, id, None);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        log::warn!("endpoint: poll did not settle at t={}", self.secs(now));
+    }
+
+    /// When to call [`poll`](Self::poll) next.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        [timer, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next packet for the wire.
+    pub fn transmit(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    /// Hands buffered events to a sink, in order.
+    pub fn drain_events(&mut self, sink: &mut dyn Sink) {
+        for (ev, raw) in self.events.drain(..) {
+            sink.event(&ev);
+            if let (Some(raw), EventKind::Segment { dir, .. }) = (raw, &ev.kind) {
+                sink.packet(ev.t, *dir, &raw);
+            }
+        }
+    }
+
+    /// Takes buffered events (tests).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.events.drain(..).map(|(e, _)| e).collect()
+    }
+
+    /// Connections completely finished (reached CLOSED after having been
+    /// synchronized, TIME-WAIT included).
+    pub fn finished(&self) -> u64 {
+        self.finished
+    }
+
+    /// Number of connections in the table.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// State of one connection.
+    pub fn state(&self, id: ConnId) -> Option<TcpState> {
+        self.conns.get(&id).map(|c| c.state)
+    }
+
+    /// Bytes the application has received on a connection.
+    pub fn received(&self, id: ConnId) -> Option<usize> {
+        self.conns.get(&id).map(|c| c.app.received)
+    }
+
+    /// A snapshot of every connection, ordered by number.
+    pub fn connections(&self, now: Instant) -> Vec<ConnInfo> {
+        let mut v: Vec<ConnInfo> = self
+            .conns
+            .values()
+            .map(|c| {
+                let s = c.set.get::<tcp::Socket>(c.handle);
+                ConnInfo {
+                    id: c.id,
+                    tuple: c.tuple,
+                    state: c.state,
+                    recv_q: s.recv_queue(),
+                    send_q: s.send_queue(),
+                    deadline: c.deadline.map(|d| if d > now { d - now } else { Duration::ZERO }),
+                }
+            })
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Looks up a connection by its 4-tuple.
+    pub fn find(&self, tuple: &FourTuple) -> Option<ConnId> {
+        self.by_tuple.get(tuple).copied()
+    }
+
+    // ---- internals ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn through_faults(
+        &mut self,
+        now: Instant,
+        dir: Dir,
+        packet: Vec<u8>,
+        seg: Option<&Segment>,
+        conn: Option<ConnId>,
+        fin_seen: bool,
+        release: &mut Vec<(Dir, Vec<u8>)>,
+    ) {
+        let mut first = Vec::new();
+        if self.faults.is_empty() {
+            first.push((dir, packet));
+        } else {
+            let mut applied = Vec::new();
+            self.faults.push(now, dir, packet, seg, conn, fin_seen, &mut first, &mut applied);
+            for a in applied {
+                self.emit(
+                    now,
+                    conn,
+                    EventKind::Fault { action: a.action, dir: a.dir, seg: seg.cloned(), rule: a.rule, detail: a.detail },
+                    None,
+                );
+            }
+        }
+        match &mut self.slow {
+            None => release.extend(first),
+            Some(slow) => {
+                let mut ignored = Vec::new();
+                for (d, p) in first {
+                    let s = wire::parse(&p).ok();
+                    slow.push(now, d, p, s.as_ref(), conn, fin_seen, release, &mut ignored);
+                }
+            }
+        }
+    }
+
+    /// A packet that passed the fault path: into the stack, or onto the wire.
+    fn deliver(&mut self, now: Instant, dir: Dir, packet: Vec<u8>) {
+        match dir {
+            Dir::Out => {
+                let conn = wire::parse(&packet).ok().and_then(|s| self.by_tuple.get(&s.tuple_at_sender()).copied());
+                self.segment_event(now, conn, Dir::Out, &packet);
+                self.outbox.push_back(packet);
+            }
+            Dir::In => self.dispatch(now, packet),
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, packet: Vec<u8>) {
+        let seg = match wire::parse(&packet) {
+            Ok(seg) => seg,
+            Err(e @ wire::ParseError::NotTcp(_)) => {
+                // ICMP, neighbour discovery and the like: smoltcp answers what
+                // it knows (echo requests); not part of the timeline.
+                log::debug!("endpoint: non-tcp packet in len={} ({e})", packet.len());
+                self.stateless(now, packet);
+                return;
+            }
+            Err(e) => {
+                self.emit(now, None, EventKind::Malformed { dir: Dir::In, len: packet.len(), reason: e.to_string() }, None);
+                self.stateless(now, packet);
+                return;
+            }
+        };
+        let tuple = seg.tuple_at_receiver();
+        let bare_syn = seg.flags.syn && !seg.flags.ack && !seg.flags.rst;
+        if let Some(&id) = self.by_tuple.get(&tuple) {
+            let in_tw = self.conns[&id].state == TcpState::TimeWait;
+            if !(in_tw && bare_syn && self.cfg.time_wait_syn == TimeWaitSyn::Accept) {
+                self.step(now, id, Some(packet));
+                return;
+            }
+            // A new incarnation of the 4-tuple: retire TIME-WAIT first. Never
+            // call listen() on the TIME-WAIT socket itself (smoltcp would
+            // silently discard TIME-WAIT).
+            self.emit(
+                now,
+                Some(id),
+                EventKind::Note { text: "new SYN for this 4-tuple ends TIME-WAIT (closelab accepts it, as Linux does for a higher sequence number)".into() },
+                None,
+            );
+            self.emit(now, Some(id), EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment }, None);
+            self.finish(id);
+        }
+        let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
+        if bare_syn && ours && self.listen_ports.contains(&tuple.local.port()) {
+            if self.conns.len() >= self.cfg.max_conns {
+                self.emit(
+                    now,
+                    None,
+                    EventKind::Refused {
+                        tuple: format!("{} -> {}", tuple.remote, tuple.local),
+                        reason: format!("connection limit {} reached", self.cfg.max_conns),
+                    },
+                    None,
+                );
+                self.stateless(now, packet);
+                return;
+            }
+            let id = self.new_conn(tuple, 0);
+            let conn = self.conns.get_mut(&id).expect("just inserted");
+            let ep = IpListenEndpoint { addr: Some(IpAddress::from(tuple.local.ip())), port: tuple.local.port() };
+            if let Err(e) = conn.socket().listen(ep) {
+                log::warn!("endpoint: listen failed on {tuple}: {e}");
+                self.remove(id);
+                self.stateless(now, packet);
+                return;
+            }
+            conn.state = TcpState::Listen;
+            self.step(now, id, Some(packet));
+            return;
+        }
+        self.stateless(now, packet);
+    }
+
+    /// A segment that belongs to no connection: smoltcp with an empty socket
+    /// set answers as for a closed port.
+    fn stateless(&mut self, now: Instant, packet: Vec<u8>) {
+        if wire::parse(&packet).is_ok() {
+            self.segment_event(now, None, Dir::In, &packet);
+        }
+        self.dev.rx = Some(packet);
+        self.iface.poll_ingress_single(now, &mut self.dev, &mut self.empty);
+        self.dev.rx = None;
+        let sent: Vec<Vec<u8>> = self.dev.tx.drain(..).collect();
+        for p in sent {
+            self.send(now, None, p);
+        }
+    }
+
+    fn new_conn(&mut self, tuple: FourTuple, initial_send: usize) -> ConnId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
+            tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
+        );
+        sock.set_timeout(Some(self.cfg.handshake_timeout));
+        sock.set_keep_alive(self.cfg.keep_alive);
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(sock);
+        let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send);
+        self.conns.insert(
+            id,
+            Conn {
+                id,
+                tuple,
+                set,
+                handle,
+                state: TcpState::Closed,
+                app,
+                fin_seen: false,
+                peer_fin: false,
+                synchronized: false,
+                deadline: None,
+                generation: 0,
+            },
+        );
+        self.by_tuple.insert(tuple, id);
+        id
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.remove(&id) {
+            self.by_tuple.remove(&c.tuple);
+        }
+    }
+
+    fn finish(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get(&id) {
+            if c.synchronized {
+                self.finished += 1;
+            }
+        }
+        self.remove(id);
+    }
+
+    /// Steps one connection: ingress (if a packet is given), application,
+    /// egress; emits each state change with its cause; reschedules its timer.
+    fn step(&mut self, now: Instant, id: ConnId, packet: Option<Vec<u8>>) {
+        if let Some(packet) = packet {
+            if let Ok(seg) = wire::parse(&packet) {
+                let c = self.conns.get_mut(&id).expect("stepped connection exists");
+                c.fin_seen |= seg.flags.fin;
+                self.segment_event(now, Some(id), Dir::In, &packet);
+            }
+            self.dev.rx = Some(packet);
+            let c = self.conns.get_mut(&id).expect("stepped connection exists");
+            self.iface.poll_ingress_single(now, &mut self.dev, &mut c.set);
+            self.dev.rx = None;
+            self.note_state(now, id, Cause::Segment);
+            self.flush_tx(now, Some(id));
+            let c = &self.conns[&id];
+            if c.state == TcpState::Listen {
+                // An RST during the handshake sends smoltcp's socket back to
+                // LISTEN; the connection is gone.
+                self.remove(id);
+                return;
+            }
+        }
+        self.run_app(now, id);
+        // Egress: at most one segment per call, so loop. Anything that
+        // changes state here is a timer (retransmission, TIME-WAIT expiry,
+        // user timeout).
+        for _ in 0..10_000 {
+            let c = self.conns.get_mut(&id).expect("stepped connection exists");
+            let r = self.iface.poll_egress(now, &mut self.dev, &mut c.set);
+            let sent = !self.dev.tx.is_empty();
+            self.note_state(now, id, Cause::Timer);
+            self.flush_tx(now, Some(id));
+            if r == smoltcp::iface::PollResult::None && !sent {
+                break;
+            }
+            // Sending may have freed buffer space for the application.
+            self.run_app(now, id);
+        }
+        self.reschedule(now, id);
+    }
+
+    fn run_app(&mut self, now: Instant, id: ConnId) {
+        let c = self.conns.get_mut(&id).expect("connection exists");
+        let mut actions = Vec::new();
+        let sock = c.set.get_mut::<tcp::Socket>(c.handle);
+        c.app.io(sock, &mut actions);
+        for a in actions {
+            if self.cfg.data_events {
+                self.app_event(now, id, a);
+            }
+        }
+        let c = &self.conns[&id];
+        let (call, _) = c.app.due_close(now, c.peer_fin);
+        if let Some(call) = call {
+            self.do_close(now, id, call);
+        }
+    }
+
+    fn do_close(&mut self, now: Instant, id: ConnId, call: CloseCall) {
+        let c = self.conns.get_mut(&id).expect("connection exists");
+        if c.app.closed.is_some() && call != CloseCall::Abort {
+            return;
+        }
+        let rst_on_unread = c.app.rst_on_unread();
+        let sock = c.set.get_mut::<tcp::Socket>(c.handle);
+        let action = match call {
+            // RFC 2525 §2.17: Linux answers close() with unread data by RST.
+            CloseCall::Close if rst_on_unread && sock.recv_queue() > 0 => {
+                sock.abort();
+                AppAction::CloseUnread
+            }
+            CloseCall::Close => {
+                sock.close();
+                AppAction::Close
+            }
+            CloseCall::Shutdown => {
+                sock.close();
+                AppAction::Shutdown
+            }
+            CloseCall::Abort => {
+                sock.abort();
+                AppAction::Abort
+            }
+        };
+        c.app.closed = Some(match action {
+            AppAction::CloseUnread => CloseCall::Abort,
+            _ => call,
+        });
+        self.app_event(now, id, action);
+        self.note_state(now, id, Cause::App(action));
+    }
+
+    /// Compares the socket's state with the last one seen and emits the change.
+    fn note_state(&mut self, now: Instant, id: ConnId, cause: Cause) {
+        let c = self.conns.get_mut(&id).expect("connection exists");
+        let new: TcpState = c.socket().state().into();
+        let old = c.state;
+        if new == old {
+            return;
+        }
+        c.state = new;
+        match new {
+            TcpState::Established => {
+                c.synchronized = true;
+                if c.app.established_at.is_none() {
+                    c.app.established_at = Some(now);
+                }
+                // The handshake timeout must not fire on an idle connection.
+                let t = self.cfg.user_timeout;
+                c.socket().set_timeout(t);
+            }
+            TcpState::CloseWait | TcpState::Closing | TcpState::TimeWait | TcpState::LastAck
+                if cause == Cause::Segment =>
+            {
+                if matches!((old, new), (TcpState::Established, TcpState::CloseWait)
+                    | (TcpState::FinWait1, TcpState::Closing)
+                    | (TcpState::FinWait1, TcpState::TimeWait)
+                    | (TcpState::FinWait2, TcpState::TimeWait)
+                    | (TcpState::SynReceived, TcpState::CloseWait))
+                {
+                    c.peer_fin = true;
+                    if c.app.peer_fin_at.is_none() {
+                        c.app.peer_fin_at = Some(now);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if matches!(new, TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::TimeWait | TcpState::CloseWait | TcpState::LastAck) {
+            c.synchronized = true;
+        }
+        log::debug!("endpoint: conn={id} state={old}=>{new} cause={cause}");
+        self.emit(now, Some(id), EventKind::State { from: old, to: new, cause }, None);
+    }
+
+    fn flush_tx(&mut self, now: Instant, id: Option<ConnId>) {
+        let sent: Vec<Vec<u8>> = self.dev.tx.drain(..).collect();
+        for p in sent {
+            self.send(now, id, p);
+        }
+    }
+
+    fn send(&mut self, now: Instant, id: Option<ConnId>, packet: Vec<u8>) {
+        let seg = wire::parse(&packet).ok();
+        let fin_seen = match id.and_then(|i| self.conns.get_mut(&i)) {
+            Some(c) => {
+                let before = c.fin_seen;
+                c.fin_seen |= seg.as_ref().is_some_and(|s| s.flags.fin);
+                before
+            }
+            None => false,
+        };
+        let mut release = Vec::new();
+        self.through_faults(now, Dir::Out, packet, seg.as_ref(), id, fin_seen, &mut release);
+        for (dir, p) in release {
+            self.deliver(now, dir, p);
+        }
+    }
+
+    fn reschedule(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let sock_at = self.iface.poll_at(now, &c.set).map(|t| if t < now { now } else { t });
+        let (_, app_at) = c.app.due_close(now, c.peer_fin);
+        let next = [sock_at, app_at].into_iter().flatten().min();
+        if c.state == TcpState::Closed && next.is_none() {
+            self.finish(id);
+            return;
+        }
+        if next != c.deadline {
+            c.deadline = next;
+            c.generation += 1;
+            if let Some(at) = next {
+                self.timers.push(Reverse((at, id, c.generation)));
+            }
+        }
+    }
+
+    fn segment_event(&mut self, now: Instant, conn: Option<ConnId>, dir: Dir, packet: &[u8]) {
+        match wire::parse(packet) {
+            Ok(seg) => {
+                let raw = self.cfg.capture.then(|| packet.to_vec());
+                self.emit(now, conn, EventKind::Segment { dir, seg }, raw);
+            }
+            Err(wire::ParseError::NotTcp(_)) => {}
+            Err(e) => self.emit(now, conn, EventKind::Malformed { dir, len: packet.len(), reason: e.to_string() }, None),
+        }
+    }
+
+    fn app_event(&mut self, now: Instant, id: ConnId, action: AppAction) {
+        self.emit(now, Some(id), EventKind::App { action }, None);
+    }
+
+    fn emit(&mut self, now: Instant, conn: Option<ConnId>, kind: EventKind, raw: Option<Vec<u8>>) {
+        let ev = Event { t: self.secs(now), side: Side::Closelab, conn, kind };
+        self.events.push((ev, raw));
+    }
+}
+
+#[cfg(test)]
+mod tests;

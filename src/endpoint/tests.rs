@@ -1,0 +1,409 @@
+//! Whole-connection tests: two closelab endpoints over an in-memory link with
+//! a virtual clock. They assert exact state sequences with their causes.
+
+use super::link::{End, Link};
+use super::*;
+use crate::event::{AppAction, Cause, Event, EventKind, TcpState};
+use crate::wire::Flags;
+
+use TcpState::*;
+
+const PORT: u16 = 7000;
+
+fn cidr(s: &str) -> IpCidr {
+    crate::config::parse_cidr(s).unwrap()
+}
+
+fn t0() -> Instant {
+    Instant::from_secs(1000)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Config for one end: A is 10.0.0.1 (client), B is 10.0.0.2 (server).
+fn cfg(addr: &str, app: AppKind, close: ClosePolicy, close_after: Option<Duration>) -> EndpointConfig {
+    let mut c = EndpointConfig::new(cidr(addr));
+    c.app = app;
+    c.policy = Policy { close, close_after, rst_on_unread: false };
+    c.seed = 7;
+    c
+}
+
+struct Bench {
+    link: Link,
+    client: ConnId,
+}
+
+/// B listens with `server`; A connects sending `send` bytes.
+fn bench(server: EndpointConfig, client: EndpointConfig, send: usize) -> Bench {
+    let mut b = Endpoint::new(server, t0());
+    b.listen(PORT);
+    let a = Endpoint::new(client, t0());
+    let mut link = Link::new(a, b, t0(), ms(10));
+    let remote = "10.0.0.2:7000".parse().unwrap();
+    let client = link.a.connect(t0(), remote, send).unwrap();
+    Bench { link, client }
+}
+
+/// (from, to, cause) of every state change of `conn`, in order.
+#[track_caller]
+fn states(events: &[Event], conn: ConnId) -> Vec<(TcpState, TcpState, Cause)> {
+    events
+        .iter()
+        .filter(|e| e.conn == Some(conn))
+        .filter_map(|e| match e.kind {
+            EventKind::State { from, to, cause } => Some((from, to, cause)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The states visited, starting with the first `from`.
+fn path(events: &[Event], conn: ConnId) -> Vec<TcpState> {
+    let s = states(events, conn);
+    let mut v: Vec<TcpState> = s.first().map(|x| vec![x.0]).unwrap_or_default();
+    v.extend(s.iter().map(|x| x.1));
+    v
+}
+
+fn time_of(events: &[Event], conn: ConnId, to: TcpState) -> Option<f64> {
+    events.iter().find_map(|e| match e.kind {
+        EventKind::State { to: t, .. } if t == to && e.conn == Some(conn) => Some(e.t),
+        _ => None,
+    })
+}
+
+fn segments(events: &[Event]) -> Vec<(Dir, Flags, usize)> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Segment { dir, seg } => Some((*dir, seg.flags, seg.len)),
+            _ => None,
+        })
+        .collect()
+}
+
+const SEG: Cause = Cause::Segment;
+const TIMER: Cause = Cause::Timer;
+const CLOSE: Cause = Cause::App(AppAction::Close);
+const CONNECT: Cause = Cause::App(AppAction::Connect);
+
+// Tests for the active close.
+
+#[test]
+fn test_active_close_sequences_both_sides() {
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(60));
+    let ev_b = b.link.b.take_events();
+    let ev_a = b.link.a.take_events();
+    assert_eq!(
+        states(&ev_b, 1),
+        vec![
+            (Listen, SynReceived, SEG),
+            (SynReceived, Established, SEG),
+            (Established, FinWait1, CLOSE),
+            (FinWait1, FinWait2, SEG),
+            (FinWait2, TimeWait, SEG),
+            (TimeWait, Closed, TIMER),
+        ]
+    );
+    assert_eq!(
+        states(&ev_a, b.client),
+        vec![
+            (Closed, SynSent, CONNECT),
+            (SynSent, Established, SEG),
+            (Established, CloseWait, SEG),
+            (CloseWait, LastAck, CLOSE),
+            (LastAck, Closed, SEG),
+        ]
+    );
+    // The echo came back: 5 bytes received by the client.
+    assert!(ev_a.iter().any(|e| e.kind == EventKind::App { action: AppAction::Recv(5) }));
+    assert_eq!(b.link.a.finished(), 1);
+    assert_eq!(b.link.b.finished(), 1);
+    assert!(b.link.a.is_empty() && b.link.b.is_empty(), "finished connections leave the table");
+}
+
+#[test]
+fn test_time_wait_lasts_exactly_smoltcp_10s() {
+    let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(60));
+    let ev = b.link.b.take_events();
+    let tw = time_of(&ev, 1, TimeWait).expect("reached TIME-WAIT");
+    let closed = time_of(&ev, 1, Closed).expect("left TIME-WAIT");
+    assert!((closed - tw - 10.0).abs() < 1e-9, "TIME-WAIT lasted {}s", closed - tw);
+    // The state is visible while it lasts.
+    assert!(b.link.b.is_empty());
+}
+
+#[test]
+fn test_active_close_after_delay() {
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, Some(ms(200)));
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(50)));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(1));
+    let ev = b.link.b.take_events();
+    let est = time_of(&ev, 1, Established).unwrap();
+    let fw1 = time_of(&ev, 1, FinWait1).unwrap();
+    assert!((fw1 - est - 0.2).abs() < 1e-9, "closed {}s after ESTABLISHED", fw1 - est);
+}
+
+// Tests for the passive close.
+
+#[test]
+fn test_passive_close_waits_in_close_wait() {
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Passive, Some(ms(300)));
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(60));
+    let ev_b = b.link.b.take_events();
+    let ev_a = b.link.a.take_events();
+    assert_eq!(
+        path(&ev_b, 1),
+        vec![Listen, SynReceived, Established, CloseWait, LastAck, Closed]
+    );
+    assert_eq!(
+        states(&ev_b, 1)[3..],
+        [(CloseWait, LastAck, CLOSE), (LastAck, Closed, SEG)]
+    );
+    let cw = time_of(&ev_b, 1, CloseWait).unwrap();
+    let la = time_of(&ev_b, 1, LastAck).unwrap();
+    assert!((la - cw - 0.3).abs() < 1e-9, "CLOSE-WAIT lasted {}", la - cw);
+    assert_eq!(
+        path(&ev_a, b.client),
+        vec![Closed, SynSent, Established, FinWait1, FinWait2, TimeWait, Closed]
+    );
+}
+
+// Tests for the never-closing application (the CLOSE_WAIT leak).
+
+#[test]
+fn test_never_close_stays_in_close_wait_for_an_hour() {
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(3600));
+    assert_eq!(b.link.b.state(1), Some(CloseWait));
+    let ev_b = b.link.b.take_events();
+    assert_eq!(path(&ev_b, 1), vec![Listen, SynReceived, Established, CloseWait]);
+    // The peer (smoltcp) has no FIN-WAIT-2 timeout either.
+    assert_eq!(b.link.a.state(b.client), Some(FinWait2));
+    // Recv-Q of a CLOSE-WAIT socket: everything read; the peer's FIN is the
+    // only thing left (ss would count it as 1 byte).
+    let info = b.link.b.connections(b.link.now());
+    assert_eq!(info[0].state, CloseWait);
+    assert_eq!(info[0].recv_q, 0);
+}
+
+// Tests for abort.
+
+#[test]
+fn test_abort_sends_rst_and_skips_time_wait() {
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Abort, Some(ms(200)));
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, None);
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(60));
+    let ev_b = b.link.b.take_events();
+    let ev_a = b.link.a.take_events();
+    assert_eq!(
+        states(&ev_b, 1),
+        vec![
+            (Listen, SynReceived, SEG),
+            (SynReceived, Established, SEG),
+            (Established, Closed, Cause::App(AppAction::Abort)),
+        ]
+    );
+    assert_eq!(path(&ev_a, b.client), vec![Closed, SynSent, Established, Closed]);
+    let out_rst = segments(&ev_b).iter().filter(|(d, f, _)| *d == Dir::Out && f.rst).count();
+    assert_eq!(out_rst, 1);
+    for ev in ev_a.iter().chain(&ev_b) {
+        if let EventKind::State { to, .. } = ev.kind {
+            assert_ne!(to, TimeWait);
+        }
+    }
+}
+
+// Tests for half close.
+
+#[test]
+fn test_half_close_data_after_our_fin_arrives_intact() {
+    // B shuts down its write side at once; A keeps sending 100 KiB after
+    // B's FIN, then closes.
+    let server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Half, Some(ms(0)));
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(0)));
+    client.buffer = 8 * 1024;
+    let mut b = bench(server, client, 100 * 1024);
+    b.link.run_for(Duration::from_secs(60));
+    let ev_b = b.link.b.take_events();
+    let ev_a = b.link.a.take_events();
+    assert_eq!(
+        states(&ev_b, 1),
+        vec![
+            (Listen, SynReceived, SEG),
+            (SynReceived, Established, SEG),
+            (Established, FinWait1, Cause::App(AppAction::Shutdown)),
+            (FinWait1, FinWait2, SEG),
+            (FinWait2, TimeWait, SEG),
+            (TimeWait, Closed, TIMER),
+        ]
+    );
+    let fin_at = time_of(&ev_b, 1, FinWait1).unwrap();
+    let received: usize = ev_b
+        .iter()
+        .filter(|e| e.t > fin_at)
+        .filter_map(|e| match e.kind {
+            EventKind::App { action: AppAction::Recv(n) } => Some(n),
+            _ => None,
+        })
+        .sum();
+    assert!(received > 90 * 1024, "only {received} bytes after our FIN");
+    let total: usize = ev_b
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::App { action: AppAction::Recv(n) } => Some(n),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(total, 100 * 1024);
+    assert_eq!(path(&ev_a, b.client)[..4], [Closed, SynSent, Established, CloseWait]);
+}
+
+#[test]
+fn test_half_close_bytes_are_exact() {
+    // Exact bytes: the sink side checks the pattern byte by byte through
+    // the raw segments on the wire.
+    let server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Half, Some(ms(0)));
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(0)));
+    let mut b = bench(server, client, 3000);
+    b.link.run_for(Duration::from_secs(30));
+    let mut stream = Vec::new();
+    for (_, from, p) in &b.link.wire {
+        if *from != End::A {
+            continue;
+        }
+        let seg = crate::wire::parse(p).unwrap();
+        if seg.len > 0 {
+            let payload = &p[p.len() - seg.len..];
+            stream.extend_from_slice(payload);
+        }
+    }
+    assert_eq!(stream.len(), 3000);
+    for (i, b) in stream.iter().enumerate() {
+        assert_eq!(*b, app::pattern_byte(i), "byte {i}");
+    }
+}
+
+// Tests for the simultaneous close.
+
+#[test]
+fn test_simultaneous_close_passes_closing_on_both_sides() {
+    // The client is ESTABLISHED at 20 ms, the server at 30 ms (10 ms wire).
+    // Both close at 120 ms, so each FIN is in flight when the other side
+    // closes, and the FINs cross.
+    let server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Active, Some(ms(90)));
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(60));
+    let ev_b = b.link.b.take_events();
+    let ev_a = b.link.a.take_events();
+    let expected = vec![Established, FinWait1, Closing, TimeWait, Closed];
+    assert_eq!(path(&ev_b, 1)[2..], expected[..]);
+    assert_eq!(path(&ev_a, b.client)[2..], expected[..]);
+    assert_eq!(
+        states(&ev_b, 1)[2..],
+        [
+            (Established, FinWait1, CLOSE),
+            (FinWait1, Closing, SEG),
+            (Closing, TimeWait, SEG),
+            (TimeWait, Closed, TIMER),
+        ]
+    );
+}
+
+// Tests for dispatch and bad input.
+
+#[test]
+fn test_syn_to_closed_port_gets_rst_ack() {
+    let server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Passive, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, None);
+    let b_ep = Endpoint::new(server, t0()); // not listening
+    let a = Endpoint::new(client, t0());
+    let mut link = Link::new(a, b_ep, t0(), ms(10));
+    let c = link.a.connect(t0(), "10.0.0.2:7000".parse().unwrap(), 0).unwrap();
+    link.run_for(Duration::from_secs(5));
+    let ev_b = link.b.take_events();
+    let out: Vec<_> = segments(&ev_b).into_iter().filter(|s| s.0 == Dir::Out).collect();
+    assert_eq!(out, vec![(Dir::Out, Flags::parse("R.").unwrap(), 0)]);
+    assert!(link.b.is_empty());
+    let ev_a = link.a.take_events();
+    assert_eq!(path(&ev_a, c), vec![Closed, SynSent, Closed]);
+}
+
+#[test]
+fn test_max_conns_refuses_with_rst() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.max_conns = 1;
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 0);
+    b.link.run_for(ms(500));
+    let second = b.link.a.connect(b.link.now(), "10.0.0.2:7000".parse().unwrap(), 0).unwrap();
+    b.link.run_for(ms(500));
+    let ev_b = b.link.b.take_events();
+    assert!(ev_b.iter().any(|e| matches!(&e.kind, EventKind::Refused { reason, .. } if reason == "connection limit 1 reached")));
+    assert_eq!(b.link.b.len(), 1);
+    assert_eq!(b.link.a.state(second), None, "refused connection closed and removed");
+}
+
+#[test]
+fn test_malformed_packets_never_panic() {
+    let mut ep = Endpoint::new(cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, None), t0());
+    ep.listen(PORT);
+    let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0x45], vec![0x60; 39], vec![0xff; 1500]];
+    // A valid SYN header truncated at every length, and with garbage options.
+    let mut syn = vec![0x45u8, 0, 0, 44, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+    syn.extend_from_slice(&[0x9c, 0x40, 0x1b, 0x58, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0, 2, 4, 0xff]);
+    for n in 0..syn.len() {
+        junk.push(syn[..n].to_vec());
+    }
+    for i in 0..2000u32 {
+        let mut p = syn.clone();
+        let idx = (i as usize * 7) % p.len();
+        p[idx] ^= (i % 251) as u8 | 1;
+        junk.push(p);
+    }
+    for p in junk {
+        ep.receive(t0(), p);
+        ep.poll(t0());
+        while ep.transmit().is_some() {}
+    }
+    let ev = ep.take_events();
+    assert!(ev.iter().any(|e| matches!(e.kind, EventKind::Malformed { .. })));
+}
+
+#[test]
+fn test_lookup_does_not_touch_other_connections() {
+    // 1,000 idle connections; one more closes normally, and the others see
+    // no events at all (no scan, no spurious state changes).
+    let server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 0);
+    for _ in 0..999 {
+        let now = b.link.now();
+        b.link.a.connect(now, "10.0.0.2:7000".parse().unwrap(), 0).unwrap();
+    }
+    b.link.run_for(Duration::from_secs(1));
+    assert_eq!(b.link.b.len(), 1000);
+    b.link.b.take_events();
+    let now = b.link.now();
+    assert!(b.link.b.abort(now, 500));
+    b.link.run_for(Duration::from_secs(1));
+    let ev = b.link.b.take_events();
+    assert!(ev.iter().all(|e| e.conn == Some(500) || e.conn.is_none()), "{ev:?}");
+    assert_eq!(b.link.b.len(), 999);
+}

@@ -1,0 +1,190 @@
+//! The mio loop: moves packets between the TUN device and the sans-IO
+//! endpoint, feeds it a monotonic clock, and stops on Ctrl-C (SIGINT/SIGTERM
+//! through a signalfd registered with mio, so a signal is just another
+//! event and the loop exits through the normal path, dropping what it owns).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration as StdDuration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use smoltcp::time::Instant;
+
+use crate::endpoint::Endpoint;
+use crate::event::Sink;
+use crate::sys::tun::TunDevice;
+
+const TUN: Token = Token(0);
+const SIGNAL: Token = Token(1);
+
+/// A monotonic clock in smoltcp's `Instant` (which, read with
+/// `Instant::now()`, would be the wall clock).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: std::time::Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock { start: std::time::Instant::now() }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.start.elapsed().as_micros() as i64)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// SIGINT and SIGTERM as a file descriptor. Create it in `main` before any
+/// thread starts, so every thread inherits the blocked mask and the signal
+/// can only arrive here.
+pub struct Signals {
+    fd: SignalFd,
+}
+
+impl Signals {
+    pub fn block() -> io::Result<Signals> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGINT);
+        mask.add(Signal::SIGTERM);
+        mask.thread_block().map_err(io::Error::from)?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(io::Error::from)?;
+        Ok(Signals { fd })
+    }
+
+    /// Whether a signal arrived (consumes it).
+    pub fn pending(&mut self) -> bool {
+        matches!(self.fd.read_signal(), Ok(Some(_)))
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Connections the loop opens by itself (`closelab connect`).
+#[derive(Clone, Debug)]
+pub struct ConnectPlan {
+    pub remote: SocketAddr,
+    pub send: usize,
+    pub count: u64,
+}
+
+/// When the loop stops by itself.
+#[derive(Clone, Debug, Default)]
+pub struct StopWhen {
+    /// Exit once this many connections are completely finished.
+    pub finished: Option<u64>,
+}
+
+/// How the loop ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Interrupted,
+}
+
+/// Runs the endpoint on the TUN device until a stop condition or a signal.
+pub fn run(
+    ep: &mut Endpoint,
+    clock: Clock,
+    tun: &TunDevice,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+    plan: Option<ConnectPlan>,
+    stop: StopWhen,
+) -> io::Result<Outcome> {
+    let mut poll = Poll::new()?;
+    let tun_fd = tun.raw_fd();
+    poll.registry().register(&mut SourceFd(&tun_fd), TUN, Interest::READABLE)?;
+    let sig_fd = signals.raw_fd();
+    poll.registry().register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
+    let mut events = Events::with_capacity(64);
+    // Large enough for any IP packet: nothing is truncated.
+    let mut buf = vec![0u8; 65536];
+    let mut opened = 0u64;
+    let mut current = None;
+    let mut mine: Vec<crate::event::ConnId> = Vec::new();
+    let mut backlog: std::collections::VecDeque<Vec<u8>> = Default::default();
+    let mut want_write = false;
+    loop {
+        let now = clock.now();
+        // Read everything waiting.
+        loop {
+            match tun.recv(&mut buf) {
+                Ok(Some(n)) => ep.receive(now, buf[..n].to_vec()),
+                Ok(None) => break,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("reading from TUN device {}: {e}", tun.name()))),
+            }
+        }
+        ep.poll(now);
+        if let Some(plan) = &plan {
+            let idle = match current {
+                None => true,
+                Some(id) => matches!(ep.state(id), None | Some(crate::event::TcpState::TimeWait)),
+            };
+            if idle && opened < plan.count {
+                let id = ep
+                    .connect(now, plan.remote, plan.send)
+                    .map_err(|e| io::Error::other(format!("connect to {}: {e}", plan.remote)))?;
+                current = Some(id);
+                mine.push(id);
+                opened += 1;
+            }
+        }
+        while let Some(p) = ep.transmit() {
+            backlog.push_back(p);
+        }
+        while let Some(p) = backlog.front() {
+            match tun.send(p) {
+                Ok(true) => {
+                    backlog.pop_front();
+                }
+                Ok(false) => break,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("writing to TUN device {}: {e}", tun.name()))),
+            }
+        }
+        let need_write = !backlog.is_empty();
+        if need_write != want_write {
+            let interest = if need_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            poll.registry().reregister(&mut SourceFd(&tun_fd), TUN, interest)?;
+            want_write = need_write;
+        }
+        ep.drain_events(sink);
+        if let Some(n) = stop.finished {
+            if ep.finished() >= n {
+                return Ok(Outcome::Done);
+            }
+        }
+        if let Some(plan) = &plan {
+            if stop.finished.is_none() && opened >= plan.count && mine.iter().all(|id| ep.state(*id).is_none()) {
+                return Ok(Outcome::Done);
+            }
+        }
+        let timeout = ep.poll_at().map(|at| {
+            let now = clock.now();
+            if at <= now { StdDuration::ZERO } else { StdDuration::from_micros((at - now).total_micros()) }
+        });
+        match poll.poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        for ev in events.iter() {
+            if ev.token() == SIGNAL && signals.pending() {
+                ep.drain_events(sink);
+                return Ok(Outcome::Interrupted);
+            }
+        }
+    }
+}

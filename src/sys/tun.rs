@@ -1,0 +1,231 @@
+//! The TUN device: our own type over `tun_tap::Iface::without_packet_info`,
+//! non-blocking, registered with mio. I/O errors are returned, never
+//! panicked on (smoltcp's `TunTapInterface` panics). Configuration of the
+//! kernel side of the link (MTU, address, up) shells out to iproute2 `ip`,
+//! so every step can be printed as the command a person would type.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+
+use smoltcp::wire::IpCidr;
+
+/// What to open and how to configure it.
+#[derive(Clone, Debug)]
+pub struct TunSpec {
+    pub name: String,
+    pub mtu: usize,
+    /// Addresses for the kernel's side of the link (with prefix).
+    pub peer_addrs: Vec<IpCidr>,
+    /// closelab's own addresses: must not be assigned to any kernel interface.
+    pub own_addrs: Vec<IpAddr>,
+    /// Configure the link (MTU, addresses, up). The lab's TUN is already
+    /// configured: then only `up` is ensured.
+    pub configure: bool,
+}
+
+/// Errors opening or configuring the TUN device; each names the device and
+/// the cause.
+#[derive(Debug)]
+pub enum TunError {
+    BadName(String),
+    NoDevice,
+    Permission(String),
+    Busy(String),
+    NotTun(String),
+    AddressInUse { addr: IpAddr, dev: String },
+    NoIp,
+    Command { cmd: String, stderr: String },
+    Io { name: String, err: io::Error },
+}
+
+impl fmt::Display for TunError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            TunError::BadName(n) => write!(f, "invalid TUN name `{n}` (1 to 15 characters, letters, digits, `-`, `_`, `.`)"),
+            TunError::NoDevice => write!(f, "cannot open TUN device: /dev/net/tun does not exist (load the tun module: modprobe tun)"),
+            TunError::Permission(n) => write!(f, "cannot open TUN device {n}: permission denied (run as root or grant CAP_NET_ADMIN)"),
+            TunError::Busy(n) => write!(f, "cannot open TUN device {n}: name already in use by another process"),
+            TunError::NotTun(n) => write!(f, "cannot open TUN device {n}: name already in use by a network interface that is not a TUN device"),
+            TunError::AddressInUse { addr, dev } => write!(f, "address {addr} is already in use on {dev} in this network namespace"),
+            TunError::NoIp => write!(f, "the `ip` binary (iproute2) was not found in PATH; install iproute2"),
+            TunError::Command { cmd, stderr } => write!(f, "`{cmd}` failed: {stderr}"),
+            TunError::Io { name, err } => write!(f, "TUN device {name}: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for TunError {}
+
+/// An open TUN device. Dropping it closes the fd: a non-persistent device
+/// disappears with it; on a persistent one the addresses closelab added are
+/// removed again.
+pub struct TunDevice {
+    iface: tun_tap::Iface,
+    name: String,
+    persistent: bool,
+    added: Vec<IpCidr>,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 15 && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Checks that iproute2's `ip` can be run.
+pub fn check_ip() -> Result<(), TunError> {
+    match Command::new("ip").arg("-V").output() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(TunError::NoIp),
+        Err(e) => Err(TunError::Command { cmd: "ip -V".into(), stderr: e.to_string() }),
+    }
+}
+
+fn ip(args: &[String]) -> Result<(), TunError> {
+    let cmd = format!("ip {}", args.join(" "));
+    log::debug!("tun: run {cmd}");
+    let out = Command::new("ip").args(args).output().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => TunError::NoIp,
+        _ => TunError::Command { cmd: cmd.clone(), stderr: e.to_string() },
+    })?;
+    if !out.status.success() {
+        return Err(TunError::Command { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(())
+}
+
+/// Interface that holds `addr` in the current network namespace, if any.
+fn holder_of(addr: IpAddr) -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifa in addrs {
+        let Some(sa) = ifa.address else { continue };
+        let ip = if let Some(v4) = sa.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = sa.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if ip == addr {
+            return Some(ifa.interface_name);
+        }
+    }
+    None
+}
+
+impl TunDevice {
+    /// Creates (or attaches to a persistent) TUN device and configures it.
+    pub fn open(spec: &TunSpec) -> Result<TunDevice, TunError> {
+        if !valid_name(&spec.name) {
+            return Err(TunError::BadName(spec.name.clone()));
+        }
+        if spec.configure {
+            check_ip()?;
+        }
+        let sys = Path::new("/sys/class/net").join(&spec.name);
+        let exists = sys.exists();
+        let persistent = exists && sys.join("tun_flags").exists();
+        if exists && !persistent {
+            return Err(TunError::NotTun(spec.name.clone()));
+        }
+        if spec.configure {
+            for own in &spec.own_addrs {
+                if let Some(dev) = holder_of(*own) {
+                    return Err(TunError::AddressInUse { addr: *own, dev });
+                }
+            }
+            for peer in &spec.peer_addrs {
+                let a: IpAddr = peer.address().into();
+                if let Some(dev) = holder_of(a) {
+                    if dev != spec.name {
+                        return Err(TunError::AddressInUse { addr: a, dev });
+                    }
+                }
+            }
+        }
+        if !Path::new("/dev/net/tun").exists() {
+            return Err(TunError::NoDevice);
+        }
+        let iface = tun_tap::Iface::without_packet_info(&spec.name, tun_tap::Mode::Tun).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc_errno) if libc_errno == nix::libc::EPERM || libc_errno == nix::libc::EACCES => {
+                    TunError::Permission(spec.name.clone())
+                }
+                Some(n) if n == nix::libc::EBUSY => TunError::Busy(spec.name.clone()),
+                Some(n) if n == nix::libc::ENOENT || n == nix::libc::ENODEV => TunError::NoDevice,
+                Some(n) if n == nix::libc::EINVAL => TunError::NotTun(spec.name.clone()),
+                _ => TunError::Io { name: spec.name.clone(), err: e },
+            }
+        })?;
+        iface.set_non_blocking().map_err(|err| TunError::Io { name: spec.name.clone(), err })?;
+        let mut dev = TunDevice { iface, name: spec.name.clone(), persistent, added: Vec::new() };
+        if spec.configure {
+            ip(&["link".into(), "set".into(), "dev".into(), spec.name.clone(), "mtu".into(), spec.mtu.to_string()])?;
+            for peer in &spec.peer_addrs {
+                let a: IpAddr = peer.address().into();
+                if holder_of(a).is_some() {
+                    continue;
+                }
+                let mut args = vec![];
+                if a.is_ipv6() {
+                    args.push("-6".to_string());
+                }
+                args.extend(["addr".into(), "add".into(), peer.to_string(), "dev".into(), spec.name.clone()]);
+                if a.is_ipv6() {
+                    // No duplicate address detection: the link has exactly
+                    // two ends and DAD would delay the first packets by ~1 s.
+                    args.push("nodad".into());
+                }
+                ip(&args)?;
+                dev.added.push(*peer);
+            }
+        }
+        ip(&["link".into(), "set".into(), "dev".into(), spec.name.clone(), "up".into()])?;
+        Ok(dev)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the device existed (persistent) before closelab opened it.
+    pub fn was_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Reads one packet; `Ok(None)` when none is waiting.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.iface.recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes one packet; `Ok(false)` when the device would block.
+    pub fn send(&self, pkt: &[u8]) -> io::Result<bool> {
+        match self.iface.send(pkt) {
+            Ok(n) if n == pkt.len() => Ok(true),
+            Ok(n) => Err(io::Error::other(format!("short write to TUN: {n} of {} bytes", pkt.len()))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.iface.as_raw_fd()
+    }
+}
+
+impl Drop for TunDevice {
+    fn drop(&mut self) {
+        if self.persistent {
+            for a in &self.added {
+                let _ = ip(&["addr".into(), "del".into(), a.to_string(), "dev".into(), self.name.clone()]);
+            }
+        }
+    }
+}
