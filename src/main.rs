@@ -1,3 +1,279 @@
-fn main() {
-    println!("Hello, world!");
+//! The closelab command line: clap parsing, one validation step into typed
+//! configuration, dispatch, exit code. 0 success, 1 an expectation failed,
+//! 2 an error (one line `closelab: …` on stderr).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use closelab::config;
+use closelab::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy, TimeWaitSyn};
+use closelab::fault::FaultRule;
+use closelab::sys::run::{ConnectPlan, Signals, StopWhen};
+use closelab::sys::serve::{self, Mode, Output, ServeOptions};
+use closelab::sys::tun::TunSpec;
+
+/// Watch TCP connections close on real packets: a userspace TCP endpoint
+/// (smoltcp) on a TUN device, with every segment and state change of both ends.
+#[derive(Parser)]
+#[command(name = "closelab", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Accept connections on a port and close them by a policy.
+    Listen {
+        /// Port to accept connections on.
+        #[arg(long)]
+        port: u16,
+        #[command(flatten)]
+        ep: EndpointArgs,
+        /// What closelab's application does: echo, sink, source:BYTES, hello, http.
+        #[arg(long, default_value = "echo")]
+        app: String,
+        /// Who closes and how.
+        #[arg(long, value_enum, default_value = "passive")]
+        close: CloseArg,
+    },
+    /// Open connections to a peer and close them by a policy.
+    Connect {
+        /// Peer address, e.g. 10.201.0.1:7000 or [fd00:201::1]:7000.
+        remote: String,
+        /// Bytes to send first.
+        #[arg(long, default_value = "0")]
+        send: String,
+        /// Connections to open, one after the other.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[command(flatten)]
+        ep: EndpointArgs,
+        /// What closelab's application does after --send: echo, sink, source:BYTES, hello, http.
+        #[arg(long, default_value = "sink")]
+        app: String,
+        /// Who closes and how.
+        #[arg(long, value_enum, default_value = "active")]
+        close: CloseArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CloseArg {
+    /// closelab closes first: FIN-WAIT-1, FIN-WAIT-2, TIME-WAIT.
+    Active,
+    /// closelab closes after the peer's FIN: CLOSE-WAIT, LAST-ACK.
+    Passive,
+    /// closelab never closes: CLOSE-WAIT stays (the leak).
+    Never,
+    /// closelab sends RST: no TIME-WAIT anywhere.
+    Abort,
+    /// closelab shuts down its write side and keeps reading.
+    Half,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TwSynArg {
+    /// Replace TIME-WAIT with a new connection at once (as Linux does for a higher sequence number).
+    Accept,
+    /// Hand the SYN to the TIME-WAIT socket: smoltcp drops it and the client stalls.
+    Drop,
+}
+
+#[derive(Args)]
+struct EndpointArgs {
+    /// TUN device to create (or attach to, if persistent).
+    #[arg(long)]
+    tun: Option<String>,
+    /// closelab's own address with prefix, e.g. 10.201.0.2/24 (repeat for IPv4 and IPv6).
+    #[arg(long = "addr")]
+    addr: Vec<String>,
+    /// Address of the kernel's side of the TUN link (default: first host of each --addr prefix).
+    #[arg(long = "peer-addr")]
+    peer_addr: Vec<String>,
+    /// MTU of the TUN link.
+    #[arg(long, default_value_t = 1500)]
+    mtu: usize,
+    /// Run in a lab's closelab namespace (see `closelab lab up`): no --tun/--addr needed.
+    #[arg(long)]
+    lab: Option<String>,
+    /// Delay of the close: after ESTABLISHED (active, abort, half) or after the peer's FIN (passive).
+    #[arg(long)]
+    close_after: Option<String>,
+    /// Like Linux (RFC 2525 §2.17): close() with unread received data sends RST, not FIN.
+    #[arg(long)]
+    rst_on_unread: bool,
+    /// Exit 0 once this many connections are completely finished (TIME-WAIT included).
+    #[arg(long)]
+    exit_after: Option<u64>,
+    /// Concurrent connections allowed; beyond it a SYN gets RST.
+    #[arg(long, default_value_t = 100_000)]
+    max_conns: usize,
+    /// Print the event stream as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Write every segment that crossed the TUN to this pcap file.
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Fault rule on the packet path (repeatable), e.g. "drop out ack after-fin 1st".
+    #[arg(long = "fault")]
+    faults: Vec<String>,
+    /// Seed for initial sequence numbers and random faults (default: varies per run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Send keep-alives after this idle time.
+    #[arg(long)]
+    keepalive: Option<String>,
+    /// Hold every segment this long on the TUN path (slow motion).
+    #[arg(long)]
+    slow: Option<String>,
+    /// Reset a connection that gets no answer for this long (smoltcp's user timeout; any state).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// What to do with a new SYN for a 4-tuple in TIME-WAIT.
+    #[arg(long, value_enum, default_value = "accept")]
+    time_wait_syn: TwSynArg,
+    /// Receive and send buffer per connection.
+    #[arg(long, default_value = "64k")]
+    buffer: String,
+}
+
+fn close_policy(c: CloseArg) -> ClosePolicy {
+    match c {
+        CloseArg::Active => ClosePolicy::Active,
+        CloseArg::Passive => ClosePolicy::Passive,
+        CloseArg::Never => ClosePolicy::Never,
+        CloseArg::Abort => ClosePolicy::Abort,
+        CloseArg::Half => ClosePolicy::Half,
+    }
+}
+
+/// The validation step: what the user typed → typed configuration.
+fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Result<ServeOptions, String> {
+    let app = AppKind::parse(app)?;
+    let (addrs, peer_addrs, tun_name, netns, configure) = match &ep.lab {
+        Some(lab) => {
+            if ep.tun.is_some() || !ep.addr.is_empty() || !ep.peer_addr.is_empty() {
+                return Err("--lab sets the TUN device and addresses; leave out --tun, --addr and --peer-addr".into());
+            }
+            let info = closelab::sys::lab::load(lab).map_err(|e| e.to_string())?;
+            let cidr = config::parse_cidr(&format!("{}/{}", info.closelab, info.prefix))?;
+            (vec![cidr], Vec::new(), info.tun.clone(), Some(info.ns_closelab.clone()), false)
+        }
+        None => {
+            let tun = ep.tun.clone().ok_or("--tun NAME is required (or --lab NAME)")?;
+            if ep.addr.is_empty() {
+                return Err("--addr is required: closelab's own address with prefix, e.g. --addr 10.201.0.2/24".into());
+            }
+            let addrs = ep.addr.iter().map(|a| config::parse_cidr(a)).collect::<Result<Vec<_>, _>>()?;
+            let mut peers = Vec::new();
+            if ep.peer_addr.is_empty() {
+                for a in &addrs {
+                    let ip = config::first_host(a)?;
+                    peers.push(config::parse_cidr(&format!("{ip}/{}", a.prefix_len()))?);
+                }
+            } else {
+                for p in &ep.peer_addr {
+                    let ip = config::parse_ip(p)?;
+                    let own = addrs
+                        .iter()
+                        .find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4())
+                        .ok_or_else(|| format!("--peer-addr {ip} has no --addr of the same family"))?;
+                    if IpAddr::from(own.address()) == ip {
+                        return Err(format!("--peer-addr {ip} is closelab's own address"));
+                    }
+                    peers.push(config::parse_cidr(&format!("{ip}/{}", own.prefix_len()))?);
+                }
+            }
+            (addrs, peers, tun, None, true)
+        }
+    };
+    if let Mode::Connect(plan) = &mode {
+        if !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4()) {
+            return Err(format!("cannot connect to {}: no --addr of the same IP family", plan.remote));
+        }
+    }
+    let dur = |s: &Option<String>| s.as_deref().map(config::parse_duration).transpose();
+    let mut cfg = EndpointConfig::new(addrs[0]);
+    cfg.addrs = addrs.clone();
+    cfg.gateways = peer_addrs.iter().map(|p| IpAddr::from(p.address())).collect();
+    if !(576..=65535).contains(&ep.mtu) {
+        return Err(format!("invalid MTU {} (576 to 65535)", ep.mtu));
+    }
+    cfg.mtu = ep.mtu;
+    cfg.seed = ep.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 32) | 1
+    });
+    cfg.buffer = config::parse_bytes(&ep.buffer)?;
+    if cfg.buffer == 0 {
+        return Err("--buffer must be at least 1 byte".into());
+    }
+    cfg.max_conns = ep.max_conns;
+    cfg.keep_alive = dur(&ep.keepalive)?;
+    cfg.user_timeout = dur(&ep.timeout)?;
+    cfg.slow = dur(&ep.slow)?;
+    cfg.app = app;
+    cfg.policy = Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
+    cfg.time_wait_syn = match ep.time_wait_syn {
+        TwSynArg::Accept => TimeWaitSyn::Accept,
+        TwSynArg::Drop => TimeWaitSyn::Drop,
+    };
+    cfg.faults = ep.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let tun = TunSpec {
+        name: tun_name,
+        mtu: ep.mtu,
+        peer_addrs,
+        own_addrs: addrs.iter().map(|a| IpAddr::from(a.address())).collect(),
+        configure,
+    };
+    Ok(ServeOptions {
+        endpoint: cfg,
+        tun,
+        netns,
+        mode,
+        stop: StopWhen { finished: ep.exit_after },
+        output: Output { json: ep.json, pcap: ep.pcap },
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.cmd {
+        Cmd::Listen { port, ep, app, close } => {
+            if port == 0 {
+                return Err("invalid port 0".into());
+            }
+            let opts = serve_options(ep, &app, close, Mode::Listen { port })?;
+            endpoint(opts)
+        }
+        Cmd::Connect { remote, send, count, ep, app, close } => {
+            let remote = config::parse_socket_addr(&remote)?;
+            let send = config::parse_bytes(&send)?;
+            let opts = serve_options(ep, &app, close, Mode::Connect(ConnectPlan { remote, send, count }))?;
+            endpoint(opts)
+        }
+    }
+}
+
+fn endpoint(opts: ServeOptions) -> Result<ExitCode, String> {
+    let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    serve::serve(opts, &mut signals, &mut out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("closelab: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -266,7 +266,7 @@ impl Endpoint {
         let mut port = None;
         for _ in 0..16384 {
             let p = self.next_port;
-            self.next_port = if self.next_port >= 65535 { 49152 } else { self.next_port + 1 };
+            self.next_port = if self.next_port == 65535 { 49152 } else { self.next_port + 1 };
             let tuple = FourTuple { local: SocketAddr::new(local_ip, p), remote };
             if !self.by_tuple.contains_key(&tuple) {
                 port = Some(p);

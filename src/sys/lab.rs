@@ -3,13 +3,13 @@
 //! iproute2's `ip`, so `--dry-run` prints exactly the commands that run.
 //!
 //! ```text
-//!   <NAME>-linux                          <NAME>-closelab
-//!  ┌──────────────────────┐              ┌────────────────────────────────────┐
-//!  │ kernel TCP (the peer)│              │ ip_forward=1, proxy_arp on <NAME>-vc│
-//!  │ <NAME>-vl  .1/prefix ├── veth ──────┤ <NAME>-vc  last host/prefix        │
-//!  └──────────────────────┘              │ <NAME>-t (TUN) ← route .2/32       │
-//!                                        │   └─ closelab's smoltcp endpoint .2│
-//!                                        └────────────────────────────────────┘
+//!  <NAME>-linux                       <NAME>-closelab
+//! ┌───────────────────────┐          ┌──────────────────────────────────────┐
+//! │ kernel TCP (the peer) │          │ ip_forward=1, proxy_arp on <NAME>-vc │
+//! │ <NAME>-vl  .1/prefix  ├── veth ──┤ <NAME>-vc  last host/prefix          │
+//! └───────────────────────┘          │ <NAME>-t (TUN) ← route .2/32         │
+//!                                    │  └ closelab's smoltcp endpoint .2    │
+//!                                    └──────────────────────────────────────┘
 //! ```
 //!
 //! The endpoint address (.2) sits on no kernel interface: the Linux host ARPs
@@ -60,21 +60,52 @@ const TW_RECYCLE: &str = "net.ipv4.tcp_tw_recycle";
 /// What went wrong planning, building, inspecting or removing a lab.
 #[derive(Debug)]
 pub enum LabError {
-    InvalidName { name: String },
-    InvalidSubnet { subnet: String, reason: String },
-    InvalidPeerSysctl { key: String, reason: String },
+    InvalidName {
+        name: String,
+    },
+    InvalidSubnet {
+        subnet: String,
+        reason: String,
+    },
+    InvalidPeerSysctl {
+        key: String,
+        reason: String,
+    },
     /// `net.ipv4.tcp_tw_recycle` no longer exists; said plainly, not pretended.
     TwRecycle,
-    AlreadyExists { name: String, ns: String },
+    AlreadyExists {
+        name: String,
+        ns: String,
+    },
     IpNotFound,
     NotRoot,
-    CmdSpawn { cmd: String, err: io::Error },
-    CmdFailed { cmd: String, stderr: String },
+    CmdSpawn {
+        cmd: String,
+        err: io::Error,
+    },
+    CmdFailed {
+        cmd: String,
+        stderr: String,
+    },
     Netns(NetnsError),
-    StateFile { path: PathBuf, op: &'static str, err: io::Error },
-    Scan { path: PathBuf, err: io::Error },
+    StateFile {
+        path: PathBuf,
+        op: &'static str,
+        err: io::Error,
+    },
+    Scan {
+        path: PathBuf,
+        err: io::Error,
+    },
     /// Building failed and removing the half-built lab failed too.
-    Rollback { cause: Box<LabError>, cleanup: Box<LabError> },
+    Rollback {
+        cause: Box<LabError>,
+        cleanup: Box<LabError>,
+    },
+    /// No lab of that name is up.
+    NotFound {
+        name: String,
+    },
 }
 
 impl fmt::Display for LabError {
@@ -120,6 +151,10 @@ impl fmt::Display for LabError {
             LabError::Scan { path, err } => {
                 write!(f, "cannot read {}: {}", path.display(), io_cause(err))
             }
+            LabError::NotFound { name } => write!(
+                f,
+                "no lab named {name} is up (start one with `closelab lab up --name {name}`; `closelab lab status` lists labs)"
+            ),
             LabError::Rollback { cause, cleanup } => write!(
                 f,
                 "{cause} (and removing the half-built lab failed: {cleanup})"
@@ -147,12 +182,21 @@ pub fn validate_name(name: &str) -> Result<(), LabError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok { Ok(()) } else { Err(LabError::InvalidName { name: name.to_string() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::InvalidName {
+            name: name.to_string(),
+        })
+    }
 }
 
 /// Parse `A.B.C.D/P` with 8 <= P <= 24 and no host bits set.
 pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), LabError> {
-    let bad = |reason: String| LabError::InvalidSubnet { subnet: s.to_string(), reason };
+    let bad = |reason: String| LabError::InvalidSubnet {
+        subnet: s.to_string(),
+        reason,
+    };
     let cidr = || bad("expected an IPv4 CIDR like 10.201.0.0/24".to_string());
     let (addr, prefix) = s.trim().split_once('/').ok_or_else(cidr)?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| cidr())?;
@@ -165,7 +209,9 @@ pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), LabError> {
     let mask = u32::MAX << (32 - prefix);
     let net = Ipv4Addr::from(u32::from(addr) & mask);
     if net != addr {
-        return Err(bad(format!("host bits are set; did you mean {net}/{prefix}?")));
+        return Err(bad(format!(
+            "host bits are set; did you mean {net}/{prefix}?"
+        )));
     }
     let first = addr.octets()[0];
     if first == 0 || first == 127 || first >= 224 {
@@ -257,7 +303,12 @@ impl LabSpec {
     pub fn new(name: &str, subnet: Option<&str>) -> Result<LabSpec, LabError> {
         validate_name(name)?;
         let (subnet, prefix) = parse_subnet(subnet.unwrap_or(DEFAULT_SUBNET))?;
-        Ok(LabSpec { name: name.to_string(), subnet, prefix, peer_sysctls: Vec::new() })
+        Ok(LabSpec {
+            name: name.to_string(),
+            subnet,
+            prefix,
+            peer_sysctls: Vec::new(),
+        })
     }
 
     /// A fresh name `cl` + 6 hex digits (3 from the pid, 3 from a process-wide
@@ -331,7 +382,11 @@ impl LabSpec {
     fn steps(&self) -> Vec<Step> {
         let a = self.addrs();
         let (nl, nc) = (a.ns_linux.as_str(), a.ns_closelab.as_str());
-        let (vl, vc, tun) = (a.veth_linux.as_str(), a.veth_closelab.as_str(), a.tun.as_str());
+        let (vl, vc, tun) = (
+            a.veth_linux.as_str(),
+            a.veth_closelab.as_str(),
+            a.tun.as_str(),
+        );
         let ip = |ns: &str, args: &[&str]| {
             let mut argv = vec!["ip", "-n", ns];
             argv.extend_from_slice(args);
@@ -352,7 +407,12 @@ impl LabSpec {
             Step::NetnsAdd(nc.to_string()),
             ip(nl, &["link", "set", "dev", "lo", "up"]),
             ip(nc, &["link", "set", "dev", "lo", "up"]),
-            ip(nl, &["link", "add", vl, "type", "veth", "peer", "name", vc, "netns", nc]),
+            ip(
+                nl,
+                &[
+                    "link", "add", vl, "type", "veth", "peer", "name", vc, "netns", nc,
+                ],
+            ),
             ip(nc, &["tuntap", "add", "dev", tun, "mode", "tun"]),
             ip(nc, &["link", "set", "dev", tun, "mtu", &mtu]),
             // Forward between the veth and the TUN, and answer ARP for the
@@ -396,7 +456,9 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(argv: &[&str]) -> Cmd {
-        Cmd { argv: argv.iter().map(|s| s.to_string()).collect() }
+        Cmd {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
@@ -418,13 +480,21 @@ fn shell_quote(arg: &str) -> String {
         && arg
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
-    if plain { arg.to_string() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
 }
 
 enum Step {
     NetnsAdd(String),
     Ip(Cmd),
-    Sysctl { ns: String, key: String, value: String },
+    Sysctl {
+        ns: String,
+        key: String,
+        value: String,
+    },
 }
 
 impl Step {
@@ -432,9 +502,15 @@ impl Step {
         match self {
             Step::NetnsAdd(ns) => Cmd::new(&["ip", "netns", "add", ns]),
             Step::Ip(cmd) => cmd.clone(),
-            Step::Sysctl { ns, key, value } => {
-                Cmd::new(&["ip", "netns", "exec", ns, "sysctl", "-w", &format!("{key}={value}")])
-            }
+            Step::Sysctl { ns, key, value } => Cmd::new(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-w",
+                &format!("{key}={value}"),
+            ]),
         }
     }
 }
@@ -443,7 +519,9 @@ impl Step {
 // Running commands
 
 fn is_executable(p: &Path) -> bool {
-    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// PATH first, then the sbin directories a non-root PATH often lacks.
@@ -484,17 +562,27 @@ fn run(cmd: &Cmd) -> Result<(), LabError> {
         .args(&cmd.argv[1..])
         .stdin(Stdio::null())
         .output()
-        .map_err(|err| LabError::CmdSpawn { cmd: cmd.to_string(), err })?;
+        .map_err(|err| LabError::CmdSpawn {
+            cmd: cmd.to_string(),
+            err,
+        })?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let mut stderr: String =
-        stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
+    let mut stderr: String = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     if stderr.is_empty() {
         stderr = format!("{}", out.status);
     }
-    Err(LabError::CmdFailed { cmd: cmd.to_string(), stderr })
+    Err(LabError::CmdFailed {
+        cmd: cmd.to_string(),
+        stderr,
+    })
 }
 
 fn run_step(step: &Step) -> Result<(), LabError> {
@@ -553,7 +641,9 @@ struct StateFile {
 fn parse_state(text: &str) -> Option<StateFile> {
     let (mut name, mut subnet, mut created_pid, mut peer) = (None, None, None, Vec::new());
     for line in text.lines() {
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match k {
             "name" => name = Some(v),
             "subnet" => subnet = Some(v),
@@ -573,7 +663,11 @@ fn parse_state(text: &str) -> Option<StateFile> {
 
 fn write_state(spec: &LabSpec) -> Result<(), LabError> {
     let path = state_path(&spec.name);
-    let err = |op, err| LabError::StateFile { path: path.clone(), op, err };
+    let err = |op, err| LabError::StateFile {
+        path: path.clone(),
+        op,
+        err,
+    };
     fs::create_dir_all(STATE_DIR).map_err(|e| err("create the directory of", e))?;
     let tmp = Path::new(STATE_DIR).join(format!(".{}.tmp", spec.name));
     fs::write(&tmp, state_text(spec, std::process::id())).map_err(|e| err("write", e))?;
@@ -584,13 +678,29 @@ fn read_state(name: &str) -> Option<StateFile> {
     parse_state(&fs::read_to_string(state_path(name)).ok()?)
 }
 
+/// The addresses of a lab that is up (its state file and both namespaces
+/// exist).
+pub fn load(name: &str) -> Result<LabAddrs, LabError> {
+    validate_name(name)?;
+    let state = read_state(name).ok_or_else(|| LabError::NotFound { name: name.to_string() })?;
+    let addrs = state.spec.addrs();
+    if !netns::exists(&addrs.ns_closelab) || !netns::exists(&addrs.ns_linux) {
+        return Err(LabError::NotFound { name: name.to_string() });
+    }
+    Ok(addrs)
+}
+
 /// Remove the state file; true if there was one.
 fn remove_state(name: &str) -> Result<bool, LabError> {
     let path = state_path(name);
     match fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(LabError::StateFile { path, op: "remove", err }),
+        Err(err) => Err(LabError::StateFile {
+            path,
+            op: "remove",
+            err,
+        }),
     }
 }
 
@@ -616,7 +726,10 @@ impl Lab {
         let addrs = spec.addrs();
         for ns in [&addrs.ns_linux, &addrs.ns_closelab] {
             if netns::exists(ns) {
-                return Err(LabError::AlreadyExists { name: spec.name.clone(), ns: ns.clone() });
+                return Err(LabError::AlreadyExists {
+                    name: spec.name.clone(),
+                    ns: ns.clone(),
+                });
             }
         }
         log::info!("lab: up name={} subnet={}", spec.name, spec.cidr());
@@ -637,19 +750,27 @@ impl Lab {
                 // Lost a race with another `up` of the same name.
                 let cause = match &step {
                     Step::NetnsAdd(ns) if !created.contains(ns) && netns::exists(ns) => {
-                        LabError::AlreadyExists { name: spec.name.clone(), ns: ns.clone() }
+                        LabError::AlreadyExists {
+                            name: spec.name.clone(),
+                            ns: ns.clone(),
+                        }
                     }
                     _ => cause,
                 };
                 return Err(match rollback(&spec.name, &created, wrote_state) {
                     Ok(()) => cause,
-                    Err(cleanup) => {
-                        LabError::Rollback { cause: Box::new(cause), cleanup: Box::new(cleanup) }
-                    }
+                    Err(cleanup) => LabError::Rollback {
+                        cause: Box::new(cause),
+                        cleanup: Box::new(cleanup),
+                    },
                 });
             }
         }
-        Ok(Lab { spec, addrs, armed: true })
+        Ok(Lab {
+            spec,
+            addrs,
+            armed: true,
+        })
     }
 
     pub fn addrs(&self) -> &LabAddrs {
@@ -697,9 +818,7 @@ fn rollback(name: &str, created: &[String], wrote_state: bool) -> Result<(), Lab
             first_err.get_or_insert(e);
         }
     }
-    if wrote_state
-        && let Err(e) = remove_state(name)
-    {
+    if wrote_state && let Err(e) = remove_state(name) {
         first_err.get_or_insert(e);
     }
     first_err.map_or(Ok(()), Err)
@@ -738,7 +857,10 @@ pub fn dry_run_down(name: &str) -> Vec<Cmd> {
 /// `ip netns del`; the kernel frees it when that process exits.
 pub fn down(name: &str) -> Result<DownReport, LabError> {
     validate_name(name)?;
-    let mut report = DownReport { name: name.to_string(), ..DownReport::default() };
+    let mut report = DownReport {
+        name: name.to_string(),
+        ..DownReport::default()
+    };
     for ns in [format!("{name}-linux"), format!("{name}-closelab")] {
         if netns::exists(&ns) {
             check_ip_binary()?;
@@ -749,7 +871,10 @@ pub fn down(name: &str) -> Result<DownReport, LabError> {
     }
     report.state_file_removed = remove_state(name)?;
     if report.removed_anything() {
-        log::info!("lab: down name={name} removed={:?}", report.namespaces_removed);
+        log::info!(
+            "lab: down name={name} removed={:?}",
+            report.namespaces_removed
+        );
     }
     Ok(report)
 }
@@ -761,8 +886,10 @@ fn known_labs() -> Result<BTreeSet<String>, LabError> {
     match fs::read_dir(STATE_DIR) {
         Ok(dir) => {
             for entry in dir {
-                let entry =
-                    entry.map_err(|err| LabError::Scan { path: STATE_DIR.into(), err })?;
+                let entry = entry.map_err(|err| LabError::Scan {
+                    path: STATE_DIR.into(),
+                    err,
+                })?;
                 if let Some(name) = entry.file_name().to_str()
                     && validate_name(name).is_ok()
                 {
@@ -771,10 +898,17 @@ fn known_labs() -> Result<BTreeSet<String>, LabError> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(LabError::Scan { path: STATE_DIR.into(), err }),
+        Err(err) => {
+            return Err(LabError::Scan {
+                path: STATE_DIR.into(),
+                err,
+            });
+        }
     }
-    let all = netns::list()
-        .map_err(|err| LabError::Scan { path: netns::NETNS_RUN_DIR.into(), err })?;
+    let all = netns::list().map_err(|err| LabError::Scan {
+        path: netns::NETNS_RUN_DIR.into(),
+        err,
+    })?;
     for ns in &all {
         if let Some(name) = ns.strip_suffix("-linux")
             && validate_name(name).is_ok()
@@ -786,7 +920,8 @@ fn known_labs() -> Result<BTreeSet<String>, LabError> {
     Ok(names)
 }
 
-/// Remove every lab (see [`known_labs`]); returns the names removed.
+/// Remove every lab: those with a state file and every `X-linux`/`X-closelab`
+/// pair (a lab that crashed before writing one). Returns the names removed.
 pub fn down_all() -> Result<Vec<String>, LabError> {
     down_all_matching(|_| true)
 }
@@ -834,7 +969,10 @@ pub fn status() -> Result<Vec<LabStatus>, LabError> {
         out.push(LabStatus {
             addrs: state.as_ref().map(|s| s.spec.addrs()),
             subnet: state.as_ref().map(|s| s.spec.cidr()),
-            peer_sysctls: state.as_ref().map(|s| s.spec.peer_sysctls.clone()).unwrap_or_default(),
+            peer_sysctls: state
+                .as_ref()
+                .map(|s| s.spec.peer_sysctls.clone())
+                .unwrap_or_default(),
             state_file: state_path(&name).exists(),
             created_pid: state.and_then(|s| s.created_pid),
             ns_linux_exists: netns::exists(&ns_linux),
@@ -857,24 +995,39 @@ fn endpoint_pids(ns: &str, tun: &str) -> Result<Vec<u32>, LabError> {
         Err(e) => return Err(e.into()),
     };
     let iff = format!("iff:\t{tun}");
-    let proc_dir = fs::read_dir("/proc").map_err(|err| LabError::Scan { path: "/proc".into(), err })?;
+    let proc_dir = fs::read_dir("/proc").map_err(|err| LabError::Scan {
+        path: "/proc".into(),
+        err,
+    })?;
     let mut pids = Vec::new();
     for entry in proc_dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let base = entry.path();
-        let in_ns = fs::read_dir(base.join("task")).into_iter().flatten().flatten().any(|t| {
-            fs::metadata(t.path().join("ns/net"))
-                .map(|m| (m.dev(), m.ino()) == id)
-                .unwrap_or(false)
-        });
-        let has_tun = in_ns
-            || fs::read_dir(base.join("fd")).into_iter().flatten().flatten().any(|fd| {
-                fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/net/tun"))
-                    && fs::read_to_string(base.join("fdinfo").join(fd.file_name()))
-                        .is_ok_and(|info| info.lines().any(|l| l == iff))
+        let in_ns = fs::read_dir(base.join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|t| {
+                fs::metadata(t.path().join("ns/net"))
+                    .map(|m| (m.dev(), m.ino()) == id)
+                    .unwrap_or(false)
             });
+        let has_tun = in_ns
+            || fs::read_dir(base.join("fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| {
+                    fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/net/tun"))
+                        && fs::read_to_string(base.join("fdinfo").join(fd.file_name()))
+                            .is_ok_and(|info| info.lines().any(|l| l == iff))
+                });
         if in_ns || has_tun {
             pids.push(pid);
         }
@@ -890,7 +1043,8 @@ mod tests {
 
     fn demo() -> LabSpec {
         let mut spec = LabSpec::new("demo", None).unwrap();
-        spec.add_peer_sysctl("net.ipv4.tcp_fin_timeout", "5").unwrap();
+        spec.add_peer_sysctl("net.ipv4.tcp_fin_timeout", "5")
+            .unwrap();
         spec
     }
 
@@ -901,7 +1055,17 @@ mod tests {
         for ok in ["demo", "a", "lab-1", "abcdefghij", "x9-"] {
             assert!(validate_name(ok).is_ok(), "{ok} refused");
         }
-        for bad in ["", "1abc", "-a", "Demo", "abcdefghijk", "a_b", "a.b", "a/b", "é"] {
+        for bad in [
+            "",
+            "1abc",
+            "-a",
+            "Demo",
+            "abcdefghijk",
+            "a_b",
+            "a.b",
+            "a/b",
+            "é",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(
@@ -912,8 +1076,14 @@ mod tests {
 
     #[test]
     fn test_subnet_parsing() {
-        assert_eq!(parse_subnet(DEFAULT_SUBNET).unwrap(), (Ipv4Addr::new(10, 201, 0, 0), 24));
-        assert_eq!(parse_subnet("172.16.0.0/12").unwrap(), (Ipv4Addr::new(172, 16, 0, 0), 12));
+        assert_eq!(
+            parse_subnet(DEFAULT_SUBNET).unwrap(),
+            (Ipv4Addr::new(10, 201, 0, 0), 24)
+        );
+        assert_eq!(
+            parse_subnet("172.16.0.0/12").unwrap(),
+            (Ipv4Addr::new(172, 16, 0, 0), 12)
+        );
         let err = |s: &str| parse_subnet(s).unwrap_err().to_string();
         assert_eq!(
             err("10.201.0.0/25"),
@@ -927,7 +1097,14 @@ mod tests {
             err("10.201.0.0"),
             "invalid subnet \"10.201.0.0\": expected an IPv4 CIDR like 10.201.0.0/24"
         );
-        for bad in ["fd00::/64", "10.201.0.0/x", "10.0.0.0/7", "127.0.0.0/8", "224.0.0.0/8", ""] {
+        for bad in [
+            "fd00::/64",
+            "10.201.0.0/x",
+            "10.0.0.0/7",
+            "127.0.0.0/8",
+            "224.0.0.0/8",
+            "",
+        ] {
             assert!(parse_subnet(bad).is_err(), "{bad} accepted");
         }
     }
@@ -943,7 +1120,10 @@ mod tests {
             (a.tun.as_str(), a.ns_linux.as_str(), a.ns_closelab.as_str()),
             ("demo-t", "demo-linux", "demo-closelab")
         );
-        assert_eq!((a.veth_linux.as_str(), a.veth_closelab.as_str()), ("demo-vl", "demo-vc"));
+        assert_eq!(
+            (a.veth_linux.as_str(), a.veth_closelab.as_str()),
+            ("demo-vl", "demo-vc")
+        );
         let wide = LabSpec::new("wide", Some("10.1.0.0/16")).unwrap().addrs();
         assert_eq!(wide.router, Ipv4Addr::new(10, 1, 255, 254));
         // The longest name still fits IFNAMSIZ (15 bytes + NUL).
@@ -954,12 +1134,28 @@ mod tests {
     #[test]
     fn test_tw_recycle_refused() {
         let text = "net.ipv4.tcp_tw_recycle was removed in Linux 4.12 because it broke clients behind NAT; it cannot be set (use tcp_tw_reuse for outgoing connections, or fix who closes first)";
-        assert_eq!(validate_peer_sysctl("net.ipv4.tcp_tw_recycle", "1").unwrap_err().to_string(), text);
-        assert_eq!(parse_peer_sysctl("net.ipv4.tcp_tw_recycle=0").unwrap_err().to_string(), text);
+        assert_eq!(
+            validate_peer_sysctl("net.ipv4.tcp_tw_recycle", "1")
+                .unwrap_err()
+                .to_string(),
+            text
+        );
+        assert_eq!(
+            parse_peer_sysctl("net.ipv4.tcp_tw_recycle=0")
+                .unwrap_err()
+                .to_string(),
+            text
+        );
         let mut spec = demo();
-        assert_eq!(spec.add_peer_sysctl("net.ipv4.tcp_tw_recycle", "1").unwrap_err().to_string(), text);
+        assert_eq!(
+            spec.add_peer_sysctl("net.ipv4.tcp_tw_recycle", "1")
+                .unwrap_err()
+                .to_string(),
+            text
+        );
         // A spec built by hand is checked again by up().
-        spec.peer_sysctls.push(("net.ipv4.tcp_tw_recycle".into(), "1".into()));
+        spec.peer_sysctls
+            .push(("net.ipv4.tcp_tw_recycle".into(), "1".into()));
         assert_eq!(spec.validate().unwrap_err().to_string(), text);
     }
 
@@ -972,11 +1168,15 @@ mod tests {
         assert!(parse_peer_sysctl("net.core.somaxconn = 4096").is_ok());
         assert!(parse_peer_sysctl("net.ipv4.ip_local_port_range=40000 40100").is_ok());
         assert_eq!(
-            parse_peer_sysctl("kernel.pid_max=10").unwrap_err().to_string(),
+            parse_peer_sysctl("kernel.pid_max=10")
+                .unwrap_err()
+                .to_string(),
             "cannot set peer sysctl \"kernel.pid_max\": only net.ipv4.tcp_*, net.core.somaxconn, net.ipv4.ip_local_port_range and net.ipv4.ip_local_reserved_ports can be set on the peer"
         );
         assert_eq!(
-            parse_peer_sysctl("net/ipv4/tcp_fin_timeout=5").unwrap_err().to_string(),
+            parse_peer_sysctl("net/ipv4/tcp_fin_timeout=5")
+                .unwrap_err()
+                .to_string(),
             "cannot set peer sysctl \"net/ipv4/tcp_fin_timeout\": allowed characters are a-z, 0-9, '_' and '.'"
         );
         assert!(parse_peer_sysctl("net.ipv4.tcp_fin_timeout").is_err());
@@ -1029,14 +1229,23 @@ mod tests {
         let cmds: Vec<String> = dry_run_down("demo").iter().map(|c| c.to_string()).collect();
         assert_eq!(
             cmds,
-            ["ip netns del demo-linux", "ip netns del demo-closelab", "rm -f /run/closelab/labs/demo"]
+            [
+                "ip netns del demo-linux",
+                "ip netns del demo-closelab",
+                "rm -f /run/closelab/labs/demo"
+            ]
         );
     }
 
     #[test]
     fn test_cmd_display_quotes() {
-        let cmd = Cmd::new(&["ip", "netns", "exec", "x", "sysctl", "-w", "a.b=1 2", "it's", ""]);
-        assert_eq!(cmd.to_string(), r"ip netns exec x sysctl -w 'a.b=1 2' 'it'\''s' ''");
+        let cmd = Cmd::new(&[
+            "ip", "netns", "exec", "x", "sysctl", "-w", "a.b=1 2", "it's", "",
+        ]);
+        assert_eq!(
+            cmd.to_string(),
+            r"ip netns exec x sysctl -w 'a.b=1 2' 'it'\''s' ''"
+        );
     }
 
     #[test]
@@ -1060,7 +1269,13 @@ mod tests {
              router_addr=10.201.0.254\ntun=demo-t\ncreated_pid=42\n\
              peer_sysctl=net.ipv4.tcp_fin_timeout=5\n"
         );
-        assert_eq!(parse_state(&text), Some(StateFile { spec, created_pid: Some(42) }));
+        assert_eq!(
+            parse_state(&text),
+            Some(StateFile {
+                spec,
+                created_pid: Some(42)
+            })
+        );
         assert_eq!(parse_state("name=demo\n"), None);
     }
 
@@ -1070,17 +1285,27 @@ mod tests {
         let out = Command::new("ip").args(args).output().unwrap();
         (
             out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
         )
     }
 
     fn root_sysctl(key: &str) -> String {
-        fs::read_to_string(netns::sysctl_path(key).unwrap()).unwrap().trim_end().to_string()
+        fs::read_to_string(netns::sysctl_path(key).unwrap())
+            .unwrap()
+            .trim_end()
+            .to_string()
     }
 
     fn assert_gone(name: &str) {
-        assert!(!netns::exists(&format!("{name}-linux")), "{name}-linux left");
-        assert!(!netns::exists(&format!("{name}-closelab")), "{name}-closelab left");
+        assert!(
+            !netns::exists(&format!("{name}-linux")),
+            "{name}-linux left"
+        );
+        assert!(
+            !netns::exists(&format!("{name}-closelab")),
+            "{name}-closelab left"
+        );
         assert!(!state_path(name).exists(), "state file of {name} left");
     }
 
@@ -1103,15 +1328,33 @@ mod tests {
         }
         let (_, route) = ip_ok(&["-n", &a.ns_closelab, "route", "show", "10.201.0.2/32"]);
         assert!(route.contains(&format!("dev {}", a.tun)), "{route}");
-        let (_, addrs) = ip_ok(&["-n", &a.ns_linux, "-4", "addr", "show", "dev", &a.veth_linux]);
+        let (_, addrs) = ip_ok(&[
+            "-n",
+            &a.ns_linux,
+            "-4",
+            "addr",
+            "show",
+            "dev",
+            &a.veth_linux,
+        ]);
         assert!(addrs.contains("inet 10.201.0.1/24"), "{addrs}");
         let (_, addrs) = ip_ok(&["-n", &a.ns_closelab, "-4", "addr", "show"]);
         assert!(addrs.contains("inet 10.201.0.254/24"), "{addrs}");
-        assert!(!addrs.contains("10.201.0.2/"), "endpoint address on a kernel interface: {addrs}");
-        assert_eq!(netns::read_sysctl(&a.ns_closelab, "net.ipv4.ip_forward").unwrap(), "1");
+        assert!(
+            !addrs.contains("10.201.0.2/"),
+            "endpoint address on a kernel interface: {addrs}"
+        );
+        assert_eq!(
+            netns::read_sysctl(&a.ns_closelab, "net.ipv4.ip_forward").unwrap(),
+            "1"
+        );
         let proxy = format!("net.ipv4.conf.{}.proxy_arp", a.veth_closelab);
         assert_eq!(netns::read_sysctl(&a.ns_closelab, &proxy).unwrap(), "1");
-        assert_eq!(root_sysctl("net.ipv4.ip_forward"), forward_before, "root ns changed");
+        assert_eq!(
+            root_sysctl("net.ipv4.ip_forward"),
+            forward_before,
+            "root ns changed"
+        );
 
         let st = status().unwrap();
         let me = st.iter().find(|s| s.name == name).expect("lab in status");
@@ -1164,7 +1407,10 @@ mod tests {
                 Ok(n) => panic!("unexpected packet on the TUN: {:02x?}", &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Proxy ARP answers at once (proxy_delay=0); 2 s is generous.
-                    assert!(std::time::Instant::now() < deadline, "no packet reached the TUN");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no packet reached the TUN"
+                    );
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(e) => panic!("tun recv: {e}"),
@@ -1189,7 +1435,11 @@ mod tests {
         assert_eq!(netns::read_sysctl(&a.ns_linux, key).unwrap(), value);
         // A new namespace starts from the compiled-in default (60).
         assert_eq!(netns::read_sysctl(&a.ns_closelab, key).unwrap(), "60");
-        assert_eq!(root_sysctl(key), root_before, "root namespace value changed");
+        assert_eq!(
+            root_sysctl(key),
+            root_before,
+            "root namespace value changed"
+        );
         let st = status().unwrap();
         let me = st.iter().find(|s| s.name == lab.name()).unwrap();
         assert_eq!(me.peer_sysctls, vec![(key.to_string(), value.to_string())]);
@@ -1205,7 +1455,8 @@ mod tests {
         let name = spec.name.clone();
         // Valid by name, missing in the kernel: fails after both namespaces,
         // the veth and the TUN exist.
-        spec.add_peer_sysctl("net.ipv4.tcp_no_such_knob", "1").unwrap();
+        spec.add_peer_sysctl("net.ipv4.tcp_no_such_knob", "1")
+            .unwrap();
         let err = Lab::up(spec).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1245,13 +1496,22 @@ mod tests {
         let one = Lab::up(LabSpec::unique()).unwrap();
         let two = Lab::up(LabSpec::unique()).unwrap();
         assert_ne!(one.name(), two.name());
-        assert_eq!(one.addrs().closelab, two.addrs().closelab, "same subnet, isolated");
+        assert_eq!(
+            one.addrs().closelab,
+            two.addrs().closelab,
+            "same subnet, isolated"
+        );
         for lab in [&one, &two] {
-            assert!(netns::exists(&lab.addrs().ns_linux) && netns::exists(&lab.addrs().ns_closelab));
+            assert!(
+                netns::exists(&lab.addrs().ns_linux) && netns::exists(&lab.addrs().ns_closelab)
+            );
         }
         let (n1, n2) = (one.name().to_string(), two.name().to_string());
         one.down().unwrap();
-        assert!(netns::exists(&two.addrs().ns_closelab), "down of one removed the other");
+        assert!(
+            netns::exists(&two.addrs().ns_closelab),
+            "down of one removed the other"
+        );
         drop(two); // the guard removes it
         assert_gone(&n1);
         assert_gone(&n2);
@@ -1268,7 +1528,10 @@ mod tests {
         // As if `up` had crashed before writing the state file.
         assert!(remove_state(&name).unwrap());
         let st = status().unwrap();
-        let me = st.iter().find(|s| s.name == name).expect("found by its namespaces");
+        let me = st
+            .iter()
+            .find(|s| s.name == name)
+            .expect("found by its namespaces");
         assert!(!me.state_file && me.addrs.is_none() && me.ns_linux_exists);
         // Other tests' labs are running: only this one goes.
         let removed = down_all_matching(|n| n == name).unwrap();

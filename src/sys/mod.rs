@@ -4,3 +4,4 @@ pub mod run;
 pub mod tun;
 pub mod lab;
 pub mod netns;
+pub mod serve;

@@ -52,7 +52,12 @@ pub enum NetnsError {
     /// The key has no file under `/proc/sys` in that namespace.
     NoSuchSysctl { ns: String, key: String },
     /// Reading or writing the sysctl failed.
-    Sysctl { ns: String, key: String, value: Option<String>, err: io::Error },
+    Sysctl {
+        ns: String,
+        key: String,
+        value: Option<String>,
+        err: io::Error,
+    },
     /// The named namespace is the one this process (or pid 1) runs in.
     RootNamespace { ns: String },
 }
@@ -71,7 +76,11 @@ impl fmt::Display for NetnsError {
                 write!(f, "cannot open network namespace {ns}: {}", io_cause(err))
             }
             NetnsError::Enter { ns, errno } => {
-                write!(f, "cannot enter network namespace {ns}: {}", errno.desc().to_lowercase())?;
+                write!(
+                    f,
+                    "cannot enter network namespace {ns}: {}",
+                    errno.desc().to_lowercase()
+                )?;
                 if *errno == Errno::EPERM {
                     write!(f, " (run as root or grant CAP_SYS_ADMIN)")?;
                 }
@@ -97,12 +106,22 @@ impl fmt::Display for NetnsError {
                 "sysctl {key} does not exist in network namespace {ns} (no /proc/sys/{})",
                 key.replace('.', "/")
             ),
-            NetnsError::Sysctl { ns, key, value: Some(v), err } => write!(
+            NetnsError::Sysctl {
+                ns,
+                key,
+                value: Some(v),
+                err,
+            } => write!(
                 f,
                 "cannot set sysctl {key}={v} in network namespace {ns}: {}",
                 io_cause(err)
             ),
-            NetnsError::Sysctl { ns, key, value: None, err } => write!(
+            NetnsError::Sysctl {
+                ns,
+                key,
+                value: None,
+                err,
+            } => write!(
                 f,
                 "cannot read sysctl {key} in network namespace {ns}: {}",
                 io_cause(err)
@@ -169,7 +188,10 @@ pub fn ns_id(ns: &str) -> Result<(u64, u64), NetnsError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             Err(NetnsError::NotFound { ns: ns.to_string() })
         }
-        Err(err) => Err(NetnsError::Open { ns: ns.to_string(), err }),
+        Err(err) => Err(NetnsError::Open {
+            ns: ns.to_string(),
+            err,
+        }),
     }
 }
 
@@ -181,13 +203,20 @@ pub fn enter(ns_name: &str) -> Result<(), NetnsError> {
     let path = ns_path(ns_name)?;
     let file = File::open(&path).map_err(|err| {
         if err.kind() == io::ErrorKind::NotFound {
-            NetnsError::NotFound { ns: ns_name.to_string() }
+            NetnsError::NotFound {
+                ns: ns_name.to_string(),
+            }
         } else {
-            NetnsError::Open { ns: ns_name.to_string(), err }
+            NetnsError::Open {
+                ns: ns_name.to_string(),
+                err,
+            }
         }
     })?;
-    setns(&file, CloneFlags::CLONE_NEWNET)
-        .map_err(|errno| NetnsError::Enter { ns: ns_name.to_string(), errno })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| NetnsError::Enter {
+        ns: ns_name.to_string(),
+        errno,
+    })?;
     log::debug!("netns: entered ns={ns_name}");
     Ok(())
 }
@@ -205,7 +234,10 @@ pub fn in_netns<T: Send + 'static>(
             enter(&name)?;
             Ok(f())
         })
-        .map_err(|err| NetnsError::Spawn { ns: ns.to_string(), err })?;
+        .map_err(|err| NetnsError::Spawn {
+            ns: ns.to_string(),
+            err,
+        })?;
     handle
         .join()
         .map_err(|_| NetnsError::Panicked { ns: ns.to_string() })?
@@ -214,9 +246,14 @@ pub fn in_netns<T: Send + 'static>(
 /// `net.ipv4.tcp_fin_timeout` → `/proc/sys/net/ipv4/tcp_fin_timeout`, after
 /// checking the key is a `net.*` key made of key characters.
 pub fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
-    let bad = |reason| NetnsError::InvalidKey { key: key.to_string(), reason };
+    let bad = |reason| NetnsError::InvalidKey {
+        key: key.to_string(),
+        reason,
+    };
     if !key.starts_with("net.") {
-        return Err(bad("only per-namespace net.* sysctls can be set in a namespace"));
+        return Err(bad(
+            "only per-namespace net.* sysctls can be set in a namespace",
+        ));
     }
     let mut path = PathBuf::from("/proc/sys");
     for part in key.split('.') {
@@ -227,7 +264,9 @@ pub fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(bad("allowed characters are a-z, A-Z, 0-9, '_', '-' and '.'"));
+            return Err(bad(
+                "allowed characters are a-z, A-Z, 0-9, '_', '-' and '.'",
+            ));
         }
         path.push(part);
     }
@@ -236,7 +275,10 @@ pub fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
 
 fn check_value(key: &str, value: &str) -> Result<(), NetnsError> {
     if value.is_empty() || value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(NetnsError::InvalidValue { key: key.to_string(), value: value.to_string() });
+        return Err(NetnsError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
     }
     Ok(())
 }
@@ -265,15 +307,29 @@ pub fn write_sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> 
         let mut file = match std::fs::OpenOptions::new().write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(NetnsError::NoSuchSysctl { ns: ns_s, key: key_s });
+                return Err(NetnsError::NoSuchSysctl {
+                    ns: ns_s,
+                    key: key_s,
+                });
             }
             Err(err) => {
-                return Err(NetnsError::Sysctl { ns: ns_s, key: key_s, value: Some(value_s), err });
+                return Err(NetnsError::Sysctl {
+                    ns: ns_s,
+                    key: key_s,
+                    value: Some(value_s),
+                    err,
+                });
             }
         };
         // One write(2) with the trailing newline, as sysctl(8) does.
-        io::Write::write_all(&mut file, format!("{value_s}\n").as_bytes())
-            .map_err(|err| NetnsError::Sysctl { ns: ns_s, key: key_s, value: Some(value_s), err })
+        io::Write::write_all(&mut file, format!("{value_s}\n").as_bytes()).map_err(|err| {
+            NetnsError::Sysctl {
+                ns: ns_s,
+                key: key_s,
+                value: Some(value_s),
+                err,
+            }
+        })
     })?
 }
 
@@ -284,10 +340,16 @@ pub fn read_sysctl(ns: &str, key: &str) -> Result<String, NetnsError> {
     let (ns_s, key_s) = (ns.to_string(), key.to_string());
     in_netns(ns, move || match std::fs::read_to_string(&path) {
         Ok(s) => Ok(s.trim_end_matches('\n').to_string()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(NetnsError::NoSuchSysctl { ns: ns_s, key: key_s })
-        }
-        Err(err) => Err(NetnsError::Sysctl { ns: ns_s, key: key_s, value: None, err }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NetnsError::NoSuchSysctl {
+            ns: ns_s,
+            key: key_s,
+        }),
+        Err(err) => Err(NetnsError::Sysctl {
+            ns: ns_s,
+            key: key_s,
+            value: None,
+            err,
+        }),
     })?
 }
 
@@ -301,7 +363,12 @@ pub(crate) fn require_root(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: needs root, and CI=true forbids skipping");
     }
-    eprintln!("{test}: SKIPPED (needs root)");
+    // Written to the stderr handle, not eprintln!, so libtest's output capture
+    // does not hide it in a passing run.
+    let _ = io::Write::write_all(
+        &mut io::stderr(),
+        format!("{test}: SKIPPED (needs root)\n").as_bytes(),
+    );
     false
 }
 
@@ -320,7 +387,10 @@ mod tests {
         fn new() -> TestNs {
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let name = format!("clnstest{}-{id}", std::process::id());
-            let out = Command::new("ip").args(["netns", "add", &name]).output().unwrap();
+            let out = Command::new("ip")
+                .args(["netns", "add", &name])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "ip netns add {name}: {out:?}");
             TestNs(name)
         }
@@ -349,7 +419,13 @@ mod tests {
             sysctl_path("net.ipv4.conf.demo-vc.proxy_arp").unwrap(),
             PathBuf::from("/proc/sys/net/ipv4/conf/demo-vc/proxy_arp")
         );
-        for bad in ["kernel.pid_max", "net..ipv4", "net.ipv4.", "net.ipv4/../../kernel", "net.a b"] {
+        for bad in [
+            "kernel.pid_max",
+            "net..ipv4",
+            "net.ipv4.",
+            "net.ipv4/../../kernel",
+            "net.a b",
+        ] {
             assert!(sysctl_path(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(
@@ -389,7 +465,13 @@ mod tests {
         assert_eq!(read_sysctl(&ns.0, key).unwrap(), value);
         // Seen the same way by an independent process inside the namespace.
         let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "cat", "/proc/sys/net/ipv4/tcp_fin_timeout"])
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "cat",
+                "/proc/sys/net/ipv4/tcp_fin_timeout",
+            ])
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), value);
@@ -410,7 +492,10 @@ mod tests {
                 ns.0
             )
         );
-        assert!(matches!(read_sysctl(&ns.0, "net.ipv4.nope"), Err(NetnsError::NoSuchSysctl { .. })));
+        assert!(matches!(
+            read_sysctl(&ns.0, "net.ipv4.nope"),
+            Err(NetnsError::NoSuchSysctl { .. })
+        ));
     }
 
     #[test]
@@ -437,7 +522,10 @@ mod tests {
         assert_eq!(ifaces.len(), 1, "{thread_dev}");
         assert!(ifaces[0].starts_with("lo:"), "{thread_dev}");
         // This thread never moved.
-        assert_eq!(std::fs::read_link("/proc/thread-self/ns/net").unwrap(), mine);
+        assert_eq!(
+            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+            mine
+        );
     }
 
     #[test]
@@ -448,9 +536,16 @@ mod tests {
         // `ip netns attach NAME PID` names the namespace pid 1 lives in.
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("clnstestroot{}-{id}", std::process::id());
-        let out = Command::new("ip").args(["netns", "attach", &name, "1"]).output().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "attach", &name, "1"])
+            .output()
+            .unwrap();
         if !out.status.success() {
-            eprintln!("test_refuses_root_namespace: SKIPPED (ip netns attach failed: {out:?})");
+            let _ = io::Write::write_all(
+                &mut io::stderr(),
+                format!("test_refuses_root_namespace: SKIPPED (ip netns attach failed: {out:?})\n")
+                    .as_bytes(),
+            );
             return;
         }
         let ns = TestNs(name);

@@ -1,4 +1,97 @@
-//! Views of the event stream.
-pub mod text;
+//! Views of the event stream: every rendering (timeline, JSON lines, pcap,
+//! summary, ladder) is a [`Sink`] or a function of events. No view looks at
+//! sockets or re-derives state from packets.
 pub mod json;
 pub mod pcap;
+pub mod text;
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use crate::event::{ConnId, Dir, Event, EventKind, Secs, Side, Sink, Summary, TcpState};
+
+/// Sends every event to several sinks.
+pub struct Tee<'a>(pub Vec<&'a mut dyn Sink>);
+
+impl Sink for Tee<'_> {
+    fn event(&mut self, ev: &Event) {
+        for s in self.0.iter_mut() {
+            s.event(ev);
+        }
+    }
+
+    fn packet(&mut self, t: Secs, dir: Dir, raw: &[u8]) {
+        for s in self.0.iter_mut() {
+            s.packet(t, dir, raw);
+        }
+    }
+}
+
+/// Writes the raw bytes of every segment event to a pcap stream; time is the
+/// run's clock plus `epoch` (so timestamps match the timeline).
+pub struct PcapSink<W: Write> {
+    writer: pcap::PcapWriter<W>,
+    epoch: std::time::Duration,
+    error: Option<std::io::Error>,
+    pub packets: u64,
+}
+
+impl<W: Write> PcapSink<W> {
+    pub fn new(w: W, epoch: std::time::Duration) -> std::io::Result<PcapSink<W>> {
+        Ok(PcapSink { writer: pcap::PcapWriter::new(w)?, epoch, error: None, packets: 0 })
+    }
+
+    /// The first write error, if any.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.writer.flush()
+    }
+}
+
+impl<W: Write> Sink for PcapSink<W> {
+    fn event(&mut self, _ev: &Event) {}
+
+    fn packet(&mut self, t: Secs, _dir: Dir, raw: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        let at = self.epoch + std::time::Duration::from_secs_f64(t.max(0.0));
+        match self.writer.packet(at, raw) {
+            Ok(()) => self.packets += 1,
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+/// Counts, incrementally, how many connections reached each state.
+#[derive(Default)]
+pub struct SummarySink {
+    pub side: Option<Side>,
+    seen: HashSet<ConnId>,
+    seen_state: HashSet<(ConnId, TcpState)>,
+    pub summary: Summary,
+}
+
+impl SummarySink {
+    pub fn new(side: Side) -> SummarySink {
+        SummarySink { side: Some(side), ..SummarySink::default() }
+    }
+}
+
+impl Sink for SummarySink {
+    fn event(&mut self, ev: &Event) {
+        if self.side.is_some_and(|s| s != ev.side) {
+            return;
+        }
+        if let (Some(c), EventKind::State { to, .. }) = (ev.conn, &ev.kind) {
+            if self.seen.insert(c) {
+                self.summary.connections += 1;
+            }
+            if self.seen_state.insert((c, *to)) {
+                *self.summary.reached.entry(*to).or_insert(0) += 1;
+            }
+        }
+    }
+}

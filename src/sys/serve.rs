@@ -1,0 +1,132 @@
+//! `closelab listen` and `closelab connect`: open the TUN device (inside a
+//! lab's namespace if asked), run the endpoint on it, write the timeline /
+//! JSON lines / pcap, and print the summary on exit.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use crate::endpoint::{Endpoint, EndpointConfig};
+use crate::event::{Event, EventKind, Side, Sink};
+use crate::sys::run::{self, Clock, ConnectPlan, Outcome, Signals, StopWhen};
+use crate::sys::tun::{TunDevice, TunSpec};
+use crate::view::json::JsonSink;
+use crate::view::text::TextSink;
+use crate::view::{PcapSink, SummarySink, Tee};
+
+/// What the endpoint does on its own.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    Listen { port: u16 },
+    Connect(ConnectPlan),
+}
+
+/// Where the event stream goes.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    pub json: bool,
+    pub pcap: Option<PathBuf>,
+}
+
+/// Everything `listen`/`connect` need, already validated.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub endpoint: EndpointConfig,
+    pub tun: TunSpec,
+    /// Network namespace to enter before opening the TUN (a lab's).
+    pub netns: Option<String>,
+    pub mode: Mode,
+    pub stop: StopWhen,
+    pub output: Output,
+}
+
+/// Runs until done or interrupted. Errors are one line naming the cause.
+pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write) -> Result<Outcome, String> {
+    if let Some(ns) = &opts.netns {
+        crate::sys::netns::enter(ns).map_err(|e| e.to_string())?;
+    }
+    let tun = TunDevice::open(&opts.tun).map_err(|e| e.to_string())?;
+    let clock = Clock::new();
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    opts.endpoint.capture = opts.output.pcap.is_some();
+    let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
+    let plan = match &opts.mode {
+        Mode::Listen { port } => {
+            ep.listen(*port);
+            None
+        }
+        Mode::Connect(plan) => Some(plan.clone()),
+    };
+    let mut pcap = match &opts.output.pcap {
+        Some(path) => {
+            let f = File::create(path).map_err(|e| format!("cannot create pcap file {}: {e}", path.display()))?;
+            Some(PcapSink::new(BufWriter::new(f), epoch).map_err(|e| format!("writing pcap file {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let mut summary = SummarySink::new(Side::Closelab);
+    let started = format!(
+        "closelab on {} ({}): {}",
+        tun.name(),
+        opts.endpoint.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+        match &opts.mode {
+            Mode::Listen { port } => format!(
+                "listening on port {port}, app {}, close {}",
+                opts.endpoint.app,
+                format!("{:?}", opts.endpoint.policy.close).to_lowercase()
+            ),
+            Mode::Connect(p) => format!("connecting to {} ({} connection(s))", p.remote, p.count),
+        }
+    );
+    let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };
+    let mut main: Box<dyn Output_ + '_> =
+        if opts.output.json { Box::new(JsonSink::new(&mut *out)) } else { Box::new(TextSink::new(&mut *out)) };
+    main.event(&note);
+    let outcome = {
+        let mut sinks: Vec<&mut dyn Sink> = vec![main.as_sink(), &mut summary];
+        if let Some(p) = pcap.as_mut() {
+            sinks.push(p);
+        }
+        let mut tee = Tee(sinks);
+        run::run(&mut ep, clock, &tun, signals, &mut tee, plan, opts.stop.clone())
+    };
+    main.summary(&summary.summary);
+    if let Some(e) = main.error() {
+        return Err(format!("writing output: {e}"));
+    }
+    if let Some(p) = pcap.as_mut() {
+        p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
+    }
+    outcome.map_err(|e| e.to_string())
+}
+
+/// The main output (text or JSON) with its summary line and error.
+trait Output_: Sink {
+    fn as_sink(&mut self) -> &mut dyn Sink;
+    fn summary(&mut self, s: &crate::event::Summary);
+    fn error(&self) -> Option<&io::Error>;
+}
+
+impl<W: Write> Output_ for TextSink<W> {
+    fn as_sink(&mut self) -> &mut dyn Sink {
+        self
+    }
+    fn summary(&mut self, s: &crate::event::Summary) {
+        TextSink::summary(self, s)
+    }
+    fn error(&self) -> Option<&io::Error> {
+        TextSink::error(self)
+    }
+}
+
+impl<W: Write> Output_ for JsonSink<W> {
+    fn as_sink(&mut self) -> &mut dyn Sink {
+        self
+    }
+    fn summary(&mut self, s: &crate::event::Summary) {
+        JsonSink::summary(self, s, Side::Closelab)
+    }
+    fn error(&self) -> Option<&io::Error> {
+        JsonSink::error(self)
+    }
+}
