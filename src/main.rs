@@ -59,6 +59,72 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "active")]
         close: CloseArg,
     },
+    /// Build, inspect and remove two-namespace labs (a Linux host and a closelab host on one wire).
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// Build a lab, run four close stories on real packets with both sides' states, tear it down.
+    Demo {
+        /// Leave the lab up afterwards for exploring.
+        #[arg(long)]
+        keep: bool,
+        /// Run only story N (1: closelab closes first, 2: Linux closes first, 3: CLOSE_WAIT leak, 4: web server TIME-WAIT).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        only: Option<u8>,
+        /// Print the event stream as JSON lines instead of ladders.
+        #[arg(long)]
+        json: bool,
+        /// Hold every segment this long on the TUN path so each Linux state is observed ("0s" turns it off).
+        #[arg(long, default_value = "50ms")]
+        slow: String,
+        /// Lab name (default: unique).
+        #[arg(long)]
+        name: Option<String>,
+        /// IPv4 subnet of the lab.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Seed for closelab's initial sequence numbers.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build a lab: namespaces <NAME>-linux and <NAME>-closelab joined by a veth pair.
+    Up {
+        /// Lab name (1-10 characters a-z, 0-9, '-'); default: a unique one.
+        #[arg(long)]
+        name: Option<String>,
+        /// IPv4 subnet of the wire (Linux host .1, closelab .2).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// TCP sysctl for the Linux namespace only, e.g. net.ipv4.tcp_fin_timeout=5 (repeatable).
+        #[arg(long = "peer-sysctl")]
+        peer_sysctl: Vec<String>,
+        /// Print the exact ip commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove a lab (idempotent), or every closelab lab with --all.
+    Down {
+        name: Option<String>,
+        /// Remove every closelab lab left behind (after a crash or kill -9).
+        #[arg(long)]
+        all: bool,
+        /// Print the exact ip commands instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List labs, their addresses and running endpoints.
+    Status,
+    /// Run a command on the lab's Linux host, e.g. `closelab lab exec demo -- curl http://10.201.0.2:7000/`.
+    Exec {
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -255,6 +321,136 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let opts = serve_options(ep, &app, close, Mode::Connect(ConnectPlan { remote, send, count }))?;
             endpoint(opts)
         }
+        Cmd::Lab { cmd } => lab(cmd),
+        Cmd::Demo { keep, only, json, slow, name, subnet, seed } => {
+            let slow = config::parse_duration(&slow)?;
+            let opts = closelab::sys::demo::DemoOptions {
+                name,
+                subnet,
+                keep,
+                only: only.map(usize::from),
+                json,
+                slow: (slow > smoltcp::time::Duration::ZERO).then_some(slow),
+                seed,
+                ..Default::default()
+            };
+            demo(opts)
+        }
+    }
+}
+
+fn lab(cmd: LabCmd) -> Result<ExitCode, String> {
+    use closelab::sys::lab;
+    match cmd {
+        LabCmd::Up { name, subnet, peer_sysctl, dry_run } => {
+            let mut spec = match &name {
+                Some(n) => lab::LabSpec::new(n, subnet.as_deref()),
+                None => {
+                    let u = lab::LabSpec::unique();
+                    lab::LabSpec::new(&u.name, subnet.as_deref())
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            for kv in &peer_sysctl {
+                let (k, v) = lab::parse_peer_sysctl(kv).map_err(|e| e.to_string())?;
+                spec.add_peer_sysctl(&k, &v).map_err(|e| e.to_string())?;
+            }
+            if dry_run {
+                for c in spec.plan_up() {
+                    println!("{c}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let l = lab::Lab::up(spec).map_err(|e| e.to_string())?;
+            let a = l.addrs().clone();
+            println!("lab {} is up", l.name());
+            println!("  Linux host:  {} in namespace {} (run programs there: closelab lab exec {} -- CMD)", a.linux, a.ns_linux, l.name());
+            println!("  closelab:    {} behind TUN {} in namespace {} (closelab listen --lab {} --port 7000)", a.closelab, a.tun, a.ns_closelab, l.name());
+            for (k, v) in &l.spec().peer_sysctls {
+                println!("  sysctl:      {k}={v} in {} only", a.ns_linux);
+            }
+            println!("  remove with: closelab lab down {}", l.name());
+            l.keep();
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Down { name, all, dry_run } => {
+            match (name, all) {
+                (Some(_), true) => Err("give a lab name or --all, not both".into()),
+                (None, false) => Err("give a lab name, or --all to remove every closelab lab".into()),
+                (Some(n), false) => {
+                    if dry_run {
+                        for c in lab::dry_run_down(&n) {
+                            println!("{c}");
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    let r = lab::down(&n).map_err(|e| e.to_string())?;
+                    if r.removed_anything() {
+                        println!("lab {n} removed");
+                    } else {
+                        println!("lab {n}: nothing to remove");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                (None, true) => {
+                    if dry_run {
+                        for s in lab::status().map_err(|e| e.to_string())? {
+                            for c in lab::dry_run_down(&s.name) {
+                                println!("{c}");
+                            }
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    let names = lab::down_all().map_err(|e| e.to_string())?;
+                    if names.is_empty() {
+                        println!("no closelab labs to remove");
+                    }
+                    for n in names {
+                        println!("lab {n} removed");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        LabCmd::Status => {
+            let labs = lab::status().map_err(|e| e.to_string())?;
+            if labs.is_empty() {
+                println!("no closelab labs");
+            }
+            for s in labs {
+                let addrs = match &s.addrs {
+                    Some(a) => format!("linux {} closelab {} tun {}", a.linux, a.closelab, a.tun),
+                    None => "addresses unknown (no state file)".into(),
+                };
+                let endpoints = if s.endpoint_pids.is_empty() {
+                    "no endpoint running".to_string()
+                } else {
+                    format!("endpoints: pid {}", s.endpoint_pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
+                };
+                let broken = if s.ns_linux_exists && s.ns_closelab_exists { "" } else { " (incomplete: run `closelab lab down`)" };
+                println!("{}: {addrs}; {endpoints}{broken}", s.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Exec { name, command } => {
+            let addrs = lab::load(&name).map_err(|e| e.to_string())?;
+            let status = std::process::Command::new("ip")
+                .args(["netns", "exec", &addrs.ns_linux])
+                .args(&command)
+                .status()
+                .map_err(|e| format!("cannot run `ip netns exec {} {}`: {e}", addrs.ns_linux, command.join(" ")))?;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        }
+    }
+}
+
+fn demo(opts: closelab::sys::demo::DemoOptions) -> Result<ExitCode, String> {
+    let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match closelab::sys::demo::run(opts, &mut signals, &mut out)? {
+        closelab::sys::run::Outcome::Done => Ok(ExitCode::SUCCESS),
+        closelab::sys::run::Outcome::Interrupted => Ok(ExitCode::from(130)),
     }
 }
 

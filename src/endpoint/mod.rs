@@ -792,6 +792,7 @@ impl Endpoint {
         let sock_at = self.iface.poll_at(now, &c.set).map(|t| if t < now { now } else { t });
         let (_, app_at) = c.app.due_close(now, c.peer_fin);
         let next = [sock_at, app_at].into_iter().flatten().min();
+        log::trace!("endpoint: conn={id} state={} next={next:?} sock_at={sock_at:?} app_at={app_at:?} now={now}", c.state);
         if c.state == TcpState::Closed && next.is_none() {
             self.finish(id);
             return;

@@ -5,3 +5,7 @@ pub mod tun;
 pub mod lab;
 pub mod netns;
 pub mod serve;
+pub mod observe;
+pub mod peer;
+pub mod story;
+pub mod demo;

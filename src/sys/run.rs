@@ -72,12 +72,70 @@ impl Signals {
     }
 }
 
-/// Connections the loop opens by itself (`closelab connect`).
+/// Something the loop calls every iteration besides the TUN: opening
+/// connections, a Linux peer, an observer, a story's end condition.
+pub trait Driver {
+    /// Does its work for `now`; returns when it wants to be called again at
+    /// the latest, or that the run is over.
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick>;
+}
+
+/// What a driver wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tick {
+    Continue(Option<Instant>),
+    Stop,
+}
+
+/// A driver that does nothing (plain `listen`).
+pub struct Idle;
+
+impl Driver for Idle {
+    fn tick(&mut self, _now: Instant, _ep: &mut Endpoint, _sink: &mut dyn Sink) -> io::Result<Tick> {
+        Ok(Tick::Continue(None))
+    }
+}
+
+/// Connections the loop opens by itself (`closelab connect`), one after the
+/// other: the next opens when the previous one is gone or in TIME-WAIT.
 #[derive(Clone, Debug)]
 pub struct ConnectPlan {
     pub remote: SocketAddr,
     pub send: usize,
     pub count: u64,
+}
+
+/// [`ConnectPlan`] as a driver. Stops once every connection it opened is
+/// gone from the table.
+pub struct Connector {
+    plan: ConnectPlan,
+    opened: Vec<crate::event::ConnId>,
+    /// Stop when all are done (false when `--exit-after` decides).
+    stop_when_done: bool,
+}
+
+impl Connector {
+    pub fn new(plan: ConnectPlan, stop_when_done: bool) -> Connector {
+        Connector { plan, opened: Vec::new(), stop_when_done }
+    }
+}
+
+impl Driver for Connector {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, _sink: &mut dyn Sink) -> io::Result<Tick> {
+        let idle = match self.opened.last() {
+            None => true,
+            Some(id) => matches!(ep.state(*id), None | Some(crate::event::TcpState::TimeWait)),
+        };
+        if idle && (self.opened.len() as u64) < self.plan.count {
+            let id = ep
+                .connect(now, self.plan.remote, self.plan.send)
+                .map_err(|e| io::Error::other(format!("connect to {}: {e}", self.plan.remote)))?;
+            self.opened.push(id);
+        }
+        let all_done =
+            self.opened.len() as u64 >= self.plan.count && self.opened.iter().all(|id| ep.state(*id).is_none());
+        Ok(if all_done && self.stop_when_done { Tick::Stop } else { Tick::Continue(None) })
+    }
 }
 
 /// When the loop stops by itself.
@@ -94,14 +152,16 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// Runs the endpoint on the TUN device until a stop condition or a signal.
+/// Runs the endpoint on the TUN device until a stop condition, the driver
+/// says stop, or a signal.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     ep: &mut Endpoint,
     clock: Clock,
     tun: &TunDevice,
     signals: &mut Signals,
     sink: &mut dyn Sink,
-    plan: Option<ConnectPlan>,
+    driver: &mut dyn Driver,
     stop: StopWhen,
 ) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
@@ -109,12 +169,28 @@ pub fn run(
     poll.registry().register(&mut SourceFd(&tun_fd), TUN, Interest::READABLE)?;
     let sig_fd = signals.raw_fd();
     poll.registry().register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
+    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop);
+    // The fds outlive this loop (the demo reuses the TUN for every story).
+    let _ = poll.registry().deregister(&mut SourceFd(&tun_fd));
+    let _ = poll.registry().deregister(&mut SourceFd(&sig_fd));
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_registered(
+    ep: &mut Endpoint,
+    clock: Clock,
+    tun: &TunDevice,
+    poll: &mut Poll,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+    driver: &mut dyn Driver,
+    stop: StopWhen,
+) -> io::Result<Outcome> {
+    let tun_fd = tun.raw_fd();
     let mut events = Events::with_capacity(64);
     // Large enough for any IP packet: nothing is truncated.
     let mut buf = vec![0u8; 65536];
-    let mut opened = 0u64;
-    let mut current = None;
-    let mut mine: Vec<crate::event::ConnId> = Vec::new();
     let mut backlog: std::collections::VecDeque<Vec<u8>> = Default::default();
     let mut want_write = false;
     loop {
@@ -128,20 +204,7 @@ pub fn run(
             }
         }
         ep.poll(now);
-        if let Some(plan) = &plan {
-            let idle = match current {
-                None => true,
-                Some(id) => matches!(ep.state(id), None | Some(crate::event::TcpState::TimeWait)),
-            };
-            if idle && opened < plan.count {
-                let id = ep
-                    .connect(now, plan.remote, plan.send)
-                    .map_err(|e| io::Error::other(format!("connect to {}: {e}", plan.remote)))?;
-                current = Some(id);
-                mine.push(id);
-                opened += 1;
-            }
-        }
+        let tick = driver.tick(now, ep, sink)?;
         while let Some(p) = ep.transmit() {
             backlog.push_back(p);
         }
@@ -166,12 +229,11 @@ pub fn run(
                 return Ok(Outcome::Done);
             }
         }
-        if let Some(plan) = &plan {
-            if stop.finished.is_none() && opened >= plan.count && mine.iter().all(|id| ep.state(*id).is_none()) {
-                return Ok(Outcome::Done);
-            }
-        }
-        let timeout = ep.poll_at().map(|at| {
+        let driver_at = match tick {
+            Tick::Stop => return Ok(Outcome::Done),
+            Tick::Continue(at) => at,
+        };
+        let timeout = [ep.poll_at(), driver_at].into_iter().flatten().min().map(|at| {
             let now = clock.now();
             if at <= now { StdDuration::ZERO } else { StdDuration::from_micros((at - now).total_micros()) }
         });

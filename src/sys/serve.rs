@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::event::{Event, EventKind, Side, Sink};
-use crate::sys::run::{self, Clock, ConnectPlan, Outcome, Signals, StopWhen};
+use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen};
 use crate::sys::tun::{TunDevice, TunSpec};
 use crate::view::json::JsonSink;
 use crate::view::text::TextSink;
@@ -50,12 +50,12 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     opts.endpoint.capture = opts.output.pcap.is_some();
     let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
-    let plan = match &opts.mode {
+    let mut driver: Box<dyn Driver> = match &opts.mode {
         Mode::Listen { port } => {
             ep.listen(*port);
-            None
+            Box::new(Idle)
         }
-        Mode::Connect(plan) => Some(plan.clone()),
+        Mode::Connect(plan) => Box::new(Connector::new(plan.clone(), opts.stop.finished.is_none())),
     };
     let mut pcap = match &opts.output.pcap {
         Some(path) => {
@@ -88,7 +88,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             sinks.push(p);
         }
         let mut tee = Tee(sinks);
-        run::run(&mut ep, clock, &tun, signals, &mut tee, plan, opts.stop.clone())
+        run::run(&mut ep, clock, &tun, signals, &mut tee, driver.as_mut(), opts.stop.clone())
     };
     main.summary(&summary.summary);
     if let Some(e) = main.error() {

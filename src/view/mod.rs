@@ -2,6 +2,8 @@
 //! summary, ladder) is a [`Sink`] or a function of events. No view looks at
 //! sockets or re-derives state from packets.
 pub mod json;
+pub mod ladder;
+pub mod mermaid;
 pub mod pcap;
 pub mod text;
 

@@ -1,0 +1,147 @@
+//! Watches the Linux peer's sockets through NETLINK_SOCK_DIAG (what `ss`
+//! uses) and turns what changed since the last look into events on the
+//! Linux side of the timeline: states (cause `observed`, never inferred from
+//! packets), TIME-WAIT and orphan timers, retransmissions.
+//!
+//! Linux's transient states can last microseconds; the demo's slow motion
+//! holds every segment on the TUN path so each one lasts longer than the
+//! polling interval.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use crate::endpoint::Endpoint;
+use crate::event::{ConnId, Event, EventKind, Secs, Side, Sink, TcpState};
+use crate::sys::sockdiag::{Diag, KernelSocket, TimerKind};
+use crate::wire::FourTuple;
+
+/// One look at the Linux side.
+pub struct Observer {
+    diag: Diag,
+    ports: HashSet<u16>,
+    prev: HashMap<(SocketAddr, SocketAddr), KernelSocket>,
+    /// Linux 4-tuple → closelab connection number, remembered after the
+    /// connection has left closelab's table.
+    conns: HashMap<(SocketAddr, SocketAddr), ConnId>,
+    /// Events of Linux sockets whose closelab connection does not exist yet
+    /// (Linux's SYN-SENT is seen before closelab gets the SYN): held until it
+    /// does, then emitted with their original time.
+    pending: Vec<((SocketAddr, SocketAddr), Event)>,
+}
+
+/// How long an event waits for its closelab connection before it is
+/// emitted without one.
+const PENDING_MAX: Secs = 2.0;
+
+impl Observer {
+    /// Opens a sock_diag socket inside network namespace `ns`; it keeps
+    /// reading that namespace from any thread.
+    pub fn new(ns: &str, ports: &[u16]) -> Result<Observer, String> {
+        let diag = crate::sys::netns::in_netns(ns, Diag::new)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(Observer { diag, ports: ports.iter().copied().collect(), prev: HashMap::new(), conns: HashMap::new(), pending: Vec::new() })
+    }
+
+    /// Looks at Linux's sockets of interest and emits what changed.
+    pub fn poll(&mut self, t: Secs, ep: &Endpoint, sink: &mut dyn Sink) -> Result<(), String> {
+        let now: HashMap<(SocketAddr, SocketAddr), KernelSocket> = self
+            .diag
+            .dump_tcp()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|s| self.ports.contains(&s.local.port()) || self.ports.contains(&s.remote.port()))
+            .map(|s| ((s.local, s.remote), s))
+            .collect();
+        let mut keys: Vec<_> = now.keys().chain(self.prev.keys()).copied().collect::<HashSet<_>>().into_iter().collect();
+        keys.sort();
+        // Held events first, in order, once their connection is known.
+        let held = std::mem::take(&mut self.pending);
+        for (key, mut ev) in held {
+            match self.conn_of(key, ep) {
+                Some(c) => {
+                    ev.conn = Some(c);
+                    sink.event(&ev);
+                }
+                None if t - ev.t > PENDING_MAX => sink.event(&ev),
+                None => self.pending.push((key, ev)),
+            }
+        }
+        for key in keys {
+            let conn = self.conn_of(key, ep);
+            let listener = now.get(&key).or(self.prev.get(&key)).is_some_and(|s| s.state == TcpState::Listen);
+            let wait = conn.is_none() && !listener;
+            let pending = &mut self.pending;
+            let mut emit = |sink: &mut dyn Sink, kind| {
+                let ev = Event { t, side: Side::Linux, conn, kind };
+                if wait || pending.iter().any(|(k, _)| *k == key) {
+                    pending.push((key, ev));
+                } else {
+                    sink.event(&ev);
+                }
+            };
+            match (self.prev.get(&key), now.get(&key)) {
+                (None, Some(new)) => {
+                    emit(sink, EventKind::State { from: TcpState::Closed, to: new.state, cause: crate::event::Cause::Observed });
+                    timer_event(None, new, &mut |k| emit(&mut *sink, k));
+                }
+                (Some(old), Some(new)) => {
+                    if old.state != new.state {
+                        emit(sink, EventKind::State { from: old.state, to: new.state, cause: crate::event::Cause::Observed });
+                    }
+                    timer_event(Some(old), new, &mut |k| emit(&mut *sink, k));
+                }
+                (Some(old), None) => {
+                    emit(sink, EventKind::State { from: old.state, to: TcpState::Closed, cause: crate::event::Cause::Observed });
+                }
+                (None, None) => {}
+            }
+        }
+        self.prev = now;
+        Ok(())
+    }
+
+    /// Emits every held event (end of a story): nothing observed is lost.
+    pub fn flush(&mut self, ep: &Endpoint, sink: &mut dyn Sink) {
+        for (key, mut ev) in std::mem::take(&mut self.pending) {
+            ev.conn = self.conn_of(key, ep);
+            sink.event(&ev);
+        }
+    }
+
+    /// The current Linux sockets of interest.
+    pub fn sockets(&self) -> impl Iterator<Item = &KernelSocket> {
+        self.prev.values()
+    }
+
+    fn conn_of(&mut self, key: (SocketAddr, SocketAddr), ep: &Endpoint) -> Option<ConnId> {
+        if let Some(c) = self.conns.get(&key) {
+            return Some(*c);
+        }
+        let tuple = FourTuple { local: key.1, remote: key.0 };
+        let c = ep.find(&tuple)?;
+        self.conns.insert(key, c);
+        Some(c)
+    }
+}
+
+/// A timer worth showing: entering a timewait-style timer (TIME-WAIT, orphan
+/// FIN-WAIT-2), or a retransmission (its count went up).
+fn timer_event(old: Option<&KernelSocket>, new: &KernelSocket, emit: &mut dyn FnMut(EventKind)) {
+    let Some(timer) = &new.timer else { return };
+    let old_timer = old.and_then(|o| o.timer.as_ref());
+    let state_changed = old.is_none_or(|o| o.state != new.state);
+    let show = match timer.kind {
+        TimerKind::TimeWait => state_changed || old_timer.is_none_or(|t| t.kind != TimerKind::TimeWait),
+        TimerKind::On => timer.retrans > old_timer.map_or(0, |t| t.retrans),
+        TimerKind::Keepalive => old_timer.is_none_or(|t| t.kind != TimerKind::Keepalive || timer.retrans > t.retrans),
+        _ => false,
+    };
+    if show {
+        emit(EventKind::Timer {
+            name: timer.kind.name().to_string(),
+            remaining: timer.remaining_ms as f64 / 1000.0,
+            retrans: timer.retrans,
+        });
+    }
+}

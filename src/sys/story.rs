@@ -1,0 +1,179 @@
+//! Running one story in a lab: a fresh closelab endpoint on the lab's TUN,
+//! a Linux peer script in the Linux namespace, the sock_diag observer, all in
+//! one loop and one event stream, until the story's end condition holds.
+//! The demo and the scenarios are built on this.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration as StdDuration;
+
+use smoltcp::time::{Duration, Instant};
+
+use crate::endpoint::{Endpoint, EndpointConfig};
+use crate::event::{ConnId, Event, EventKind, Side, Sink, TcpState};
+use crate::sys::observe::Observer;
+use crate::sys::peer::{Peer, PeerMsg, PeerStep};
+use crate::sys::run::{self, Clock, Driver, Outcome, Signals, StopWhen, Tick};
+use crate::sys::tun::TunDevice;
+use crate::view::Tee;
+use crate::wire::FourTuple;
+
+/// What a story's end condition can look at.
+pub struct StoryView<'a> {
+    pub events: &'a [Event],
+    pub ep: &'a Endpoint,
+    pub peer_done: bool,
+    /// Linux sockets of the story (not listeners) that exist right now.
+    pub linux_open: usize,
+    /// Seconds since the story started.
+    pub t: f64,
+}
+
+impl StoryView<'_> {
+    /// Whether `side` has reached `state` (on any connection).
+    pub fn reached(&self, side: Side, state: TcpState) -> bool {
+        self.events.iter().any(|e| e.side == side && matches!(e.kind, EventKind::State { to, .. } if to == state))
+    }
+
+    /// Time `side` first reached `state`.
+    pub fn reached_at(&self, side: Side, state: TcpState) -> Option<f64> {
+        self.events.iter().find_map(|e| match e.kind {
+            EventKind::State { to, .. } if e.side == side && to == state => Some(e.t),
+            _ => None,
+        })
+    }
+
+    /// closelab connections in `state` right now.
+    pub fn closelab_in(&self, state: TcpState) -> usize {
+        let mut last: std::collections::HashMap<Option<ConnId>, TcpState> = Default::default();
+        for e in self.events {
+            if let (Side::Closelab, EventKind::State { to, .. }) = (e.side, &e.kind) {
+                last.insert(e.conn, *to);
+            }
+        }
+        last.values().filter(|s| **s == state).count()
+    }
+}
+
+/// A story: closelab's endpoint settings, the Linux script, when it is over.
+pub struct Story {
+    pub endpoint: EndpointConfig,
+    pub port: u16,
+    pub peer: Vec<PeerStep>,
+    /// Ports whose Linux sockets are observed.
+    pub observe_ports: Vec<u16>,
+    pub done: Box<dyn Fn(&StoryView) -> bool>,
+    /// Give up (error) after this long.
+    pub timeout: StdDuration,
+}
+
+/// How a story ended.
+pub struct StoryResult {
+    pub outcome: Outcome,
+    pub events: Vec<Event>,
+    /// closelab's connections at the end (for counts like TIME_WAIT 5).
+    pub closelab_states: Vec<(ConnId, TcpState)>,
+}
+
+/// Records a copy of every event for the driver's end condition.
+#[derive(Clone, Default)]
+struct Recorder(Rc<RefCell<Vec<Event>>>);
+
+impl Sink for Recorder {
+    fn event(&mut self, ev: &Event) {
+        self.0.borrow_mut().push(ev.clone());
+    }
+}
+
+struct StoryDriver {
+    peer: Peer,
+    observer: Observer,
+    recorder: Recorder,
+    done: Box<dyn Fn(&StoryView) -> bool>,
+    start: Instant,
+    deadline: Instant,
+    error: Option<String>,
+}
+
+const OBSERVE_EVERY: Duration = Duration::from_millis(2);
+
+impl Driver for StoryDriver {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick> {
+        let t = ep.secs(now);
+        // `sink` already records into `self.recorder` (see run_story).
+        let tee = sink;
+        for m in self.peer.messages() {
+            match m {
+                PeerMsg::Action { local, remote, action } => {
+                    let conn = match (local, remote) {
+                        (Some(l), Some(r)) => ep.find(&FourTuple { local: r, remote: l }),
+                        _ => None,
+                    };
+                    tee.event(&Event { t, side: Side::Linux, conn, kind: EventKind::App { action } });
+                }
+                PeerMsg::Error(e) => self.error = Some(e),
+                PeerMsg::Done => {}
+            }
+        }
+        if let Err(e) = self.observer.poll(t, ep, tee) {
+            self.error = Some(format!("observing the Linux side: {e}"));
+        }
+        if self.error.is_some() {
+            self.observer.flush(ep, tee);
+            return Ok(Tick::Stop);
+        }
+        let events = self.recorder.0.borrow();
+        let linux_open = self.observer.sockets().filter(|s| s.state != TcpState::Listen).count();
+        let view = StoryView { events: &events, ep, peer_done: self.peer.finished(), linux_open, t: (now - self.start).total_micros() as f64 / 1e6 };
+        let done = (self.done)(&view);
+        drop(events);
+        if done {
+            self.observer.flush(ep, tee);
+            return Ok(Tick::Stop);
+        }
+        if now >= self.deadline {
+            self.error = Some("story did not finish in time".into());
+            return Ok(Tick::Stop);
+        }
+        Ok(Tick::Continue(Some(now + OBSERVE_EVERY)))
+    }
+}
+
+/// Runs a story on `tun` (already open in the lab's closelab namespace).
+pub fn run_story(
+    story: Story,
+    ns_linux: &str,
+    tun: &TunDevice,
+    clock: Clock,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+) -> Result<StoryResult, String> {
+    let observer = Observer::new(ns_linux, &story.observe_ports)?;
+    let start = clock.now();
+    let mut ep = Endpoint::new(story.endpoint, start);
+    ep.listen(story.port);
+    let peer = Peer::spawn(ns_linux, story.peer, story.timeout);
+    let recorder = Recorder::default();
+    let mut driver = StoryDriver {
+        peer,
+        observer,
+        recorder: recorder.clone(),
+        done: story.done,
+        start,
+        deadline: start + Duration::from_micros(story.timeout.as_micros() as u64),
+        error: None,
+    };
+    let outcome = {
+        let mut rec = recorder.clone();
+        let mut tee = Tee(vec![sink, &mut rec]);
+        run::run(&mut ep, clock, tun, signals, &mut tee, &mut driver, StopWhen::default()).map_err(|e| e.to_string())?
+    };
+    if let Some(e) = driver.error.take() {
+        return Err(e);
+    }
+    let now = clock.now();
+    let closelab_states = ep.connections(now).into_iter().map(|c| (c.id, c.state)).collect();
+    let events = recorder.0.borrow().clone();
+    Ok(StoryResult { outcome, events, closelab_states })
+}

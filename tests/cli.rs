@@ -1,0 +1,157 @@
+//! Command-line errors of the real binary, no root needed: every mistake
+//! exits 2 with exactly one stderr line `closelab: …` naming what was wrong,
+//! and nothing on stdout.
+//!
+//! Run as root, each command gets a throwaway network namespace
+//! (`unshare --net`), so a validation bug that let closelab start serving
+//! could not create a TUN device in the host's namespace.
+
+mod util;
+
+use std::process::Command;
+
+use util::{BIN, expect_error};
+
+/// `closelab ARGS…`, in a fresh anonymous network namespace when root.
+fn closelab(args: &[&str]) -> Command {
+    let mut c = if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("unshare");
+        c.args(["--net", "--", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    c.args(args);
+    c
+}
+
+/// `closelab listen EXTRA…` plus a valid `--tun`, `--addr` and `--port`
+/// for each of them `extra` leaves out (clap refuses a repeated `--tun` or
+/// `--port`).
+fn listen(extra: &[&str]) -> Command {
+    let mut args = vec!["listen"];
+    for (flag, value) in [("--tun", "cl0"), ("--addr", "10.201.0.2/24"), ("--port", "7000")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend(extra);
+    closelab(&args)
+}
+
+// Tests for addresses.
+
+#[test]
+fn test_malformed_address() {
+    let line = expect_error(&mut listen(&["--addr", "10.201.0.300/24"]), "invalid address");
+    assert_eq!(
+        line,
+        "closelab: invalid address `10.201.0.300/24`: not an IP address (expected e.g. 10.201.0.2/24 or fd00:201::2/64)"
+    );
+    expect_error(&mut listen(&["--addr", "fd00::201::2/64"]), "invalid address `fd00::201::2/64`");
+    expect_error(&mut listen(&["--addr", "10.201.0.2"]), "missing /prefix");
+    expect_error(&mut listen(&["--addr", "10.201.0.2/33"]), "prefix too long");
+    expect_error(&mut listen(&["--addr", ""]), "invalid address");
+}
+
+#[test]
+fn test_missing_addr_and_tun() {
+    expect_error(&mut closelab(&["listen", "--tun", "cl0", "--port", "7000"]), "--addr is required");
+    expect_error(&mut closelab(&["listen", "--addr", "10.201.0.2/24", "--port", "7000"]), "--tun NAME is required");
+}
+
+#[test]
+fn test_peer_addr_errors() {
+    expect_error(&mut listen(&["--peer-addr", "10.201.0.2"]), "--peer-addr 10.201.0.2 is closelab's own address");
+    expect_error(&mut listen(&["--peer-addr", "fd00:201::1"]), "no --addr of the same family");
+}
+
+#[test]
+fn test_lab_excludes_tun_and_addr() {
+    expect_error(&mut listen(&["--lab", "x"]), "leave out --tun, --addr and --peer-addr");
+}
+
+#[test]
+fn test_connect_remote_errors() {
+    let base = ["--tun", "cl0", "--addr", "10.201.0.2/24"];
+    let with = |remote: &str| {
+        let mut a = vec!["connect", remote];
+        a.extend(base);
+        closelab(&a)
+    };
+    expect_error(&mut with("10.201.0.1"), "invalid address `10.201.0.1`");
+    expect_error(&mut with("10.201.0.1:70000"), "invalid address");
+    expect_error(&mut with("[fd00:201::1]:7000"), "no --addr of the same IP family");
+}
+
+// Tests for ports.
+
+#[test]
+fn test_port_zero() {
+    expect_error(&mut listen(&["--port", "0"]), "invalid port 0");
+}
+
+/// Values clap itself rejects (not a u16, a missing required flag, an
+/// unknown choice or flag) follow the same contract as closelab's own
+/// checks: one line `closelab: …`, exit 2.
+#[test]
+fn test_argument_syntax_errors_are_one_closelab_line() {
+    expect_error(&mut listen(&["--port", "70000"]), "70000");
+    expect_error(&mut listen(&["--port", "abc"]), "abc");
+    expect_error(&mut closelab(&["listen", "--tun", "cl0", "--addr", "10.201.0.2/24"]), "--port");
+    expect_error(&mut listen(&["--close", "sideways"]), "sideways");
+    expect_error(&mut listen(&["--bogus"]), "--bogus");
+    expect_error(&mut closelab(&["frobnicate"]), "frobnicate");
+}
+
+// Tests for durations, sizes and other values.
+
+#[test]
+fn test_malformed_duration() {
+    let msg = "(expected a number with a unit: 200ms, 1.5s, 2m, 1h, 500us)";
+    for (flag, value) in [("--close-after", "2x"), ("--close-after", "5"), ("--keepalive", "soon"), ("--slow", "1.5.s"), ("--timeout", "ms")] {
+        let line = expect_error(&mut listen(&[flag, value]), msg);
+        assert_eq!(line, format!("closelab: invalid duration `{value}` {msg}"));
+    }
+}
+
+#[test]
+fn test_malformed_fault_rule() {
+    let line = expect_error(&mut listen(&["--fault", "drop out akc"]), "invalid fault rule `drop out akc`");
+    assert!(line.contains("unknown word `akc`"), "{line}");
+}
+
+#[test]
+fn test_malformed_app() {
+    expect_error(&mut listen(&["--app", "bogus"]), "invalid app `bogus`");
+}
+
+#[test]
+fn test_malformed_sizes() {
+    expect_error(&mut listen(&["--buffer", "1q"]), "invalid byte count `1q`");
+    expect_error(&mut listen(&["--buffer", "0"]), "--buffer must be at least 1 byte");
+    expect_error(&mut listen(&["--mtu", "100"]), "invalid MTU 100 (576 to 65535)");
+    let mut a = vec!["connect", "10.201.0.1:7000", "--tun", "cl0", "--addr", "10.201.0.2/24", "--send", "five"];
+    expect_error(&mut closelab(&a), "invalid byte count `five`");
+    a.truncate(6);
+    a.extend(["--app", "source:lots"]);
+    expect_error(&mut closelab(&a), "source:lots");
+}
+
+#[test]
+fn test_malformed_tun_name() {
+    expect_error(&mut listen(&["--tun", "cl0/x"]), "invalid TUN name `cl0/x`");
+    expect_error(&mut listen(&["--tun", "a-name-of-16-chr"]), "invalid TUN name");
+}
+
+// Tests for help and version (not errors: stdout, exit 0).
+
+#[test]
+fn test_help_and_version() {
+    let out = util::run_ok(&mut closelab(&["--version"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("closelab {}\n", env!("CARGO_PKG_VERSION")));
+    let out = util::run_ok(&mut closelab(&["listen", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--exit-after"), "{help}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
