@@ -171,11 +171,13 @@ impl Peer {
 fn syn_ack_isn<'a>(packets: impl IntoIterator<Item = &'a Vec<u8>>, ip: Ipv4Address, port: u16, isn: u32) -> u32 {
     let want = SocketAddr::new(IpAddr::V4(ip), port);
     for p in packets {
-        if let Ok(s) = wire::parse(p) {
-            if s.flags.syn && s.flags.ack && s.dst == want {
-                assert_eq!(s.ack, isn.wrapping_add(1), "SYN-ACK acknowledges the client's SYN");
-                return s.seq;
-            }
+        if let Ok(s) = wire::parse(p)
+            && s.flags.syn
+            && s.flags.ack
+            && s.dst == want
+        {
+            assert_eq!(s.ack, isn.wrapping_add(1), "SYN-ACK acknowledges the client's SYN");
+            return s.seq;
         }
     }
     panic!("no SYN-ACK for {want}");
@@ -503,12 +505,29 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
     out
+}
+
+/// A ratio with as many decimals as are meaningful: 0.98, 27.2, 1,179.
+fn ratio(r: f64) -> String {
+    if r < 10.0 {
+        format!("{r:.2}")
+    } else if r < 100.0 {
+        format!("{r:.1}")
+    } else {
+        thousands(r.round() as u64)
+    }
+}
+
+/// The 1-minute load average: other work on the machine makes the figures
+/// noisy, so the report shows it.
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 fn human_ns(ns: f64) -> String {
@@ -530,6 +549,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let plan = if full { Plan::full() } else { Plan::smoke() };
     let started = StdInstant::now();
+    let load_start = loadavg();
     if !full {
         eprintln!("dispatch: smoke run (use `cargo bench --bench dispatch` for the real figures)");
     }
@@ -562,8 +582,10 @@ fn main() {
         let mut shared = Shared::new();
         let mut prev: Option<(usize, f64)> = None;
         for &n in &plan.levels {
-            if n >= 100_000 {
-                if let Some((pn, pns)) = prev {
+            if n >= 100_000
+                && let Some((pn, pns)) = prev
+            {
+                {
                     // Linear projection from the previous level (a scan per
                     // packet), plus the time to open the extra sockets.
                     let est_ns = pns * n as f64 / pn as f64;
@@ -605,13 +627,13 @@ fn main() {
     println!("  connections     ns/segment   ratio to 1           ns/segment   ratio to 1   shared/closelab   segments/run");
     for (i, &n) in plan.levels.iter().enumerate() {
         let c = closelab[i];
-        let left = format!("{:>13}  {:>13}  {:>11.2}", thousands(n as u64), thousands(c.round() as u64), c / base);
+        let left = format!("{:>13}  {:>13}  {:>11}", thousands(n as u64), thousands(c.round() as u64), ratio(c / base));
         match &shared_results[i] {
             SharedResult::Measured { ns, per_run } => println!(
-                "{left}     {:>16}  {:>11.2}  {:>16.1}x  {:>13}",
+                "{left}     {:>16}  {:>11}  {:>16}x  {:>13}",
                 thousands(ns.round() as u64),
-                ns / shared_base,
-                ns / c,
+                ratio(ns / shared_base),
+                ratio(ns / c),
                 thousands(*per_run as u64)
             ),
             SharedResult::Skipped(why) => println!("{left}     {why}"),
@@ -638,5 +660,12 @@ fn main() {
         thousands(last as u64),
         if ratio <= 1.5 { "PASS" } else { "FAIL" }
     );
-    println!("elapsed: {:.1} s", started.elapsed().as_secs_f64());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    match (load_start, loadavg()) {
+        (Some(a), Some(b)) => println!(
+            "elapsed: {:.1} s; load average {a:.2} at start, {b:.2} at end on {cores} cores (other work on the machine inflates and scatters the figures)",
+            started.elapsed().as_secs_f64()
+        ),
+        _ => println!("elapsed: {:.1} s", started.elapsed().as_secs_f64()),
+    }
 }

@@ -12,6 +12,8 @@
 //!   call that caused it. Packets and `now` go in; packets and events come out.
 //! - [`fault`] holds the rules applied on the packet path (drop, delay,
 //!   duplicate, reorder) as a sans-IO filter.
+//! - [`scenario`] holds the expectations a close-bug scenario checks on the
+//!   event stream (pure; the lab runner is `sys::scenario`).
 //! - [`view`] renders events: timeline lines, JSON lines, pcap, summaries.
 //! - [`sys`] is the only place that touches the OS: the TUN device and mio
 //!   loop, the network-namespace lab, the Linux kernel peer and sock_diag.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod endpoint;
 pub mod event;
 pub mod fault;
+pub mod scenario;
 pub mod sys;
 pub mod view;
 pub mod wire;

@@ -64,6 +64,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LabCmd,
     },
+    /// Named close-bug scenarios against a live Linux peer, with faults and expectations.
+    Scenario {
+        #[command(subcommand)]
+        cmd: ScenarioCmd,
+    },
     /// Build a lab, run four close stories on real packets with both sides' states, tear it down.
     Demo {
         /// Leave the lab up afterwards for exploring.
@@ -124,6 +129,29 @@ enum LabCmd {
         name: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCmd {
+    /// Name and explain each scenario.
+    List,
+    /// Run scenarios (or `all`) in a fresh lab; exit 0 if every expectation holds, 1 if one fails.
+    Run {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Machine-readable report: events and one verdict object per run, as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Run each scenario N times.
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+        /// Seed for closelab's initial sequence numbers and random faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Lab name (default: unique).
+        #[arg(long)]
+        lab_name: Option<String>,
     },
 }
 
@@ -322,6 +350,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             endpoint(opts)
         }
         Cmd::Lab { cmd } => lab(cmd),
+        Cmd::Scenario { cmd: ScenarioCmd::List } => {
+            for s in closelab::sys::scenario::catalogue() {
+                println!("{:<18} {}", s.name, s.summary);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Scenario { cmd: ScenarioCmd::Run { names, json, repeat, seed, lab_name } } => {
+            if repeat == 0 {
+                return Err("--repeat must be at least 1".into());
+            }
+            let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let opts = closelab::sys::scenario::RunOptions { json, repeat, seed, name: lab_name };
+            let ok = closelab::sys::scenario::run(&names, opts, &mut signals, &mut out)?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Cmd::Demo { keep, only, json, slow, name, subnet, seed } => {
             let slow = config::parse_duration(&slow)?;
             let opts = closelab::sys::demo::DemoOptions {

@@ -109,7 +109,13 @@ fn test_argument_syntax_errors_are_one_closelab_line() {
 #[test]
 fn test_malformed_duration() {
     let msg = "(expected a number with a unit: 200ms, 1.5s, 2m, 1h, 500us)";
-    for (flag, value) in [("--close-after", "2x"), ("--close-after", "5"), ("--keepalive", "soon"), ("--slow", "1.5.s"), ("--timeout", "ms")] {
+    for (flag, value) in [
+        ("--close-after", "2x"),
+        ("--close-after", "5"),
+        ("--keepalive", "soon"),
+        ("--slow", "1.5.s"),
+        ("--timeout", "ms"),
+    ] {
         let line = expect_error(&mut listen(&[flag, value]), msg);
         assert_eq!(line, format!("closelab: invalid duration `{value}` {msg}"));
     }

@@ -92,10 +92,7 @@ fn test_listen_active_close() {
     let ns = Netns::new();
     let mut cl = Closelab::start(
         &ns,
-        &[
-            "listen", "--tun", "cl0", "--addr", "10.201.0.2/24", "--port", "7000", "--app", "echo", "--close",
-            "active", "--close-after", "200ms", "--exit-after", "1", "--seed", "5", "--json",
-        ],
+        "listen --tun cl0 --addr 10.201.0.2/24 --port 7000 --app echo --close active --close-after 200ms --exit-after 1 --seed 5 --json",
     );
     let mut client = connect_in(&ns, "10.201.0.2:7000");
     let local = client.local_addr().unwrap().to_string();
@@ -162,10 +159,7 @@ fn test_listen_passive_close_linux_time_wait() {
     let ns = Netns::new();
     let cl = Closelab::start(
         &ns,
-        &[
-            "listen", "--tun", "cl0", "--addr", "10.201.0.2/24", "--port", "7000", "--app", "echo", "--close",
-            "passive", "--exit-after", "1", "--seed", "5", "--json",
-        ],
+        "listen --tun cl0 --addr 10.201.0.2/24 --port 7000 --app echo --close passive --exit-after 1 --seed 5 --json",
     );
     let mut client = connect_in(&ns, "10.201.0.2:7000");
     let local = client.local_addr().unwrap().to_string();
@@ -207,10 +201,7 @@ fn test_connect_active_close() {
     let listener = listen_in(&ns, 7001);
     let mut cl = Closelab::start(
         &ns,
-        &[
-            "connect", "10.201.0.1:7001", "--tun", "cl0", "--addr", "10.201.0.2/24", "--send", "5", "--close",
-            "active", "--seed", "5", "--json",
-        ],
+        "connect 10.201.0.1:7001 --tun cl0 --addr 10.201.0.2/24 --send 5 --close active --seed 5 --json",
     );
     let (mut server, peer) = accept_within(&listener, WAIT);
     assert_eq!(peer.ip().to_string(), "10.201.0.2");
@@ -258,10 +249,7 @@ fn test_connect_passive_close() {
     let listener = listen_in(&ns, 7001);
     let cl = Closelab::start(
         &ns,
-        &[
-            "connect", "10.201.0.1:7001", "--tun", "cl0", "--addr", "10.201.0.2/24", "--send", "5", "--close",
-            "passive", "--seed", "5", "--json",
-        ],
+        "connect 10.201.0.1:7001 --tun cl0 --addr 10.201.0.2/24 --send 5 --close passive --seed 5 --json",
     );
     let (mut server, peer) = accept_within(&listener, WAIT);
     let mut got = [0u8; 5];
@@ -304,10 +292,7 @@ fn test_ipv6_listen_passive_close() {
     let ns = Netns::new();
     let cl = Closelab::start(
         &ns,
-        &[
-            "listen", "--tun", "cl0", "--addr", "fd00:201::2/64", "--port", "7000", "--app", "echo", "--close",
-            "passive", "--exit-after", "1", "--seed", "5", "--json",
-        ],
+        "listen --tun cl0 --addr fd00:201::2/64 --port 7000 --app echo --close passive --exit-after 1 --seed 5 --json",
     );
     let mut client = connect_in(&ns, "[fd00:201::2]:7000");
     let local = client.local_addr().unwrap();
@@ -345,11 +330,8 @@ fn test_signal_exits_0_with_summary() {
         return;
     }
     let ns = Netns::new();
-    let args = [
-        "listen", "--tun", "cl0", "--addr", "10.201.0.2/24", "--port", "7000", "--app", "echo", "--close", "never",
-        "--seed", "5", "--json",
-    ];
-    let mut cl = Closelab::start(&ns, &args);
+    let args = "listen --tun cl0 --addr 10.201.0.2/24 --port 7000 --app echo --close never --seed 5 --json";
+    let mut cl = Closelab::start(&ns, args);
     assert!(ns.has_link("cl0"));
     let mut client = connect_in(&ns, "10.201.0.2:7000");
     client.write_all(b"hi").unwrap();
@@ -365,7 +347,7 @@ fn test_signal_exits_0_with_summary() {
     drop(client);
 
     // SIGTERM the same way; the name is free again.
-    let cl = Closelab::start(&ns, &args);
+    let cl = Closelab::start(&ns, args);
     cl.signal(Signal::SIGTERM);
     let done = cl.finish(WAIT);
     done.assert_code(0);
@@ -428,10 +410,7 @@ fn test_error_tun_in_use_by_closelab() {
     let ns = Netns::new();
     let mut first = Closelab::start(
         &ns,
-        &[
-            "listen", "--tun", "cl0", "--addr", "10.201.0.2/24", "--port", "7000", "--app", "echo", "--close",
-            "passive", "--seed", "5", "--json",
-        ],
+        "listen --tun cl0 --addr 10.201.0.2/24 --port 7000 --app echo --close passive --seed 5 --json",
     );
     let mut second = ns.command(BIN);
     second.args(["listen", "--tun", "cl0", "--addr", "10.201.0.2/24", "--port", "7001"]);
@@ -474,4 +453,26 @@ fn test_error_tun_name_is_not_a_tun() {
         let addrs = util::run_ok(&mut ns.ip(&["-o", "addr", "show", "dev", dev]));
         assert_eq!(String::from_utf8_lossy(&addrs.stdout), "", "{dev}");
     }
+}
+
+/// closelab's own address (or the kernel side's) already on another
+/// interface of the namespace: refused before any TUN device exists.
+#[test]
+fn test_error_address_in_use() {
+    if !util::require_root("test_error_address_in_use") {
+        return;
+    }
+    let ns = Netns::new();
+    util::run_ok(&mut ns.ip(&["addr", "add", "10.201.0.2/32", "dev", "lo"]));
+    let mut cmd = ns.command(BIN);
+    cmd.args(["listen", "--tun", "cl0", "--addr", "10.201.0.2/24", "--port", "7000"]);
+    let line = expect_error(&mut cmd, "already in use");
+    assert_eq!(line, "closelab: address 10.201.0.2 is already in use on lo in this network namespace");
+    assert!(!ns.has_link("cl0"));
+
+    let mut cmd = ns.command(BIN);
+    cmd.args(["listen", "--tun", "cl0", "--addr", "10.202.0.2/24", "--peer-addr", "10.201.0.2", "--port", "7000"]);
+    let line = expect_error(&mut cmd, "already in use");
+    assert_eq!(line, "closelab: address 10.201.0.2 is already in use on lo in this network namespace");
+    assert!(!ns.has_link("cl0"));
 }

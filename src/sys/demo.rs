@@ -305,5 +305,5 @@ fn ladder(events: &[Event]) -> String {
     // Linux events held until their closelab connection existed carry their
     // original time: order by time for the picture.
     events.sort_by(|a, b| a.t.total_cmp(&b.t));
-    events.iter().filter(|e| e.conn == Some(1) || e.conn.is_none()).map(crate::view::text::line).collect::<Vec<_>>().join("\n")
+    crate::view::ladder::render(&events, &crate::view::ladder::LadderOptions { conn: Some(1), ..Default::default() })
 }

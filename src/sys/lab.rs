@@ -1407,10 +1407,15 @@ mod tests {
                 Ok(n) => panic!("unexpected packet on the TUN: {:02x?}", &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Proxy ARP answers at once (proxy_delay=0); 2 s is generous.
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "no packet reached the TUN"
-                    );
+                    if std::time::Instant::now() >= deadline {
+                        let mut d = String::new();
+                        for (ns, args) in [(&a.ns_linux, vec!["neigh"]), (&a.ns_linux, vec!["-s", "link"]), (&a.ns_closelab, vec!["-s", "link"]), (&a.ns_closelab, vec!["neigh"]), (&a.ns_closelab, vec!["route"])] {
+                            let mut v = vec!["-n", ns.as_str()];
+                            v.extend(args);
+                            d += &format!("== ip {v:?}\n{}\n", ip_ok(&v).1);
+                        }
+                        panic!("DIAG no packet reached the TUN\n{d}");
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(e) => panic!("tun recv: {e}"),

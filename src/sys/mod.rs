@@ -9,3 +9,4 @@ pub mod observe;
 pub mod peer;
 pub mod story;
 pub mod demo;
+pub mod scenario;

@@ -4,13 +4,16 @@
 //! middle as arrows (`dir: Out` points right, `dir: In` points left).
 //!
 //! ```text
-//!    time  closelab 10.201.0.2:7000                                       linux 10.201.0.1:41234
-//!   0.000                                                                 SYN-SENT
-//!   0.000                            <----------- [S] seq 0 -------------
+//!    time  closelab 10.201.0.2:7000                                           linux 10.201.0.1:41234
+//!   0.000                                                                     SYN-SENT
+//!   0.000                            <------------- [S] seq 0 ---------------
 //!   0.000  SYN-RECEIVED (segment)
-//!   0.000                             ---------- [S.] seq 0 ack 1 ------->
-//!   0.300                             x dropped out [.] ack 7 (rule 1)
+//!   0.000                            ---------- [S.] seq 0 ack 1 ----------->
+//!   0.300                            x dropped out [.] ack 7 (rule 1)
 //! ```
+//!
+//! (whole examples: `src/view/golden/ladder_*.txt`; `CLOSELAB_BLESS=1 cargo
+//! test --lib view::` rewrites them after an intended change.)
 //!
 //! Sequence and acknowledgement numbers are relative to each end's initial
 //! sequence number, like tcpdump's, learned from the SYNs of the same
@@ -63,15 +66,11 @@ pub fn render(events: &[Event], opts: &LadderOptions) -> String {
     let mut out = String::new();
     // Header: names both ends when one connection is drawn.
     let single = if multi { None } else { shown.iter().find_map(|e| e.conn) };
-    let ends = single.and_then(|c| conns.ends.get(&c));
-    let (cl, peer) = match ends {
-        Some(&(c, p)) => (end_name(Side::Closelab, Some(c)), end_name(Side::Linux, Some(p))),
-        None => (end_name(Side::Closelab, None), end_name(Side::Linux, None)),
-    };
+    let ends = single.and_then(|c| conns.ends.get(&c).copied());
     let mut head = lay.prefix("time", "conn");
-    head.push_str(&cl);
+    head.push_str(&end_name(Side::Closelab, ends.map(|e| e.0)));
     pad_to(&mut head, lay.right_start(), 1);
-    head.push_str(&peer);
+    head.push_str(&end_name(Side::Linux, ends.map(|e| e.1)));
     push_line(&mut out, head);
 
     let mut introduced = std::collections::BTreeSet::new();

@@ -176,3 +176,144 @@ fn escape_alias(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::ladder::tests::{C_ISN, L_ISN, active_close, golden, with_second_conn};
+
+    #[test]
+    fn test_golden_active_close() {
+        golden("mermaid_active_close.mmd", &render(&active_close(), None));
+    }
+
+    #[test]
+    fn test_golden_all_connections_get_their_own_pair() {
+        let got = render(&with_second_conn(), None);
+        golden("mermaid_all_conns.mmd", &got);
+        assert!(got.contains("    participant C2 as closelab 10.201.0.2:7000 (conn 2)\n"));
+        assert!(got.contains(
+            "    Note over C1,L2: refused 10.201.0.1#58;41236 -#62; 10.201.0.2#58;7000#58; half-open limit 1 reached\n"
+        ));
+    }
+
+    #[test]
+    fn test_filter_by_conn() {
+        let events = with_second_conn();
+        assert_eq!(render(&events, Some(1)), render(&active_close(), None));
+        let two = render(&events, Some(2));
+        assert_eq!(
+            two,
+            "sequenceDiagram
+    participant C as closelab 10.201.0.2:7000
+    participant L as linux 10.201.0.1:41236
+    Note over C,L: closelab closes first#59; its last ACK is lost
+    L->>C: [S] seq 0
+    C->>L: [R.] seq 0 ack 1
+"
+        );
+    }
+
+    #[test]
+    fn test_relative_and_absolute_numbers() {
+        let rel = render(&active_close(), Some(1));
+        assert!(rel.contains("    L->>C: [S] seq 0\n"));
+        assert!(rel.contains("    C->>L: [S.] seq 0 ack 1\n"));
+        assert!(rel.contains("    C->>L: [F.] seq 6 ack 6\n"));
+        assert!(rel.contains("    C-xL: [.] ack 7 (dropped, rule 1)\n"));
+        let abs = render_with(&active_close(), Some(1), false);
+        assert!(abs.contains(&format!("    C->>L: [S.] seq {C_ISN} ack {}\n", L_ISN + 1)));
+        assert!(abs.contains("    C-xL: [.] ack 3127000007 (dropped, rule 1)\n"));
+    }
+
+    #[test]
+    fn test_deterministic() {
+        let events = with_second_conn();
+        assert_eq!(render(&events, None), render(&events.clone(), None));
+        assert_eq!(render(&events, Some(1)), render(&events, Some(1)));
+    }
+
+    // Tests for escaping.
+
+    /// Every line is one statement Mermaid's lexer reads as we mean it: no
+    /// `;` or `#` outside entity codes, no `:` after the one that starts
+    /// the text, no line breaks inside.
+    #[track_caller]
+    fn assert_mermaid_safe(diagram: &str) {
+        for line in diagram.lines().skip(1) {
+            let mut rest = line;
+            let mut plain = String::new();
+            while let Some(i) = rest.find('#') {
+                plain.push_str(&rest[..i]);
+                let after = &rest[i + 1..];
+                let end = after.find(';').unwrap_or_else(|| panic!("bare # in {line:?}"));
+                assert!(after[..end].chars().all(|c| c.is_ascii_digit()) && end > 0, "{line:?}");
+                rest = &after[end + 1..];
+            }
+            plain.push_str(rest);
+            assert!(!plain.contains(';'), "{line:?}");
+            if !line.trim_start().starts_with("participant ") {
+                assert_eq!(plain.matches(':').count(), 1, "{line:?}");
+            }
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn test_free_text_is_escaped() {
+        let ev = |conn: Option<u64>, kind: EventKind| Event { t: 0.0, side: Side::Closelab, conn, kind };
+        let events = vec![
+            ev(None, EventKind::Note { text: "a; b # c: <d>\nnext %% line".into() }),
+            ev(Some(1), EventKind::Refused { tuple: "x".into(), reason: "wrap: no;".into() }),
+            ev(None, EventKind::Malformed { dir: Dir::In, len: 3, reason: "truncated: #1".into() }),
+            ev(
+                Some(1),
+                EventKind::Fault {
+                    action: FaultAction::Dropped,
+                    dir: Dir::In,
+                    seg: None,
+                    rule: 3,
+                    detail: "a;b".into(),
+                },
+            ),
+        ];
+        // A malformed packet belongs to no connection: two "connections",
+        // so C1/L1 and notes over everyone.
+        let got = render(&events, None);
+        assert_mermaid_safe(&got);
+        assert!(got.contains("    Note over C1,L1: a#59; b #35; c#58; #60;d#62;\\nnext %% line\n"), "{got}");
+        assert!(got.contains("    Note over C1,L1: refused x#58; wrap#58; no#59;\n"), "{got}");
+        assert!(got.contains("    Note over C1,L1: malformed in 3 bytes#58; truncated#58; #35;1\n"), "{got}");
+        assert!(got.contains("    Note over C1,L1: dropped in malformed (rule 3) a#59;b\n"), "{got}");
+        let one = render(&events, Some(1));
+        assert_mermaid_safe(&one);
+        assert!(one.contains("    participant C as closelab\n"), "{one}");
+        assert!(one.contains("    Note over C,L: a#59; b #35; c#58; #60;d#62;\\nnext %% line\n"), "{one}");
+        assert_mermaid_safe(&render(&with_second_conn(), None));
+        assert_mermaid_safe(&render(&active_close(), Some(1)));
+    }
+
+    #[test]
+    fn test_stray_segment_and_empty_input() {
+        let seg = crate::wire::Segment {
+            src: "10.201.0.2:7000".parse().unwrap(),
+            dst: "10.201.0.1:5555".parse().unwrap(),
+            flags: crate::wire::Flags::parse("R.").unwrap(),
+            seq: 0,
+            ack: 9,
+            win: 0,
+            len: 0,
+        };
+        let events =
+            vec![Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Segment { dir: Dir::Out, seg } }];
+        assert_eq!(
+            render(&events, None),
+            "sequenceDiagram
+    participant C as closelab
+    participant L as linux
+    Note over C,L: stray out [R.] seq 0 ack 9 10.201.0.2#58;7000 #62; 10.201.0.1#58;5555
+"
+        );
+        assert_eq!(render(&[], None), "sequenceDiagram\n    participant C as closelab\n    participant L as linux\n");
+    }
+}

@@ -39,8 +39,7 @@ pub fn require_root(test_name: &str) -> bool {
     }
     // Written to the stderr handle, not eprintln!, so libtest's output
     // capture does not hide the skip in a passing run.
-    let _ = std::io::stderr()
-        .write_all(format!("SKIPPED {test_name}: needs root (run as root or in CI)\n").as_bytes());
+    let _ = std::io::stderr().write_all(format!("SKIPPED {test_name}: needs root (run as root or in CI)\n").as_bytes());
     false
 }
 
@@ -261,12 +260,12 @@ pub struct Closelab {
 }
 
 impl Closelab {
-    /// Starts `closelab ARGS…` in `ns` with `--json`-style args given by the
-    /// caller, and waits for its first line (written once the TUN device is
-    /// open and configured). Panics with stderr if it exits first.
+    /// Starts `closelab ARGS…` in `ns` (`args` split at whitespace) and
+    /// waits for its first line, written once the TUN device is open and
+    /// configured. Panics with stderr if it exits first.
     #[track_caller]
-    pub fn start(ns: &Netns, args: &[&str]) -> Closelab {
-        let mut c = Closelab::spawn(ns.command(BIN).args(args));
+    pub fn start(ns: &Netns, args: &str) -> Closelab {
+        let mut c = Closelab::spawn(ns.command(BIN).args(args.split_whitespace()));
         c.next_line("closelab's first line (TUN device ready)");
         c
     }
@@ -305,10 +304,15 @@ impl Closelab {
     /// Kills the process and panics with everything it wrote.
     #[track_caller]
     fn fail(&mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        let status = match self.child.wait() {
-            Ok(s) => format!("{s} (killed by the test if still running)"),
-            Err(e) => format!("unknown: {e}"),
+        let status = match self.child.try_wait() {
+            Ok(Some(s)) => s.to_string(),
+            _ => {
+                let _ = self.child.kill();
+                match self.child.wait() {
+                    Ok(s) => format!("{s} (killed by the test)"),
+                    Err(e) => format!("unknown: {e}"),
+                }
+            }
         };
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.stdout.push(l);
@@ -503,7 +507,8 @@ pub fn state_path(events: &[Json], conn: u64) -> Vec<String> {
 pub fn assert_reached(summary: &Json, connections: u64, expected: &[(&str, u64)]) {
     assert_eq!(summary.get("connections").and_then(Json::as_u64), Some(connections), "summary: {summary}");
     let reached = summary.get("reached").and_then(Json::as_object).unwrap_or_else(|| panic!("no `reached`: {summary}"));
-    let mut got: Vec<(String, u64)> = reached.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(u64::MAX))).collect();
+    let mut got: Vec<(String, u64)> =
+        reached.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(u64::MAX))).collect();
     let mut want: Vec<(String, u64)> = expected.iter().map(|(k, n)| (k.to_string(), *n)).collect();
     got.sort();
     want.sort();

@@ -1,0 +1,208 @@
+//! Scenario expectations: what must hold in a run's event stream for a
+//! close-bug scenario to pass. Pure functions of events, no I/O, so every
+//! verdict is testable without root.
+
+use std::fmt;
+
+use crate::event::{AppAction, Dir, Event, EventKind, Side, TcpState};
+use crate::wire::Flags;
+
+/// One expectation on a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expect {
+    /// `side` visits these states in this order on connection 1 (other
+    /// states may come between them).
+    Path { side: Side, states: Vec<TcpState> },
+    /// `side` never reaches `state` on any connection.
+    Never { side: Side, state: TcpState },
+    /// Segments in direction `dir` with exactly these flags (tcpdump
+    /// letters) and, if `after_fin`, sent after a FIN of that direction,
+    /// number at least `min` (and at most `max`).
+    Segments { dir: Dir, flags: String, min: usize, max: Option<usize> },
+    /// A fault rule acted at least once.
+    FaultApplied,
+    /// closelab's application received exactly this many bytes.
+    Received { bytes: usize },
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Expect::Path { side, states } => write!(
+                f,
+                "{} passes {}",
+                side.name(),
+                states.iter().map(|s| s.rfc_name()).collect::<Vec<_>>().join(" -> ")
+            ),
+            Expect::Never { side, state } => write!(f, "{} never reaches {state}", side.name()),
+            Expect::Segments { dir, flags, min, max } => match max {
+                Some(max) if max == min => write!(f, "exactly {min} [{flags}] segment(s) {}", dir_word(*dir)),
+                Some(max) => write!(f, "{min} to {max} [{flags}] segments {}", dir_word(*dir)),
+                None => write!(f, "at least {min} [{flags}] segment(s) {}", dir_word(*dir)),
+            },
+            Expect::FaultApplied => write!(f, "a fault rule acted"),
+            Expect::Received { bytes } => write!(f, "closelab received {bytes} bytes"),
+        }
+    }
+}
+
+fn dir_word(d: Dir) -> &'static str {
+    match d {
+        Dir::In => "from the peer",
+        Dir::Out => "from closelab",
+    }
+}
+
+/// Why an expectation failed, with the time of the events that matter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub expect: String,
+    pub reason: String,
+    /// Time near which to show the events around the failure.
+    pub around: Option<f64>,
+}
+
+/// Checks one expectation.
+pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
+    let fail = |reason: String, around: Option<f64>| Failure { expect: expect.to_string(), reason, around };
+    match expect {
+        Expect::Path { side, states } => {
+            let seen: Vec<(TcpState, f64)> = events
+                .iter()
+                .filter(|e| e.side == *side && e.conn == Some(1))
+                .filter_map(|e| match e.kind {
+                    EventKind::State { to, .. } => Some((to, e.t)),
+                    _ => None,
+                })
+                .collect();
+            let mut i = 0;
+            let mut last_t = None;
+            for (s, t) in &seen {
+                if i < states.len() && *s == states[i] {
+                    i += 1;
+                    last_t = Some(*t);
+                }
+            }
+            if i == states.len() {
+                Ok(())
+            } else {
+                let got = seen.iter().map(|(s, _)| s.rfc_name()).collect::<Vec<_>>().join(" -> ");
+                Err(fail(format!("missing {} (seen: {})", states[i], if got.is_empty() { "no state change" } else { &got }), last_t))
+            }
+        }
+        Expect::Never { side, state } => match events.iter().find(|e| e.side == *side && matches!(e.kind, EventKind::State { to, .. } if to == *state)) {
+            None => Ok(()),
+            Some(e) => Err(fail(format!("reached {state} at {:.6}", e.t), Some(e.t))),
+        },
+        Expect::Segments { dir, flags, min, max } => {
+            let want = Flags::parse(flags);
+            let matching: Vec<f64> = events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Segment { dir: d, seg } if d == dir && Some(seg.flags) == want => Some(e.t),
+                    _ => None,
+                })
+                .collect();
+            let n = matching.len();
+            if n < *min || max.is_some_and(|m| n > m) {
+                Err(fail(format!("saw {n}"), matching.last().copied()))
+            } else {
+                Ok(())
+            }
+        }
+        Expect::FaultApplied => {
+            if events.iter().any(|e| matches!(e.kind, EventKind::Fault { .. })) {
+                Ok(())
+            } else {
+                Err(fail("no fault rule acted".into(), None))
+            }
+        }
+        Expect::Received { bytes } => {
+            let got: usize = events
+                .iter()
+                .filter(|e| e.side == Side::Closelab)
+                .filter_map(|e| match e.kind {
+                    EventKind::App { action: AppAction::Recv(n) } => Some(n),
+                    _ => None,
+                })
+                .sum();
+            if got == *bytes { Ok(()) } else { Err(fail(format!("received {got}"), None)) }
+        }
+    }
+}
+
+/// Checks every expectation; returns the failures.
+pub fn verdict(expects: &[Expect], events: &[Event]) -> Vec<Failure> {
+    expects.iter().filter_map(|x| check(x, events).err()).collect()
+}
+
+/// The events within `window` seconds of `t`, for a failure report.
+pub fn around(events: &[Event], t: f64, window: f64) -> Vec<&Event> {
+    events.iter().filter(|e| (e.t - t).abs() <= window).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Cause;
+    use crate::wire::Segment;
+
+    fn st(t: f64, side: Side, from: TcpState, to: TcpState) -> Event {
+        Event { t, side, conn: Some(1), kind: EventKind::State { from, to, cause: Cause::Segment } }
+    }
+
+    fn seg(t: f64, dir: Dir, flags: &str) -> Event {
+        let s = Segment {
+            src: "10.0.0.1:1".parse().unwrap(),
+            dst: "10.0.0.2:2".parse().unwrap(),
+            flags: Flags::parse(flags).unwrap(),
+            seq: 1,
+            ack: 1,
+            win: 1,
+            len: 0,
+        };
+        Event { t, side: Side::Closelab, conn: Some(1), kind: EventKind::Segment { dir, seg: s } }
+    }
+
+    use TcpState::*;
+
+    fn run() -> Vec<Event> {
+        vec![
+            st(0.1, Side::Closelab, Established, FinWait1),
+            seg(0.1, Dir::Out, "F."),
+            st(0.2, Side::Linux, Established, CloseWait),
+            st(0.3, Side::Closelab, FinWait1, FinWait2),
+            seg(0.4, Dir::In, "F."),
+            st(0.4, Side::Closelab, FinWait2, TimeWait),
+            seg(0.4, Dir::Out, "."),
+            seg(0.9, Dir::Out, "."),
+        ]
+    }
+
+    #[test]
+    fn test_path_subsequence_passes_and_fails_with_reason() {
+        let ev = run();
+        let ok = Expect::Path { side: Side::Closelab, states: vec![FinWait1, FinWait2, TimeWait] };
+        assert_eq!(check(&ok, &ev), Ok(()));
+        let bad = Expect::Path { side: Side::Closelab, states: vec![FinWait1, Closing, TimeWait] };
+        let f = check(&bad, &ev).unwrap_err();
+        assert_eq!(f.expect, "closelab passes FIN-WAIT-1 -> CLOSING -> TIME-WAIT");
+        assert_eq!(f.reason, "missing CLOSING (seen: FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT)");
+        assert_eq!(f.around, Some(0.1));
+    }
+
+    #[test]
+    fn test_never_and_segments() {
+        let ev = run();
+        assert!(check(&Expect::Never { side: Side::Linux, state: TimeWait }, &ev).is_ok());
+        let f = check(&Expect::Never { side: Side::Closelab, state: TimeWait }, &ev).unwrap_err();
+        assert_eq!(f.reason, "reached TIME-WAIT at 0.400000");
+        let two_acks = Expect::Segments { dir: Dir::Out, flags: ".".into(), min: 2, max: None };
+        assert!(check(&two_acks, &ev).is_ok());
+        let one = Expect::Segments { dir: Dir::Out, flags: ".".into(), min: 1, max: Some(1) };
+        assert_eq!(check(&one, &ev).unwrap_err().reason, "saw 2");
+        assert_eq!(one.to_string(), "exactly 1 [.] segment(s) from closelab");
+        assert!(check(&Expect::FaultApplied, &ev).is_err());
+        assert_eq!(verdict(&[one, two_acks], &ev).len(), 1);
+    }
+}
