@@ -40,8 +40,8 @@ use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Mediu
 use smoltcp::socket::{Socket, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket,
-    TcpRepr, TcpSeqNumber,
+    HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr,
+    TcpSeqNumber,
 };
 
 const SERVER: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
@@ -380,10 +380,8 @@ impl Shared {
         let (ip, port) = client(i);
         let isn = client_isn(i);
         let mut set = SocketSet::new(Vec::with_capacity(1));
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; BUFFER]),
-        );
+        let mut sock =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0u8; BUFFER]), tcp::SocketBuffer::new(vec![0u8; BUFFER]));
         sock.listen(PORT).expect("listen");
         let h = set.add(sock);
         self.dev.rx.push_back(packet(ip, port, TcpControl::Syn, isn, None, &[]));
@@ -488,7 +486,8 @@ fn measure_shared(shared: &mut Shared, n: usize, plan: &Plan) -> (f64, usize) {
         s.dev.tx.clear();
         let calib = 5;
         let est = ns_per(s.run(set, busy, calib), calib).max(1.0);
-        let per_run = ((plan.shared_run_budget.as_nanos() as f64 / est) as usize).clamp(plan.shared_min_segments, plan.segments);
+        let per_run =
+            ((plan.shared_run_budget.as_nanos() as f64 / est) as usize).clamp(plan.shared_min_segments, plan.segments);
         let v = (0..plan.runs).map(|_| ns_per(s.run(set, busy, per_run), per_run)).collect();
         (median(v), per_run)
     })
@@ -585,21 +584,19 @@ fn main() {
             if n >= 100_000
                 && let Some((pn, pns)) = prev
             {
-                {
-                    // Linear projection from the previous level (a scan per
-                    // packet), plus the time to open the extra sockets.
-                    let est_ns = pns * n as f64 / pn as f64;
-                    let segs = (5 + plan.runs * plan.shared_min_segments) as f64;
-                    let build = shared.build_time.as_secs_f64() / shared.opened as f64 * (n - shared.opened) as f64;
-                    let projected = StdDuration::from_secs_f64(build + est_ns * segs / 1e9);
-                    if projected > SHARED_LIMIT {
-                        shared_results.push(SharedResult::Skipped(format!(
-                            "skipped (too slow: ~{}/segment at {})",
-                            human_ns(pns),
-                            thousands(pn as u64)
-                        )));
-                        continue;
-                    }
+                // Linear projection from the previous level (a scan per
+                // packet), plus the time to open the extra sockets.
+                let est_ns = pns * n as f64 / pn as f64;
+                let segs = (5 + plan.runs * plan.shared_min_segments) as f64;
+                let build = shared.build_time.as_secs_f64() / shared.opened as f64 * (n - shared.opened) as f64;
+                let projected = StdDuration::from_secs_f64(build + est_ns * segs / 1e9);
+                if projected > SHARED_LIMIT {
+                    shared_results.push(SharedResult::Skipped(format!(
+                        "skipped (too slow: ~{}/segment at {})",
+                        human_ns(pns),
+                        thousands(pn as u64)
+                    )));
+                    continue;
                 }
             }
             eprintln!("dispatch: shared SocketSet with {} sockets", thousands(n as u64));
@@ -616,15 +613,21 @@ fn main() {
         SharedResult::Skipped(_) => f64::NAN,
     };
     println!();
-    println!("cost per data segment ({PAYLOAD}-byte payload, in order, on one connection; the others idle in ESTABLISHED)");
+    println!(
+        "cost per data segment ({PAYLOAD}-byte payload, in order, on one connection; the others idle in ESTABLISHED)"
+    );
     println!(
         "median of {} runs; closelab {} segments per run; shared set: segments per run shown",
         plan.runs,
         thousands(plan.segments as u64)
     );
     println!();
-    println!("               closelab per-connection dispatch   shared SocketSet (Interface::poll, the design we avoid)");
-    println!("  connections     ns/segment   ratio to 1           ns/segment   ratio to 1   shared/closelab   segments/run");
+    println!(
+        "               closelab per-connection dispatch   shared SocketSet (Interface::poll, the design we avoid)"
+    );
+    println!(
+        "  connections     ns/segment   ratio to 1           ns/segment   ratio to 1   shared/closelab   segments/run"
+    );
     for (i, &n) in plan.levels.iter().enumerate() {
         let c = closelab[i];
         let left = format!("{:>13}  {:>13}  {:>11}", thousands(n as u64), thousands(c.round() as u64), ratio(c / base));

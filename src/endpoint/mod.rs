@@ -441,6 +441,11 @@ impl Endpoint {
         v
     }
 
+    /// The 4-tuples of every connection (unordered).
+    pub fn tuples(&self) -> impl Iterator<Item = &FourTuple> {
+        self.by_tuple.keys()
+    }
+
     /// Looks up a connection by its 4-tuple.
     pub fn find(&self, tuple: &FourTuple) -> Option<ConnId> {
         self.by_tuple.get(tuple).copied()
