@@ -306,9 +306,15 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     if cfg.buffer == 0 {
         return Err("--buffer must be at least 1 byte".into());
     }
+    if ep.max_conns == 0 {
+        return Err("--max-conns must be at least 1".into());
+    }
     cfg.max_conns = ep.max_conns;
     cfg.keep_alive = dur(&ep.keepalive)?;
     cfg.user_timeout = dur(&ep.timeout)?;
+    if cfg.user_timeout == Some(smoltcp::time::Duration::ZERO) {
+        return Err("--timeout must be longer than 0s (it resets a connection after that long without an answer)".into());
+    }
     cfg.slow = dur(&ep.slow)?;
     cfg.app = app;
     cfg.policy = Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
@@ -509,7 +515,25 @@ fn endpoint(opts: ServeOptions) -> Result<ExitCode, String> {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        Err(e) => {
+            // One line, like every other error: clap's message without its
+            // usage block, its lines joined.
+            let text = e.render().to_string();
+            let msg: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(|l| l.trim())
+                .filter(|l| !l.is_empty())
+                .collect();
+            let line = msg.join(" ");
+            eprintln!("closelab: {} (see --help)", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -249,6 +249,9 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
     let tun = crate::sys::netns::in_netns(&addrs.ns_closelab, move || TunDevice::open(&tun_spec))
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    // Until the kernel has activated the TUN's qdisc (after attaching), a
+    // segment forwarded to it is dropped: story 1's SYN would wait 1 s.
+    crate::sys::lab::wait_link_up(&addrs.ns_closelab, &addrs.tun, crate::sys::lab::LINK_UP_TIMEOUT).map_err(|e| e.to_string())?;
     let clock = Clock::new();
     let mut outcome = Outcome::Done;
     for (i, story) in stories(&addrs, &opts).into_iter().enumerate() {

@@ -45,9 +45,16 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     if let Some(ns) = &opts.netns {
         crate::sys::netns::enter(ns).map_err(|e| e.to_string())?;
     }
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut pcap = match &opts.output.pcap {
+        Some(path) => {
+            let f = File::create(path).map_err(|e| format!("cannot create pcap file {}: {}", path.display(), io_reason(&e)))?;
+            Some(PcapSink::new(BufWriter::new(f), epoch).map_err(|e| format!("writing pcap file {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let tun = TunDevice::open(&opts.tun).map_err(|e| e.to_string())?;
     let clock = Clock::new();
-    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     opts.endpoint.capture = opts.output.pcap.is_some();
     let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
     let mut driver: Box<dyn Driver> = match &opts.mode {
@@ -56,13 +63,6 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             Box::new(Idle)
         }
         Mode::Connect(plan) => Box::new(Connector::new(plan.clone(), opts.stop.finished.is_none())),
-    };
-    let mut pcap = match &opts.output.pcap {
-        Some(path) => {
-            let f = File::create(path).map_err(|e| format!("cannot create pcap file {}: {e}", path.display()))?;
-            Some(PcapSink::new(BufWriter::new(f), epoch).map_err(|e| format!("writing pcap file {}: {e}", path.display()))?)
-        }
-        None => None,
     };
     let mut summary = SummarySink::new(Side::Closelab);
     let started = format!(
@@ -128,5 +128,19 @@ impl<W: Write> Output_ for JsonSink<W> {
     }
     fn error(&self) -> Option<&io::Error> {
         JsonSink::error(self)
+    }
+}
+
+/// An I/O error's cause in lowercase, without Rust's "(os error N)".
+fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+        None => s,
     }
 }

@@ -124,12 +124,13 @@ impl TunDevice {
         if spec.configure {
             check_ip()?;
         }
-        let sys = Path::new("/sys/class/net").join(&spec.name);
-        let exists = sys.exists();
-        let persistent = exists && sys.join("tun_flags").exists();
-        if exists && !persistent {
-            return Err(TunError::NotTun(spec.name.clone()));
-        }
+        // Asked through a socket ioctl, so the answer is about this thread's
+        // network namespace (/sys/class/net shows the namespace /sys was
+        // mounted in, which differs after setns). If the name exists and
+        // TUNSETIFF then succeeds, it was a persistent TUN device; if it is
+        // another kind of interface, TUNSETIFF fails with EINVAL.
+        let exists = nix::net::if_::if_nametoindex(spec.name.as_str()).is_ok();
+        let persistent = exists;
         if spec.configure {
             for own in &spec.own_addrs {
                 if let Some(dev) = holder_of(*own) {
