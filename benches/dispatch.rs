@@ -472,9 +472,12 @@ fn ns_per(d: StdDuration, n: usize) -> f64 {
     d.as_nanos() as f64 / n as f64
 }
 
-fn measure_closelab(lab: &mut Lab, plan: &Plan) -> f64 {
+/// Median and best ns/segment over the runs.
+fn measure_closelab(lab: &mut Lab, plan: &Plan) -> (f64, f64) {
     lab.run(plan.segments / 10 + 1); // warm-up
-    median((0..plan.runs).map(|_| ns_per(lab.run(plan.segments), plan.segments)).collect())
+    let v: Vec<f64> = (0..plan.runs).map(|_| ns_per(lab.run(plan.segments), plan.segments)).collect();
+    let best = v.iter().copied().fold(f64::INFINITY, f64::min);
+    (median(v), best)
 }
 
 /// Median ns/segment on the shared set of `n` sockets, and segments per run.
@@ -607,7 +610,7 @@ fn main() {
     }
 
     // Report.
-    let base = closelab[0];
+    let (base, best_base) = closelab[0];
     let shared_base = match &shared_results[0] {
         SharedResult::Measured { ns, .. } => *ns,
         SharedResult::Skipped(_) => f64::NAN,
@@ -623,17 +626,23 @@ fn main() {
     );
     println!();
     println!(
-        "               closelab per-connection dispatch   shared SocketSet (Interface::poll, the design we avoid)"
+        "               closelab per-connection dispatch         shared SocketSet (Interface::poll, the design we avoid)"
     );
     println!(
-        "  connections     ns/segment   ratio to 1           ns/segment   ratio to 1   shared/closelab   segments/run"
+        "  connections   ns/segment   ratio to 1   (best run)       ns/segment   ratio to 1   shared/closelab   segments/run"
     );
     for (i, &n) in plan.levels.iter().enumerate() {
-        let c = closelab[i];
-        let left = format!("{:>13}  {:>13}  {:>11}", thousands(n as u64), thousands(c.round() as u64), ratio(c / base));
+        let (c, best) = closelab[i];
+        let left = format!(
+            "{:>13}  {:>11}  {:>11}  {:>11}",
+            thousands(n as u64),
+            thousands(c.round() as u64),
+            ratio(c / base),
+            format!("({})", thousands(best.round() as u64))
+        );
         match &shared_results[i] {
             SharedResult::Measured { ns, per_run } => println!(
-                "{left}     {:>16}  {:>11}  {:>16}x  {:>13}",
+                "{left}    {:>13}  {:>11}  {:>16}x  {:>13}",
                 thousands(ns.round() as u64),
                 ratio(ns / shared_base),
                 ratio(ns / c),
@@ -657,11 +666,13 @@ fn main() {
         _ => println!("memory: unknown (no /proc/self/status)"),
     }
     let last = *plan.levels.last().expect("levels");
-    let ratio = closelab[closelab.len() - 1] / base;
+    let (last_median, last_best) = closelab[closelab.len() - 1];
+    let r = last_median / base;
     println!(
-        "target: closelab ratio at {} <= 1.5x: {} ({ratio:.2}x) (informational)",
+        "target: closelab ratio at {} <= 1.5x: {} ({r:.2}x on medians, {:.2}x on best runs) (informational)",
         thousands(last as u64),
-        if ratio <= 1.5 { "PASS" } else { "FAIL" }
+        if r <= 1.5 { "PASS" } else { "FAIL" },
+        last_best / best_base
     );
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     match (load_start, loadavg()) {

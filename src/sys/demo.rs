@@ -16,7 +16,6 @@ use crate::sys::lab::{Lab, LabAddrs, LabSpec};
 use crate::sys::peer::PeerStep;
 use crate::sys::run::{Clock, Outcome, Signals};
 use crate::sys::story::{Story, StoryView, run_story};
-use crate::sys::tun::{TunDevice, TunSpec};
 use crate::view::json::JsonSink;
 
 /// The demo's knobs.
@@ -67,9 +66,7 @@ pub struct DemoStory {
 pub const STORIES: usize = 4;
 
 fn endpoint(addrs: &LabAddrs, app: AppKind, policy: Policy, opts: &DemoOptions) -> EndpointConfig {
-    let cidr = crate::config::parse_cidr(&format!("{}/{}", addrs.closelab, addrs.prefix)).expect("lab address");
-    let mut cfg = EndpointConfig::new(cidr);
-    cfg.gateways = vec![IpAddr::V4(addrs.router)];
+    let mut cfg = crate::sys::story::lab_endpoint(addrs);
     cfg.app = app;
     cfg.policy = policy;
     cfg.slow = opts.slow;
@@ -245,13 +242,7 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
     if let Some(slow) = opts.slow {
         note(out, opts.json, format!("slow motion: every segment is held {} ms on the TUN path so each Linux state is observed", slow.total_millis()))?;
     }
-    let tun_spec = TunSpec { name: addrs.tun.clone(), mtu: 1500, peer_addrs: vec![], own_addrs: vec![], configure: false };
-    let tun = crate::sys::netns::in_netns(&addrs.ns_closelab, move || TunDevice::open(&tun_spec))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    // Until the kernel has activated the TUN's qdisc (after attaching), a
-    // segment forwarded to it is dropped: story 1's SYN would wait 1 s.
-    crate::sys::lab::wait_link_up(&addrs.ns_closelab, &addrs.tun, crate::sys::lab::LINK_UP_TIMEOUT).map_err(|e| e.to_string())?;
+    let tun = crate::sys::story::open_lab_tun(&addrs)?;
     let clock = Clock::new();
     let mut outcome = Outcome::Done;
     for (i, story) in stories(&addrs, &opts).into_iter().enumerate() {

@@ -16,7 +16,6 @@ use crate::sys::lab::{Lab, LabAddrs, LabSpec};
 use crate::sys::peer::PeerStep;
 use crate::sys::run::{Clock, Outcome, Signals};
 use crate::sys::story::{Story, StoryView, run_story};
-use crate::sys::tun::{TunDevice, TunSpec};
 use crate::view::json::{JsonSink, quote};
 
 /// A scenario of the catalogue.
@@ -39,9 +38,7 @@ impl Ctx {
     }
 
     fn endpoint(&self, app: AppKind, close: ClosePolicy, after_ms: Option<u64>, faults: &[&str]) -> EndpointConfig {
-        let cidr = crate::config::parse_cidr(&format!("{}/{}", self.addrs.closelab, self.addrs.prefix)).expect("lab address");
-        let mut cfg = EndpointConfig::new(cidr);
-        cfg.gateways = vec![IpAddr::V4(self.addrs.router)];
+        let mut cfg = crate::sys::story::lab_endpoint(&self.addrs);
         cfg.app = app;
         cfg.policy = Policy { close, close_after: after_ms.map(Duration::from_millis), rst_on_unread: false };
         cfg.slow = Some(Duration::from_millis(20));
@@ -241,10 +238,7 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
     spec.add_peer_sysctl("net.ipv4.tcp_fin_timeout", &FIN_TIMEOUT.to_string()).map_err(|e| e.to_string())?;
     let lab = Lab::up(spec).map_err(|e| e.to_string())?;
     let addrs = lab.addrs().clone();
-    let tun_spec = TunSpec { name: addrs.tun.clone(), mtu: 1500, peer_addrs: vec![], own_addrs: vec![], configure: false };
-    let tun = crate::sys::netns::in_netns(&addrs.ns_closelab, move || TunDevice::open(&tun_spec))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let tun = crate::sys::story::open_lab_tun(&addrs)?;
     let clock = Clock::new();
     let w = |out: &mut dyn Write, s: &str| writeln!(out, "{s}").map_err(|e| format!("writing output: {e}"));
     let mut table = Vec::new();

@@ -177,3 +177,26 @@ pub fn run_story(
     let events = recorder.0.borrow().clone();
     Ok(StoryResult { outcome, events, closelab_states })
 }
+
+/// Opens the lab's persistent TUN from inside its closelab namespace (the
+/// fd keeps working from any thread) without configuring it: the lab did.
+pub fn open_lab_tun(addrs: &crate::sys::lab::LabAddrs) -> Result<TunDevice, String> {
+    let spec = crate::sys::tun::TunSpec { name: addrs.tun.clone(), mtu: 1500, peer_addrs: vec![], own_addrs: vec![], configure: false };
+    let tun = crate::sys::netns::in_netns(&addrs.ns_closelab, move || TunDevice::open(&spec))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    // Until the kernel has activated the TUN's qdisc (after attaching), a
+    // segment forwarded to it is dropped: the first SYN would wait 1 s.
+    crate::sys::lab::wait_link_up(&addrs.ns_closelab, &addrs.tun, crate::sys::lab::LINK_UP_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    Ok(tun)
+}
+
+/// closelab's endpoint settings in a lab: its address, the lab router as
+/// gateway.
+pub fn lab_endpoint(addrs: &crate::sys::lab::LabAddrs) -> EndpointConfig {
+    let cidr = crate::config::parse_cidr(&format!("{}/{}", addrs.closelab, addrs.prefix)).expect("lab address is valid");
+    let mut cfg = EndpointConfig::new(cidr);
+    cfg.gateways = vec![std::net::IpAddr::V4(addrs.router)];
+    cfg
+}
