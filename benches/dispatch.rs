@@ -472,10 +472,8 @@ fn ns_per(d: StdDuration, n: usize) -> f64 {
     d.as_nanos() as f64 / n as f64
 }
 
-/// Median and best ns/segment over the runs.
-fn measure_closelab(lab: &mut Lab, plan: &Plan) -> (f64, f64) {
-    lab.run(plan.segments / 10 + 1); // warm-up
-    let v: Vec<f64> = (0..plan.runs).map(|_| ns_per(lab.run(plan.segments), plan.segments)).collect();
+/// Median and best of the runs.
+fn median_and_best(v: Vec<f64>) -> (f64, f64) {
     let best = v.iter().copied().fold(f64::INFINITY, f64::min);
     (median(v), best)
 }
@@ -567,16 +565,28 @@ fn main() {
         (before, after)
     };
 
-    // closelab, growing one endpoint through the levels.
-    let mut closelab = Vec::new();
-    {
-        let mut lab = Lab::new();
-        for &n in &plan.levels {
-            eprintln!("dispatch: closelab with {} connections", thousands(n as u64));
-            lab.grow(n);
-            closelab.push(measure_closelab(&mut lab, &plan));
+    // closelab: one endpoint per level, runs interleaved across the levels
+    // so that load from elsewhere on the machine hits every level alike.
+    let closelab = {
+        let mut labs: Vec<Lab> = plan
+            .levels
+            .iter()
+            .map(|&n| {
+                eprintln!("dispatch: closelab with {} connections", thousands(n as u64));
+                let mut lab = Lab::new();
+                lab.grow(n);
+                lab.run(plan.segments / 10 + 1); // warm-up
+                lab
+            })
+            .collect();
+        let mut runs = vec![Vec::new(); labs.len()];
+        for _ in 0..plan.runs {
+            for (lab, v) in labs.iter_mut().zip(&mut runs) {
+                v.push(ns_per(lab.run(plan.segments), plan.segments));
+            }
         }
-    }
+        runs.into_iter().map(median_and_best).collect::<Vec<_>>()
+    };
 
     // The shared SocketSet.
     let mut shared_results = Vec::new();
@@ -620,7 +630,7 @@ fn main() {
         "cost per data segment ({PAYLOAD}-byte payload, in order, on one connection; the others idle in ESTABLISHED)"
     );
     println!(
-        "median of {} runs; closelab {} segments per run; shared set: segments per run shown",
+        "median of {} runs; closelab: {} segments per run, runs interleaved across the levels; shared set: segments per run shown",
         plan.runs,
         thousands(plan.segments as u64)
     );

@@ -136,7 +136,8 @@ enum LabCmd {
 enum ScenarioCmd {
     /// Name and explain each scenario.
     List,
-    /// Run scenarios (or `all`) in a fresh lab; exit 0 if every expectation holds, 1 if one fails.
+    /// Run scenarios by name, your own scenario files (FILE.toml), or `all`, in a fresh lab;
+    /// exit 0 if every expectation holds, 1 if one fails.
     Run {
         #[arg(required = true)]
         names: Vec<String>,
@@ -152,6 +153,9 @@ enum ScenarioCmd {
         /// Lab name (default: unique).
         #[arg(long)]
         lab_name: Option<String>,
+        /// Write every segment of every run to this pcap file.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
     },
 }
 
@@ -357,19 +361,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Cmd::Lab { cmd } => lab(cmd),
         Cmd::Scenario { cmd: ScenarioCmd::List } => {
-            for s in closelab::sys::scenario::catalogue() {
-                println!("{:<18} {}", s.name, s.summary);
+            for (name, summary) in closelab::sys::scenario::list() {
+                println!("{name:<26} {summary}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Scenario { cmd: ScenarioCmd::Run { names, json, repeat, seed, lab_name } } => {
+        Cmd::Scenario { cmd: ScenarioCmd::Run { names, json, repeat, seed, lab_name, pcap } } => {
             if repeat == 0 {
                 return Err("--repeat must be at least 1".into());
             }
             let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            let opts = closelab::sys::scenario::RunOptions { json, repeat, seed, name: lab_name };
+            let opts = closelab::sys::scenario::RunOptions { json, repeat, seed, name: lab_name, pcap };
             let ok = closelab::sys::scenario::run(&names, opts, &mut signals, &mut out)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

@@ -139,6 +139,17 @@ pub struct ConnInfo {
     pub send_q: usize,
     /// Next deadline of this connection, if any, relative to now.
     pub deadline: Option<Duration>,
+    /// Retransmissions not yet acknowledged: outgoing segments that started
+    /// in sequence space already sent, since the peer's ACK last advanced
+    /// (Linux's `icsk_retransmits`, the count in ss's `timer:(on,…,N)`).
+    pub retrans: u32,
+    /// Keep-alive probes sent since the peer last answered (Linux's
+    /// `icsk_probes_out`, the count in ss's `timer:(keepalive,…,N)`).
+    pub probes: u32,
+    /// Sequence space sent and not yet acknowledged (SYN and FIN count 1).
+    pub unacked: u32,
+    /// The peer's FIN has arrived.
+    pub peer_fin: bool,
 }
 
 struct Conn {
@@ -157,11 +168,80 @@ struct Conn {
     synchronized: bool,
     deadline: Option<Instant>,
     generation: u64,
+    seq: SeqTracker,
+}
+
+/// Retransmissions and keep-alive probes of one connection, read from its
+/// segments (smoltcp keeps its sequence numbers private).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SeqTracker {
+    /// Oldest unacknowledged sequence number.
+    snd_una: u32,
+    /// Highest seq+len sent; `None` until something that occupies sequence
+    /// space was sent.
+    snd_max: Option<u32>,
+    retrans: u32,
+    probes: u32,
+}
+
+/// `a < b` in sequence space (RFC 9293 §3.4: arithmetic modulo 2^32).
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
 }
 
 impl Conn {
     fn socket(&mut self) -> &mut tcp::Socket<'static> {
         self.set.get_mut::<tcp::Socket>(self.handle)
+    }
+}
+
+impl SeqTracker {
+    /// A segment the stack sent on this connection (before faults: a
+    /// segment the network lost and the stack sends again is a
+    /// retransmission, a fault's duplicate is not).
+    fn sent(&mut self, seg: &Segment) {
+        let len = seg.seq_len();
+        if len == 0 || seg.flags.rst {
+            return;
+        }
+        let end = seg.seq.wrapping_add(len);
+        let Some(max) = self.snd_max else {
+            self.snd_una = seg.seq;
+            self.snd_max = Some(end);
+            return;
+        };
+        if seq_lt(seg.seq, max) {
+            // Old sequence space again. With nothing outstanding it is a
+            // keep-alive probe (smoltcp sends one byte at snd_nxt - 1).
+            if self.snd_una == max {
+                self.probes += 1;
+            } else {
+                self.retrans += 1;
+            }
+        }
+        if seq_lt(max, end) {
+            self.snd_max = Some(end);
+        }
+    }
+
+    /// A segment that arrived on this connection: an ACK that advances
+    /// snd_una resets the retransmission count; any ACK answers the
+    /// keep-alive probes.
+    fn received(&mut self, seg: &Segment) {
+        if !seg.flags.ack || seg.flags.rst {
+            return;
+        }
+        self.probes = 0;
+        if let Some(max) = self.snd_max {
+            if seq_lt(self.snd_una, seg.ack) && !seq_lt(max, seg.ack) {
+                self.snd_una = seg.ack;
+                self.retrans = 0;
+            }
+        }
+    }
+
+    fn unacked(&self) -> u32 {
+        self.snd_max.map_or(0, |max| max.wrapping_sub(self.snd_una))
     }
 }
 
@@ -434,10 +514,21 @@ impl Endpoint {
                     recv_q: s.recv_queue(),
                     send_q: s.send_queue(),
                     deadline: c.deadline.map(|d| if d > now { d - now } else { Duration::ZERO }),
+                    retrans: c.seq.retrans,
+                    probes: c.seq.probes,
+                    unacked: c.seq.unacked(),
+                    peer_fin: c.peer_fin,
                 }
             })
             .collect();
         v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Ports closelab accepts connections on, sorted.
+    pub fn listen_ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self.listen_ports.iter().copied().collect();
+        v.sort_unstable();
         v
     }
 
@@ -611,6 +702,7 @@ impl Endpoint {
                 synchronized: false,
                 deadline: None,
                 generation: 0,
+                seq: SeqTracker::default(),
             },
         );
         self.by_tuple.insert(tuple, id);
@@ -639,6 +731,7 @@ impl Endpoint {
             if let Ok(seg) = wire::parse(&packet) {
                 let c = self.conns.get_mut(&id).expect("stepped connection exists");
                 c.fin_seen |= seg.flags.fin;
+                c.seq.received(&seg);
                 self.segment_event(now, Some(id), Dir::In, &packet);
             }
             self.dev.rx = Some(packet);
@@ -781,6 +874,9 @@ impl Endpoint {
             Some(c) => {
                 let before = c.fin_seen;
                 c.fin_seen |= seg.as_ref().is_some_and(|s| s.flags.fin);
+                if let Some(s) = &seg {
+                    c.seq.sent(s);
+                }
                 before
             }
             None => false,

@@ -407,3 +407,120 @@ fn test_lookup_does_not_touch_other_connections() {
     assert!(ev.iter().all(|e| e.conn == Some(500) || e.conn.is_none()), "{ev:?}");
     assert_eq!(b.link.b.len(), 999);
 }
+
+// Tests for the per-connection counters behind `closelab ss`.
+
+/// A FIN that never arrives: every copy after the first is a retransmission,
+/// counted until the peer's ACK advances; the FIN stays unacknowledged.
+#[test]
+fn test_retransmitted_fin_is_counted_until_acked() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop out fin").unwrap()];
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(8));
+    let ev = b.link.b.take_events();
+    let fins = ev
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Fault { seg: Some(s), .. } if s.flags.fin))
+        .count() as u32;
+    assert!(fins >= 3, "{fins} FINs in 8 s");
+    let info = &b.link.b.connections(b.link.now())[0];
+    assert_eq!(info.state, FinWait1);
+    // The FIN rides on the echo: 5 bytes and the FIN are outstanding.
+    assert_eq!((info.retrans, info.unacked, info.send_q, info.probes), (fins - 1, 6, 5, 0), "{info:?}");
+    assert!(info.deadline.is_some(), "the retransmission timer is armed");
+}
+
+#[test]
+fn test_retrans_resets_when_the_ack_advances() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop out fin 1st").unwrap()];
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(5));
+    let info = &b.link.b.connections(b.link.now())[0];
+    assert_eq!(info.state, FinWait2, "the retransmitted FIN got through");
+    assert_eq!((info.retrans, info.unacked), (0, 0), "{info:?}");
+    // The client never closes: CLOSE-WAIT with the FIN received.
+    let info = &b.link.a.connections(b.link.now())[0];
+    assert_eq!((info.state, info.peer_fin, info.retrans), (CloseWait, true, 0), "{info:?}");
+}
+
+/// Keep-alive probes re-send old sequence space with nothing outstanding:
+/// counted as probes, not retransmissions; answered probes reset.
+#[test]
+fn test_keep_alive_probes_are_not_retransmissions() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    server.keep_alive = Some(Duration::from_secs(1));
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_millis(500));
+    b.link.b.take_events();
+    b.link.run_for(Duration::from_millis(3500));
+    let probes = b
+        .link
+        .b
+        .take_events()
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Segment { dir: Dir::Out, seg } if seg.len == 1))
+        .count();
+    assert!(probes >= 2, "{probes} keep-alive probes in 3.5 s");
+    let info = &b.link.b.connections(b.link.now())[0];
+    assert_eq!(info.state, Established);
+    assert_eq!((info.retrans, info.probes, info.unacked), (0, 0, 0), "answered probes: {info:?}");
+}
+
+fn seg_out(seq: u32, len: usize, flags: &str) -> Segment {
+    Segment {
+        src: "10.0.0.2:7000".parse().unwrap(),
+        dst: "10.0.0.1:40000".parse().unwrap(),
+        flags: Flags::parse(flags).unwrap(),
+        seq,
+        ack: 0,
+        win: 1000,
+        len,
+    }
+}
+
+fn ack_in(ack: u32) -> Segment {
+    Segment { ack, ..seg_out(0, 0, ".") }
+}
+
+#[test]
+fn test_seq_tracker_counts_retransmissions_and_probes() {
+    // Near the wrap: sequence arithmetic is modulo 2^32.
+    let isn = u32::MAX - 1;
+    let mut t = SeqTracker::default();
+    t.sent(&seg_out(isn, 0, "S."));
+    assert_eq!((t.unacked(), t.retrans), (1, 0));
+    t.sent(&seg_out(isn, 0, "S."));
+    assert_eq!((t.unacked(), t.retrans), (1, 1), "SYN-ACK again");
+    t.received(&ack_in(isn.wrapping_add(1)));
+    assert_eq!((t.unacked(), t.retrans), (0, 0));
+    t.sent(&seg_out(isn.wrapping_add(1), 100, "P."));
+    t.sent(&seg_out(isn.wrapping_add(101), 0, "F."));
+    assert_eq!(t.unacked(), 101);
+    t.sent(&seg_out(isn.wrapping_add(1), 100, "P."));
+    t.sent(&seg_out(isn.wrapping_add(1), 100, "P."));
+    assert_eq!(t.retrans, 2);
+    // A partial ACK advances snd_una: Linux resets icsk_retransmits.
+    t.received(&ack_in(isn.wrapping_add(101)));
+    assert_eq!((t.unacked(), t.retrans), (1, 0));
+    // An ACK beyond anything sent is ignored; a duplicate does nothing.
+    t.received(&ack_in(isn.wrapping_add(500)));
+    t.received(&ack_in(isn.wrapping_add(101)));
+    assert_eq!((t.unacked(), t.retrans), (1, 0));
+    t.received(&ack_in(isn.wrapping_add(102)));
+    assert_eq!(t.unacked(), 0);
+    // Keep-alive: one byte at snd_nxt - 1 with nothing outstanding.
+    t.sent(&seg_out(isn.wrapping_add(101), 1, "."));
+    t.sent(&seg_out(isn.wrapping_add(101), 1, "."));
+    assert_eq!((t.probes, t.retrans, t.unacked()), (2, 0, 0));
+    t.received(&ack_in(isn.wrapping_add(102)));
+    assert_eq!(t.probes, 0, "any ACK answers the probes");
+    // RSTs and pure ACKs occupy no sequence space.
+    t.sent(&seg_out(isn.wrapping_add(50), 0, "R."));
+    t.sent(&seg_out(isn.wrapping_add(50), 0, "."));
+    assert_eq!((t.probes, t.retrans, t.unacked()), (0, 0, 0));
+}

@@ -2,6 +2,8 @@
 //! close-bug scenario to pass. Pure functions of events, no I/O, so every
 //! verdict is testable without root.
 
+pub mod file;
+
 use std::fmt;
 
 use crate::event::{AppAction, Dir, Event, EventKind, Side, TcpState};
@@ -23,6 +25,12 @@ pub enum Expect {
     FaultApplied,
     /// closelab's application received exactly this many bytes.
     Received { bytes: usize },
+    /// `side` reaches `state` between `from` and `to` seconds after the start.
+    Reached { side: Side, state: TcpState, from: f64, to: f64 },
+    /// At least `min` segments with these flags in this direction, each gap
+    /// between them at least as long as the one before and the last at least
+    /// twice the first: exponential backoff.
+    Backoff { dir: Dir, flags: String, min: usize },
 }
 
 impl fmt::Display for Expect {
@@ -42,6 +50,13 @@ impl fmt::Display for Expect {
             },
             Expect::FaultApplied => write!(f, "a fault rule acted"),
             Expect::Received { bytes } => write!(f, "closelab received {bytes} bytes"),
+            Expect::Reached { side, state, from, to } if to.is_finite() => {
+                write!(f, "{} reaches {state} between {from}s and {to}s", side.name())
+            }
+            Expect::Reached { side, state, .. } => write!(f, "{} reaches {state}", side.name()),
+            Expect::Backoff { dir, flags, min } => {
+                write!(f, "at least {min} [{flags}] segments {} with doubling intervals", dir_word(*dir))
+            }
         }
     }
 }
@@ -127,6 +142,36 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
                 })
                 .sum();
             if got == *bytes { Ok(()) } else { Err(fail(format!("received {got}"), None)) }
+        }
+        Expect::Reached { side, state, from, to } => {
+            let at = events.iter().find_map(|e| match e.kind {
+                EventKind::State { to: s, .. } if e.side == *side && s == *state => Some(e.t),
+                _ => None,
+            });
+            match at {
+                None => Err(fail("never reached".into(), None)),
+                Some(t) if t < *from || t > *to => Err(fail(format!("reached at {t:.3}s"), Some(t))),
+                Some(_) => Ok(()),
+            }
+        }
+        Expect::Backoff { dir, flags, min } => {
+            let want = Flags::parse(flags);
+            let times: Vec<f64> = events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Segment { dir: d, seg } if d == dir && Some(seg.flags) == want => Some(e.t),
+                    _ => None,
+                })
+                .collect();
+            if times.len() < *min {
+                return Err(fail(format!("saw {}", times.len()), times.last().copied()));
+            }
+            let gaps: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+            let shown = gaps.iter().map(|g| format!("{g:.2}s")).collect::<Vec<_>>().join(", ");
+            // A few ms of scheduling jitter is allowed between equal gaps.
+            let growing = gaps.windows(2).all(|w| w[1] + 0.02 >= w[0]);
+            let doubled = gaps.len() >= 2 && gaps[gaps.len() - 1] >= 2.0 * gaps[0] - 0.02;
+            if growing && doubled { Ok(()) } else { Err(fail(format!("intervals {shown}"), times.last().copied())) }
         }
     }
 }

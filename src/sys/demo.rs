@@ -113,6 +113,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                     v.peer_done && v.reached(Side::Closelab, TcpState::TimeWait) && v.linux_open == 0 && v.reached(Side::Linux, TcpState::LastAck)
                 }),
                 timeout,
+                connect: None,
             },
             after: Box::new(|_, _| "closelab stays in TIME-WAIT for smoltcp's fixed 10 s (Linux would keep it 60 s); the demo moves on.".into()),
         },
@@ -131,6 +132,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                     v.peer_done && v.reached(Side::Linux, TcpState::TimeWait) && v.reached(Side::Closelab, TcpState::Closed)
                 }),
                 timeout,
+                connect: None,
             },
             after: Box::new(|_, _| {
                 "Linux keeps TIME-WAIT for 60 s (TCP_TIMEWAIT_LEN, hard-coded; tcp_fin_timeout does not change it); the demo does not wait it out.".into()
@@ -155,6 +157,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                         && v.closelab_in(TcpState::CloseWait) == 1
                 }),
                 timeout,
+                connect: None,
             },
             after: Box::new(|events, states| {
                 let fw2 = events.iter().find_map(|e| match e.kind {
@@ -188,6 +191,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                 observe_ports: vec![7004],
                 done: Box::new(move |v: &StoryView| v.peer_done && v.linux_open == 0 && v.closelab_in(TcpState::TimeWait) == requests),
                 timeout: StdDuration::from_secs(30),
+                connect: None,
             },
             after: Box::new(|_, states| {
                 let tw = states.iter().filter(|(_, s)| *s == TcpState::TimeWait).count();

@@ -40,6 +40,16 @@ pub enum PeerStep {
     LingerClose,
     /// Do nothing for this long.
     Sleep(Duration),
+    /// bind() to this local port (SO_REUSEADDR), then connect().
+    ConnectFrom(u16, SocketAddr),
+    /// SO_KEEPALIVE on, with TCP_KEEPIDLE/KEEPINTVL/KEEPCNT if given.
+    Keepalive(Option<(u32, u32, u32)>),
+    /// read() until it fails (e.g. ETIMEDOUT after keep-alive gave up).
+    ReadError,
+    /// `ip link set dev DEV down` / `up` in the Linux namespace: the host
+    /// vanishes from the wire (and comes back).
+    LinkDown(String),
+    LinkUp(String),
 }
 
 /// What the Linux application did, for the timeline.
@@ -50,6 +60,9 @@ pub enum PeerMsg {
     Action { local: Option<SocketAddr>, remote: Option<SocketAddr>, action: AppAction },
     /// The script stopped on an error.
     Error(String),
+    /// Something the Linux application saw that is not a call (an error a
+    /// step expected).
+    Note(String),
     /// The script ran to its end.
     Done,
 }
@@ -203,7 +216,62 @@ impl Script {
                 self.stream = None;
             }
             PeerStep::Sleep(d) => std::thread::sleep(*d),
+            PeerStep::ConnectFrom(port, to) => {
+                let s = connect_from(*port, *to)?;
+                s.set_read_timeout(Some(self.read_timeout))?;
+                s.set_nodelay(true)?;
+                self.stream = Some(s);
+                self.report(tx, AppAction::Connect);
+            }
+            PeerStep::Keepalive(params) => {
+                use nix::sys::socket::{setsockopt, sockopt};
+                let s = self.stream()?.as_fd().try_clone_to_owned()?;
+                setsockopt(&s, sockopt::KeepAlive, &true).map_err(io::Error::from)?;
+                if let Some((idle, intvl, cnt)) = params {
+                    setsockopt(&s, sockopt::TcpKeepIdle, idle).map_err(io::Error::from)?;
+                    setsockopt(&s, sockopt::TcpKeepInterval, intvl).map_err(io::Error::from)?;
+                    setsockopt(&s, sockopt::TcpKeepCount, cnt).map_err(io::Error::from)?;
+                }
+            }
+            PeerStep::ReadError => {
+                // Wait as long as it takes: the error is what we wait for.
+                let s = self.stream()?;
+                s.set_read_timeout(None)?;
+                let mut buf = [0u8; 4096];
+                let err = loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break io::Error::other("end of stream"),
+                        Ok(_) => continue,
+                        Err(e) => break e,
+                    }
+                };
+                let _ = tx.send(PeerMsg::Note(format!("linux read() failed: {}", err.kind())));
+                self.stream = None;
+            }
+            PeerStep::LinkDown(dev) | PeerStep::LinkUp(dev) => {
+                let up = matches!(step, PeerStep::LinkUp(_));
+                let out = std::process::Command::new("ip")
+                    .args(["link", "set", "dev", dev, if up { "up" } else { "down" }])
+                    .output()?;
+                if !out.status.success() {
+                    return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+                }
+                let _ = tx.send(PeerMsg::Note(format!("linux link {dev} {}", if up { "up" } else { "down" })));
+            }
         }
         Ok(())
     }
+}
+
+/// connect() from a fixed local port, with SO_REUSEADDR so the port can be
+/// reused right after the previous connection on it closed.
+fn connect_from(port: u16, to: SocketAddr) -> io::Result<TcpStream> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage, sockopt};
+    let family = if to.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
+    let local: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], port).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, port).into() };
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(local)).map_err(io::Error::from)?;
+    socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(to)).map_err(io::Error::from)?;
+    Ok(TcpStream::from(fd))
 }

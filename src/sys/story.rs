@@ -66,6 +66,10 @@ pub struct Story {
     pub done: Box<dyn Fn(&StoryView) -> bool>,
     /// Give up (error) after this long.
     pub timeout: StdDuration,
+    /// closelab connects to this Linux listener (sending this many bytes
+    /// first) once the Linux script has called listen(); `None`: closelab
+    /// listens on `port`.
+    pub connect: Option<(std::net::SocketAddr, usize)>,
 }
 
 /// How a story ended.
@@ -94,6 +98,7 @@ struct StoryDriver {
     start: Instant,
     deadline: Instant,
     error: Option<String>,
+    connect: Option<(std::net::SocketAddr, usize)>,
 }
 
 const OBSERVE_EVERY: Duration = Duration::from_millis(2);
@@ -105,6 +110,13 @@ impl Driver for StoryDriver {
         let tee = sink;
         for m in self.peer.messages() {
             match m {
+                PeerMsg::Action { action: crate::event::AppAction::Listen, .. } if self.connect.is_some() => {
+                    let (to, send) = self.connect.take().expect("checked");
+                    tee.event(&Event { t, side: Side::Linux, conn: None, kind: EventKind::App { action: crate::event::AppAction::Listen } });
+                    if let Err(e) = ep.connect(now, to, send) {
+                        self.error = Some(format!("closelab cannot connect to {to}: {e}"));
+                    }
+                }
                 PeerMsg::Action { local, remote, action } => {
                     let conn = match (local, remote) {
                         (Some(l), Some(r)) => ep.find(&FourTuple { local: r, remote: l }),
@@ -112,6 +124,7 @@ impl Driver for StoryDriver {
                     };
                     tee.event(&Event { t, side: Side::Linux, conn, kind: EventKind::App { action } });
                 }
+                PeerMsg::Note(text) => tee.event(&Event { t, side: Side::Linux, conn: None, kind: EventKind::Note { text } }),
                 PeerMsg::Error(e) => self.error = Some(e),
                 PeerMsg::Done => {}
             }
@@ -152,7 +165,9 @@ pub fn run_story(
     let observer = Observer::new(ns_linux, &story.observe_ports)?;
     let start = clock.now();
     let mut ep = Endpoint::new(story.endpoint, start);
-    ep.listen(story.port);
+    if story.connect.is_none() {
+        ep.listen(story.port);
+    }
     let peer = Peer::spawn(ns_linux, story.peer, story.timeout);
     let recorder = Recorder::default();
     let mut driver = StoryDriver {
@@ -163,6 +178,7 @@ pub fn run_story(
         start,
         deadline: start + Duration::from_micros(story.timeout.as_micros() as u64),
         error: None,
+        connect: story.connect,
     };
     let outcome = {
         let mut rec = recorder.clone();

@@ -514,3 +514,183 @@ pub fn assert_reached(summary: &Json, connections: u64, expected: &[(&str, u64)]
     want.sort();
     assert_eq!(got, want, "summary: {summary}");
 }
+
+// ---------------------------------------------------------------------------
+// Labs (`closelab lab …`, `closelab demo --name …`): tests/lab_root.rs and
+// tests/demo_root.rs
+// ---------------------------------------------------------------------------
+
+static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
+
+/// Where `closelab lab up` keeps one state file per lab.
+pub const LAB_STATE_DIR: &str = "/run/closelab/labs";
+
+/// `n` in base 36 (digits, then a-z).
+fn base36(mut n: usize) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = Vec::new();
+    loop {
+        s.push(digits[n % 36]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap()
+}
+
+/// A lab name no other test uses: `t` + pid (base 36) + `-` + counter
+/// (base 36), at most 10 characters (pid_max 4194304 is 5 base-36 digits),
+/// skipping names left over from a crashed run. The library's own tests use
+/// `cl…` names and `util::Netns` uses `clt…` namespaces: no clash.
+pub fn unique_lab_name() -> String {
+    let pid = base36(std::process::id() as usize);
+    loop {
+        let n = base36(NEXT_LAB.fetch_add(1, Ordering::Relaxed));
+        let name = format!("t{pid}-{n}");
+        assert!(name.len() <= 10, "lab name {name} longer than 10 characters");
+        if lab_leftovers(&name).is_empty() {
+            return name;
+        }
+    }
+}
+
+/// `closelab ARGS…`.
+pub fn closelab(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    c
+}
+
+/// Namespace names from `ip netns list` (first word of each line).
+pub fn netns_names() -> Vec<String> {
+    let out = run_ok(Command::new("ip").args(["netns", "list"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// Link names in the root network namespace from `ip -o link show`
+/// (`veth0@if3` → `veth0`).
+pub fn root_links() -> Vec<String> {
+    let out = run_ok(Command::new("ip").args(["-o", "link", "show"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}
+
+/// Everything of lab `name` that exists on this host: its namespaces
+/// (`<name>-linux`, `<name>-closelab`, or any other `<name>-*`), its state
+/// file, links named `<name>-*` in the root namespace. Empty when gone.
+pub fn lab_leftovers(name: &str) -> Vec<String> {
+    let prefix = format!("{name}-");
+    let mut left: Vec<String> =
+        netns_names().into_iter().filter(|n| n.starts_with(&prefix)).map(|n| format!("namespace {n}")).collect();
+    left.extend(root_links().into_iter().filter(|l| l.starts_with(&prefix)).map(|l| format!("link {l} in the root namespace")));
+    let state = std::path::Path::new(LAB_STATE_DIR).join(name);
+    if state.exists() {
+        left.push(format!("state file {}", state.display()));
+    }
+    left
+}
+
+/// Asserts nothing of lab `name` is left (see [`lab_leftovers`]).
+#[track_caller]
+pub fn assert_lab_gone(name: &str) {
+    let left = lab_leftovers(name);
+    assert!(left.is_empty(), "lab {name} left behind: {left:?}");
+}
+
+/// A lab removed with `closelab lab down NAME` on drop, also when the test
+/// panics (`lab down` is idempotent, so a test may remove it first).
+pub struct LabGuard {
+    name: String,
+}
+
+impl LabGuard {
+    /// Guards a lab someone else creates (e.g. `closelab demo --name NAME`).
+    pub fn new(name: &str) -> LabGuard {
+        LabGuard { name: name.to_string() }
+    }
+
+    /// `closelab lab up --name <unique> EXTRA…`; panics with the output if it fails.
+    #[track_caller]
+    pub fn up(extra: &[&str]) -> LabGuard {
+        let guard = LabGuard::new(&unique_lab_name());
+        let mut args = vec!["lab", "up", "--name", guard.name.as_str()];
+        args.extend_from_slice(extra);
+        run_ok(&mut closelab(&args));
+        guard
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `<name>-linux`: the Linux host's namespace.
+    pub fn ns_linux(&self) -> String {
+        format!("{}-linux", self.name)
+    }
+
+    /// `<name>-closelab`: closelab's namespace.
+    pub fn ns_closelab(&self) -> String {
+        format!("{}-closelab", self.name)
+    }
+
+    /// `closelab lab exec NAME -- ARGS…`.
+    pub fn exec(&self, args: &[&str]) -> Command {
+        let mut c = closelab(&["lab", "exec", &self.name, "--"]);
+        c.args(args);
+        c
+    }
+
+    /// `ip netns exec <name>-linux ARGS…`.
+    pub fn in_linux(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_linux()]).args(args);
+        c
+    }
+
+    /// This lab's line of `closelab lab status`, if listed.
+    #[track_caller]
+    pub fn status_line(&self) -> Option<String> {
+        let out = run_ok(&mut closelab(&["lab", "status"]));
+        let prefix = format!("{}: ", self.name);
+        String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with(&prefix)).map(str::to_string)
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let out = run(&mut closelab(&["lab", "down", &self.name]));
+        if !out.status.success() && !std::thread::panicking() {
+            panic!(
+                "cleanup `closelab lab down {}` failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// The state changes on `side` ("closelab" or "linux") of connection `conn`
+/// as a path `[from, to, to, …]`, checking each change starts where the last
+/// one ended.
+#[track_caller]
+pub fn side_state_path(events: &[Json], side: &str, conn: u64) -> Vec<String> {
+    let mine: Vec<Json> = events
+        .iter()
+        .filter(|v| str_of(v, "side") == side && v.get("conn").and_then(Json::as_u64) == Some(conn))
+        .cloned()
+        .collect();
+    state_path(&mine, conn)
+}
+
+/// Whether `window` occurs in `path` as consecutive entries.
+pub fn has_run(path: &[String], window: &[&str]) -> bool {
+    path.windows(window.len()).any(|w| w.iter().zip(window).all(|(a, b)| a == b))
+}
