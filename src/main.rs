@@ -93,6 +93,40 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Draw a saved --json stream: the terminal ladder on stdout, Mermaid and SVG pictures to files.
+    Ladder {
+        /// JSON lines from `closelab listen/connect/demo/scenario run --json`; `-` reads stdin.
+        file: PathBuf,
+        /// Only connection N.
+        #[arg(long)]
+        conn: Option<u64>,
+        /// Only story N of a demo file (else the Nth run: scenario round, …).
+        #[arg(long, alias = "run", value_parser = clap::value_parser!(u32).range(1..))]
+        story: Option<u32>,
+        /// Box-drawing arrows in the terminal ladder.
+        #[arg(long)]
+        unicode: bool,
+        /// Write the ladder as a Mermaid sequenceDiagram to this file.
+        #[arg(long, value_name = "OUT.mmd")]
+        mermaid: Option<PathBuf>,
+        /// Write the ladder as an SVG picture to this file.
+        #[arg(long, value_name = "OUT.svg")]
+        svg: Option<PathBuf>,
+        /// Write a plot of how many connections were in each state over time to this SVG file.
+        #[arg(long, value_name = "OUT.svg")]
+        svg_counts: Option<PathBuf>,
+        /// Whose states --svg-counts counts.
+        #[arg(long, value_enum, default_value = "closelab")]
+        counts_side: SideArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SideArg {
+    /// closelab's own endpoint.
+    Closelab,
+    /// The Linux peer (observed through sock_diag).
+    Linux,
 }
 
 #[derive(Subcommand)]
@@ -390,6 +424,24 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ..Default::default()
             };
             demo(opts)
+        }
+        Cmd::Ladder { file, conn, story, unicode, mermaid, svg, svg_counts, counts_side } => {
+            let job = closelab::sys::ladder::LadderJob {
+                input: file,
+                conn,
+                story: story.map(|n| n as usize),
+                unicode,
+                mermaid,
+                svg,
+                svg_counts,
+                counts_side: match counts_side {
+                    SideArg::Closelab => closelab::event::Side::Closelab,
+                    SideArg::Linux => closelab::event::Side::Linux,
+                },
+            };
+            let stdout = std::io::stdout();
+            closelab::sys::ladder::run(&job, &mut stdout.lock())?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -310,8 +310,11 @@ impl App {
         };
         // An HTTP server closes only when the protocol says so (HTTP/1.0 or
         // `Connection: close`); with keep-alive it waits for the client.
+        // After a keep-alive exchange the client closes first: once every
+        // response is queued, the server closes too (no CLOSE-WAIT leak).
         if self.kind == AppKind::Http && self.policy.close_after.is_none() {
-            return if self.done { (Some(call), None) } else { (None, None) };
+            let answered = self.pending.is_empty() && self.to_send == 0;
+            return if self.done || (peer_fin && answered) { (Some(call), None) } else { (None, None) };
         }
         match self.policy.close_after {
             Some(d) => {

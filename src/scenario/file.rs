@@ -67,6 +67,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("half-close", include_str!("../../scenarios/half-close.toml")),
     ("time-wait-syn", include_str!("../../scenarios/time-wait-syn.toml")),
     ("time-wait-syn-smoltcp", include_str!("../../scenarios/time-wait-syn-smoltcp.toml")),
+    ("time-wait-assassination", include_str!("../../scenarios/time-wait-assassination.toml")),
+    ("time-wait-assassination-linux", include_str!("../../scenarios/time-wait-assassination-linux.toml")),
+    ("time-wait-assassination-rfc1337", include_str!("../../scenarios/time-wait-assassination-rfc1337.toml")),
     ("fin-retransmit-forever", include_str!("../../scenarios/fin-retransmit-forever.toml")),
     ("keepalive-dead-peer", include_str!("../../scenarios/keepalive-dead-peer.toml")),
 ];

@@ -10,3 +10,4 @@ pub mod peer;
 pub mod story;
 pub mod demo;
 pub mod scenario;
+pub mod ladder;

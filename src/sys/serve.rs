@@ -54,6 +54,11 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         None => None,
     };
     let tun = TunDevice::open(&opts.tun).map_err(|e| e.to_string())?;
+    if let Some(ns) = &opts.netns {
+        // A lab's TUN only transmits once the kernel has activated it after
+        // the attach; until then the first SYN's answer would be dropped.
+        crate::sys::lab::wait_link_up(ns, tun.name(), crate::sys::lab::LINK_UP_TIMEOUT).map_err(|e| e.to_string())?;
+    }
     let clock = Clock::new();
     opts.endpoint.capture = opts.output.pcap.is_some();
     let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());

@@ -5,7 +5,10 @@ pub mod json;
 pub mod ladder;
 pub mod mermaid;
 pub mod pcap;
+pub mod svg;
 pub mod text;
+pub mod trace;
+pub mod xml;
 
 use std::collections::HashSet;
 use std::io::Write;

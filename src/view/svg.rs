@@ -147,9 +147,12 @@ pub fn ladder(events: &[Event], conn: Option<ConnId>) -> String {
     let height = (TOP + rows.len() as f64 * ROW + 12.0).ceil();
 
     let mut out = String::new();
-    let title = match (multi, ends) {
-        (true, _) => format!("closelab ladder: {} connections", conns.count_shown(&shown)),
-        (false, _) => format!(
+    let title = match multi {
+        true => {
+            let ids: BTreeSet<ConnId> = shown.iter().filter_map(|e| e.conn).collect();
+            format!("closelab ladder: {} connections", ids.len())
+        }
+        false => format!(
             "closelab ladder: {}, {}",
             end_name(Side::Closelab, ends.map(|e| e.0)),
             end_name(Side::Linux, ends.map(|e| e.1))
@@ -386,8 +389,6 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines.push(cur);
     lines
 }
-
-// Tests for the counts plot live with the ladder's below; the plot follows.
 
 /// Strong colours for the count curves, one per state.
 fn state_line(s: TcpState) -> &'static str {
@@ -707,7 +708,7 @@ mod tests {
         }
         assert!(got.contains(">(app close)</text>") && got.contains(">(timer)</text>"));
         // The dropped ACK: dashed red, a cross, labelled.
-        assert!(got.contains(r#"stroke="#dc2626" stroke-width="1.5" stroke-dasharray="6 4"/>"#));
+        assert!(got.contains(r##"stroke="#dc2626" stroke-width="1.5" stroke-dasharray="6 4"/>"##));
         assert!(got.contains(">[.] ack 7 (dropped, rule 1)</text>"));
         assert!(got.contains(">timer on 0.2s</text>") && got.contains(">timer on 0.4s retrans 1</text>"));
         assert!(got.contains(">10.300</text>"));
@@ -813,7 +814,7 @@ mod tests {
         // drops to 4 when the first TIME-WAIT ends.
         let tw = polyline_of(&got, state_line(TcpState::TimeWait));
         let ys: Vec<f64> = tw.iter().map(|p| p.1).collect();
-        let level = |c: u64| 364.0 - c as f64 / 5.0 * (364.0 - 52.0);
+        let level = |c: u64| num(364.0 - c as f64 / 5.0 * (364.0 - 52.0)).parse::<f64>().unwrap();
         let mut want = vec![level(0)];
         for c in 1..=5 {
             want.extend([level(c - 1), level(c)]);
