@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use closelab::config;
 use closelab::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy, TimeWaitSyn};
 use closelab::fault::FaultRule;
+use closelab::sys::control::{SsOptions, Target};
 use closelab::sys::run::{ConnectPlan, Signals, StopWhen};
 use closelab::sys::serve::{self, Mode, Output, ServeOptions};
 use closelab::sys::tun::TunSpec;
@@ -59,6 +60,33 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "active")]
         close: CloseArg,
     },
+    /// A running closelab's connections like `ss -tano`; filter like ss (`state time-wait`,
+    /// `state connected`, `exclude listening`).
+    Ss {
+        /// The endpoint's TUN device (default: the only endpoint running).
+        #[arg(long)]
+        tun: Option<String>,
+        /// The endpoint's lab.
+        #[arg(long)]
+        lab: Option<String>,
+        /// Connections per state in netstat spelling, as `netstat -n | awk '/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}'` prints them.
+        #[arg(short = 's')]
+        summary: bool,
+        /// One JSON object per line (per connection, or per state with -s).
+        #[arg(long)]
+        json: bool,
+        /// Redraw every INTERVAL (default 1s) until Ctrl-C.
+        #[arg(long, num_args = 0..=1, default_missing_value = "1s", value_name = "INTERVAL")]
+        watch: Option<String>,
+        /// ss state filter words: state NAME (repeatable), exclude NAME.
+        filter: Vec<String>,
+    },
+    /// close() a connection of a running closelab by hand (FIN after queued data).
+    Close(ConnArgs),
+    /// Abort a connection of a running closelab by hand (RST).
+    Abort(ConnArgs),
+    /// shutdown(SHUT_WR) a connection of a running closelab by hand (FIN, keeps reading).
+    Shutdown(ConnArgs),
     /// Build, inspect and remove two-namespace labs (a Linux host and a closelab host on one wire).
     Lab {
         #[command(subcommand)]
@@ -191,6 +219,19 @@ enum ScenarioCmd {
         #[arg(long)]
         pcap: Option<PathBuf>,
     },
+}
+
+/// A connection of a running endpoint.
+#[derive(Args)]
+struct ConnArgs {
+    /// Its number in the timeline (3 or #3), or LOCAL-REMOTE as closelab sees it (10.201.0.2:7000-10.201.0.1:41234).
+    conn: String,
+    /// The endpoint's TUN device (default: the only endpoint running).
+    #[arg(long)]
+    tun: Option<String>,
+    /// The endpoint's lab.
+    #[arg(long)]
+    lab: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -368,6 +409,10 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         own_addrs: addrs.iter().map(|a| IpAddr::from(a.address())).collect(),
         configure,
     };
+    let control = Some(match &ep.lab {
+        Some(lab) => Target::Lab(lab.clone()),
+        None => Target::Tun(tun.name.clone()),
+    });
     Ok(ServeOptions {
         endpoint: cfg,
         tun,
@@ -375,6 +420,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         mode,
         stop: StopWhen { finished: ep.exit_after },
         output: Output { json: ep.json, pcap: ep.pcap },
+        control,
     })
 }
 
@@ -393,6 +439,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let opts = serve_options(ep, &app, close, Mode::Connect(ConnectPlan { remote, send, count }))?;
             endpoint(opts)
         }
+        Cmd::Ss { tun, lab, summary, json, watch, mut filter } => {
+            let watch = watch_interval(watch, &mut filter)?;
+            let filter = closelab::view::ss::Filter::parse(&filter)?;
+            let opts = SsOptions { tun, lab, summary, json, watch, filter };
+            closelab::sys::control::ss(&opts, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Close(c) => conn_action(closelab::view::ss::Action::Close, c),
+        Cmd::Abort(c) => conn_action(closelab::view::ss::Action::Abort, c),
+        Cmd::Shutdown(c) => conn_action(closelab::view::ss::Action::Shutdown, c),
         Cmd::Lab { cmd } => lab(cmd),
         Cmd::Scenario { cmd: ScenarioCmd::List } => {
             for (name, summary) in closelab::sys::scenario::list() {
@@ -559,6 +615,29 @@ fn demo(opts: closelab::sys::demo::DemoOptions) -> Result<ExitCode, String> {
         closelab::sys::run::Outcome::Done => Ok(ExitCode::SUCCESS),
         closelab::sys::run::Outcome::Interrupted => Ok(ExitCode::from(130)),
     }
+}
+
+/// `--watch [INTERVAL]`: a filter word right after a bare `--watch`
+/// (`ss --watch state time-wait`) is the filter's, not an interval.
+fn watch_interval(watch: Option<String>, filter: &mut Vec<String>) -> Result<Option<std::time::Duration>, String> {
+    let Some(w) = watch else { return Ok(None) };
+    let d = match config::parse_duration(&w) {
+        Ok(d) => d,
+        Err(_) if matches!(w.as_str(), "state" | "exclude" | "excl") => {
+            filter.insert(0, w);
+            config::parse_duration("1s")?
+        }
+        Err(e) => return Err(e),
+    };
+    if d == smoltcp::time::Duration::ZERO {
+        return Err("--watch needs an interval above 0, e.g. --watch 500ms".into());
+    }
+    Ok(Some(std::time::Duration::from_micros(d.total_micros())))
+}
+
+fn conn_action(action: closelab::view::ss::Action, c: ConnArgs) -> Result<ExitCode, String> {
+    closelab::sys::control::act(action, &c.conn, c.tun.as_deref(), c.lab.as_deref(), &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn endpoint(opts: ServeOptions) -> Result<ExitCode, String> {

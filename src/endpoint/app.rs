@@ -150,6 +150,8 @@ pub(crate) struct App {
     pub(crate) closed: Option<CloseCall>,
     /// Bytes received in total (for tests and summaries).
     pub(crate) received: usize,
+    /// FNV-1a (64-bit) of every byte read, in order (tests check content).
+    pub(crate) checksum: u64,
     pub(crate) established_at: Option<Instant>,
     pub(crate) peer_fin_at: Option<Instant>,
 }
@@ -183,6 +185,7 @@ impl App {
             http_close: false,
             closed: None,
             received: 0,
+            checksum: 0xcbf2_9ce4_8422_2325,
             established_at: None,
             peer_fin_at: None,
         }
@@ -207,6 +210,7 @@ impl App {
                 match r {
                     Ok(data) if !data.is_empty() => {
                         got += data.len();
+                        self.checksum = data.iter().fold(self.checksum, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
                         if self.closed.is_none() || self.closed == Some(CloseCall::Shutdown) {
                             match self.kind {
                                 AppKind::Echo => self.pending.extend_from_slice(&data),

@@ -500,6 +500,12 @@ impl Endpoint {
         self.conns.get(&id).map(|c| c.app.received)
     }
 
+    /// FNV-1a (64-bit) of every byte the application has read on a
+    /// connection, in order (tests compare it with the sent pattern).
+    pub fn app_checksum(&self, id: ConnId) -> Option<u64> {
+        self.conns.get(&id).map(|c| c.app.checksum)
+    }
+
     /// A snapshot of every connection, ordered by number.
     pub fn connections(&self, now: Instant) -> Vec<ConnInfo> {
         let mut v: Vec<ConnInfo> = self
@@ -930,3 +936,6 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fault_tests;

@@ -74,6 +74,21 @@ pub fn run(job: &LadderJob, out: &mut dyn Write) -> Result<(), String> {
         ));
     }
 
+    // Files first: an error then leaves stdout empty.
+    if let Some((_, run)) = chosen.first() {
+        let write = |path: &PathBuf, body: String| {
+            std::fs::write(path, body).map_err(|e| format!("cannot write {}: {}", path.display(), io_reason(&e)))
+        };
+        if let Some(p) = &job.mermaid {
+            write(p, mermaid::render(&run.events, job.conn))?;
+        }
+        if let Some(p) = &job.svg {
+            write(p, svg::ladder(&run.events, job.conn))?;
+        }
+        if let Some(p) = &job.svg_counts {
+            write(p, svg::counts(&run.events, job.counts_side))?;
+        }
+    }
     let opts = LadderOptions { conn: job.conn, unicode: job.unicode, ..LadderOptions::default() };
     let headed = runs.len() > 1 || chosen.iter().any(|(_, r)| r.title.is_some());
     let mut text = String::new();
@@ -89,20 +104,6 @@ pub fn run(job: &LadderJob, out: &mut dyn Write) -> Result<(), String> {
     }
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("writing output: {e}"))?;
 
-    if let Some((_, run)) = chosen.first() {
-        let write = |path: &PathBuf, body: String| {
-            std::fs::write(path, body).map_err(|e| format!("cannot write {}: {}", path.display(), io_reason(&e)))
-        };
-        if let Some(p) = &job.mermaid {
-            write(p, mermaid::render(&run.events, job.conn))?;
-        }
-        if let Some(p) = &job.svg {
-            write(p, svg::ladder(&run.events, job.conn))?;
-        }
-        if let Some(p) = &job.svg_counts {
-            write(p, svg::counts(&run.events, job.counts_side))?;
-        }
-    }
     Ok(())
 }
 

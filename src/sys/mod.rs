@@ -1,6 +1,7 @@
 //! Linux-only I/O edges. The only module allowed to open fds, read the clock, spawn processes or enter namespaces.
 pub mod sockdiag;
 pub mod run;
+pub mod control;
 pub mod tun;
 pub mod lab;
 pub mod netns;

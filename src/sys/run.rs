@@ -16,10 +16,12 @@ use smoltcp::time::Instant;
 
 use crate::endpoint::Endpoint;
 use crate::event::Sink;
+use crate::sys::control::Control;
 use crate::sys::tun::TunDevice;
 
 const TUN: Token = Token(0);
 const SIGNAL: Token = Token(1);
+const CONTROL: Token = Token(2);
 
 /// A monotonic clock in smoltcp's `Instant` (which, read with
 /// `Instant::now()`, would be the wall clock).
@@ -164,15 +166,38 @@ pub fn run(
     driver: &mut dyn Driver,
     stop: StopWhen,
 ) -> io::Result<Outcome> {
+    run_with(ep, clock, tun, signals, sink, driver, stop, None)
+}
+
+/// [`run`], also answering requests on a control socket (`closelab ss`,
+/// `closelab close N`) between packets.
+#[allow(clippy::too_many_arguments)]
+pub fn run_with(
+    ep: &mut Endpoint,
+    clock: Clock,
+    tun: &TunDevice,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+    driver: &mut dyn Driver,
+    stop: StopWhen,
+    mut control: Option<&mut Control>,
+) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     let tun_fd = tun.raw_fd();
     poll.registry().register(&mut SourceFd(&tun_fd), TUN, Interest::READABLE)?;
     let sig_fd = signals.raw_fd();
     poll.registry().register(&mut SourceFd(&sig_fd), SIGNAL, Interest::READABLE)?;
-    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop);
+    let ctl_fd = control.as_ref().map(|c| c.raw_fd());
+    if let Some(fd) = &ctl_fd {
+        poll.registry().register(&mut SourceFd(fd), CONTROL, Interest::READABLE)?;
+    }
+    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop, control.as_deref_mut());
     // The fds outlive this loop (the demo reuses the TUN for every story).
     let _ = poll.registry().deregister(&mut SourceFd(&tun_fd));
     let _ = poll.registry().deregister(&mut SourceFd(&sig_fd));
+    if let Some(fd) = &ctl_fd {
+        let _ = poll.registry().deregister(&mut SourceFd(fd));
+    }
     result
 }
 
@@ -186,6 +211,7 @@ fn run_registered(
     sink: &mut dyn Sink,
     driver: &mut dyn Driver,
     stop: StopWhen,
+    mut control: Option<&mut Control>,
 ) -> io::Result<Outcome> {
     let tun_fd = tun.raw_fd();
     let mut events = Events::with_capacity(64);
@@ -246,6 +272,11 @@ fn run_registered(
             if ev.token() == SIGNAL && signals.pending() {
                 ep.drain_events(sink);
                 return Ok(Outcome::Interrupted);
+            }
+            // What a request did (a close by hand) goes out at the top of
+            // the loop like any other step.
+            if let (CONTROL, Some(c)) = (ev.token(), control.as_deref_mut()) {
+                c.serve(clock.now(), ep);
             }
         }
     }

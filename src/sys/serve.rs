@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::event::{Event, EventKind, Side, Sink};
+use crate::sys::control::{BindError, Control, Target};
 use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen};
 use crate::sys::tun::{TunDevice, TunSpec};
 use crate::view::json::JsonSink;
@@ -38,6 +39,9 @@ pub struct ServeOptions {
     pub mode: Mode,
     pub stop: StopWhen,
     pub output: Output,
+    /// Serve a control socket for `closelab ss` and live close/abort/
+    /// shutdown, found by this TUN or lab name.
+    pub control: Option<Target>,
 }
 
 /// Runs until done or interrupted. Errors are one line naming the cause.
@@ -54,6 +58,20 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         None => None,
     };
     let tun = TunDevice::open(&opts.tun).map_err(|e| e.to_string())?;
+    // After the TUN: a second endpoint on the same TUN is told so by the
+    // TUN itself. Without /run/closelab/ctl (not root) the endpoint still
+    // runs, and says what is missing.
+    let (mut control, control_note) = match &opts.control {
+        None => (None, None),
+        Some(target) => match Control::bind(target) {
+            Ok(c) => {
+                let note = format!("control socket: {}", c.path().display());
+                (Some(c), Some(note))
+            }
+            Err(e @ BindError::Busy { .. }) => return Err(e.to_string()),
+            Err(e) => (None, Some(format!("control socket unavailable ({e}): closelab ss and live close will not reach this endpoint"))),
+        },
+    };
     if let Some(ns) = &opts.netns {
         // A lab's TUN only transmits once the kernel has activated it after
         // the attach; until then the first SYN's answer would be dropped.
@@ -87,13 +105,16 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     let mut main: Box<dyn Output_ + '_> =
         if opts.output.json { Box::new(JsonSink::new(&mut *out)) } else { Box::new(TextSink::new(&mut *out)) };
     main.event(&note);
+    if let Some(text) = control_note {
+        main.event(&Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text } });
+    }
     let outcome = {
         let mut sinks: Vec<&mut dyn Sink> = vec![main.as_sink(), &mut summary];
         if let Some(p) = pcap.as_mut() {
             sinks.push(p);
         }
         let mut tee = Tee(sinks);
-        run::run(&mut ep, clock, &tun, signals, &mut tee, driver.as_mut(), opts.stop.clone())
+        run::run_with(&mut ep, clock, &tun, signals, &mut tee, driver.as_mut(), opts.stop.clone(), control.as_mut())
     };
     main.summary(&summary.summary);
     if let Some(e) = main.error() {

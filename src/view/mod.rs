@@ -5,6 +5,7 @@ pub mod json;
 pub mod ladder;
 pub mod mermaid;
 pub mod pcap;
+pub mod ss;
 pub mod svg;
 pub mod text;
 pub mod trace;

@@ -38,6 +38,8 @@ const CW: f64 = FONT * 0.6;
 /// boxes naming both ends).
 const ROW: f64 = 24.0;
 const TOP: f64 = 56.0;
+/// Where a dropped segment's arrow ends, as a fraction of the way across.
+const DROP_AT: f64 = 0.62;
 
 const GREY: &str = "#6b7280";
 const INK: &str = "#111827";
@@ -52,15 +54,32 @@ enum Item {
     Intro(String),
     /// One line of a note (wrapped to the picture's width).
     Note(String),
-    Arrow { dir: Dir, label: String, color: &'static str },
+    Arrow {
+        dir: Dir,
+        label: String,
+        color: &'static str,
+    },
     /// A segment a fault rule dropped: dashed, ending in a cross.
-    Dropped { dir: Dir, label: String },
+    Dropped {
+        dir: Dir,
+        label: String,
+    },
     /// Text between the lifelines: other faults (red cross), malformed
     /// packets and refusals.
-    Middle { text: String, fault: bool },
-    State { side: Side, state: TcpState, cause: Option<String> },
+    Middle {
+        text: String,
+        fault: bool,
+    },
+    State {
+        side: Side,
+        state: TcpState,
+        cause: Option<String>,
+    },
     /// An application call or a timer, beside its end's lifeline.
-    Aside { side: Side, text: String },
+    Aside {
+        side: Side,
+        text: String,
+    },
 }
 
 struct Row {
@@ -118,7 +137,8 @@ pub fn ladder(events: &[Event], conn: Option<ConnId>) -> String {
                 bump(*side, box_w(*state) / 2.0 + cause.as_ref().map_or(0.0, |c| 6.0 + tw(c)));
             }
             Item::Aside { side, text } => bump(*side, 10.0 + tw(text)),
-            Item::Arrow { label, .. } | Item::Dropped { label, .. } => middle = middle.max(tw(label) + 48.0),
+            Item::Arrow { label, .. } => middle = middle.max(tw(label) + 48.0),
+            Item::Dropped { label, .. } => middle = middle.max((tw(label) + 24.0) / DROP_AT),
             Item::Middle { text, .. } => middle = middle.max(28.0 + tw(text) + 12.0),
             Item::Intro(text) => middle = middle.max(tw(text) + 24.0),
             Item::Note(_) => {}
@@ -138,9 +158,10 @@ pub fn ladder(events: &[Event], conn: Option<ConnId>) -> String {
     let rows: Vec<Row> = rows
         .into_iter()
         .flat_map(|r| match r.item {
-            Item::Note(text) => {
-                wrap(&text, note_chars).into_iter().map(|l| Row { time: None, tag: None, item: Item::Note(l) }).collect()
-            }
+            Item::Note(text) => wrap(&text, note_chars)
+                .into_iter()
+                .map(|l| Row { time: None, tag: None, item: Item::Note(l) })
+                .collect(),
             _ => vec![r],
         })
         .collect();
@@ -222,10 +243,11 @@ pub fn ladder(events: &[Event], conn: Option<ConnId>) -> String {
             Item::Dropped { dir, label } => {
                 let y = top + 17.0;
                 let (from, to) = ends_of(*dir, cl_x, ln_x);
-                let cx = from + (to - from) * 0.62;
+                let cx = from + (to - from) * DROP_AT;
                 line(&mut out, from, y, cx, y, RED, 1.5, Some("6 4"));
                 cross(&mut out, cx, y, 5.0);
-                text(&mut out, mid, top + 11.0, "middle", RED, "", label);
+                // Over the dashed part, clear of the cross.
+                text(&mut out, (from + cx) / 2.0, top + 11.0, "middle", RED, "", label);
             }
             Item::Middle { text: t, fault: true } => {
                 cross(&mut out, cl_x + 16.0, top + 12.0, 4.0);
@@ -501,8 +523,6 @@ pub fn counts(events: &[Event], side: Side) -> String {
         text(&mut out, px0 - 8.0, y + 4.0, "end", SOFT, "", &c.to_string());
         c += y_step;
     }
-    line(&mut out, px0, py1, px1, py1, SOFT, 1.0, None);
-    line(&mut out, px0, py0, px0, py1, SOFT, 1.0, None);
     text(&mut out, (px0 + px1) / 2.0, py1 + 40.0, "middle", SOFT, "", "time (s)");
     let ym = (py0 + py1) / 2.0;
     let rotate = format!(r#" transform="rotate(-90 {} {})""#, num(20.0), num(ym));
@@ -526,23 +546,23 @@ pub fn counts(events: &[Event], side: Side) -> String {
         pts.push((x_of(t_max), y_of(prev)));
         let points: Vec<String> = pts.iter().map(|(x, y)| format!("{},{}", num(*x), num(*y))).collect();
         let color = state_line(*s);
-        let _ = writeln!(
-            out,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
-            points.join(" ")
-        );
+        let _ =
+            writeln!(out, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, points.join(" "));
         let ly = py0 + 8.0 + i as f64 * 20.0;
         line(&mut out, px1 + 20.0, ly - 4.0, px1 + 44.0, ly - 4.0, color, 3.0, None);
         let label = format!("{} (max {})", s.rfc_name(), peak[idx]);
         text(&mut out, px1 + 52.0, ly, "start", INK, "", &label);
     }
+    // The axes last: a curve resting at 0 disappears into the time axis.
+    line(&mut out, px0, py1, px1, py1, SOFT, 1.0, None);
+    line(&mut out, px0, py0, px0, py1, SOFT, 1.0, None);
     out.push_str("</svg>\n");
     out
 }
 
 /// 1, 2 or 5 times a power of ten, the smallest not below `raw`.
 fn nice(raw: f64) -> f64 {
-    if !(raw > 0.0) || !raw.is_finite() {
+    if !raw.is_finite() || raw <= 0.0 {
         return 1.0;
     }
     let mag = 10f64.powf(raw.log10().floor());
@@ -746,7 +766,10 @@ mod tests {
         ];
         let got = ladder(&events, None);
         assert_well_formed("escapes", &got);
-        assert!(got.contains("a &lt;b&gt; &amp; &quot;c&quot; &#39;d&#39; ]]&gt; \\u{1b}[31m\\nnext \\u{ffff}"), "{got}");
+        assert!(
+            got.contains("a &lt;b&gt; &amp; &quot;c&quot; &#39;d&#39; ]]&gt; \\u{1b}[31m\\nnext \\u{ffff}"),
+            "{got}"
+        );
         assert!(!got.contains('\u{1b}'));
         assert!(got.contains(">timer &lt;on&gt; 1.0s</text>"));
     }
@@ -769,7 +792,8 @@ mod tests {
             });
             ladder(&v, Some(1))
         };
-        let width = |s: &str| s.split("width=\"").nth(1).and_then(|w| w.split('"').next()).unwrap().parse::<f64>().unwrap();
+        let width =
+            |s: &str| s.split("width=\"").nth(1).and_then(|w| w.split('"').next()).unwrap().parse::<f64>().unwrap();
         assert!(width(&wide) > width(&one) + 400.0, "{} {}", width(&wide), width(&one));
     }
 

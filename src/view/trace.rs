@@ -216,7 +216,9 @@ mod tests {
     #[test]
     fn test_scenario_verdicts_end_runs() {
         let mut text = lines(&active_close());
-        text.push_str(r#"{"type":"verdict","scenario":"lost-final-ack","round":1,"pass":true,"failures":[],"error":null}"#);
+        text.push_str(
+            r#"{"type":"verdict","scenario":"lost-final-ack","round":1,"pass":true,"failures":[],"error":null}"#,
+        );
         text.push('\n');
         text.push_str(&lines(&active_close()));
         text.push_str(r#"{"type":"verdict","scenario":"lost-fin","round":2,"pass":false,"failures":[{"expect":"x","reason":"y"}],"error":null}"#);
@@ -254,10 +256,7 @@ mod tests {
         assert_eq!(err.line, 3);
         assert_eq!(err.to_string(), format!("line 3: {}", err.message));
         assert_eq!(read(b"{}\n\xff\n").unwrap_err().line, 1);
-        assert_eq!(
-            read(b"\xff\n").unwrap_err(),
-            LineError { line: 1, message: "not UTF-8 (byte 0)".into() }
-        );
+        assert_eq!(read(b"\xff\n").unwrap_err(), LineError { line: 1, message: "not UTF-8 (byte 0)".into() });
         // Only verdicts are skipped, not any typed object.
         let err = read(br#"{"type":"verdic","scenario":"x"}"#).unwrap_err();
         assert_eq!(err.line, 1);

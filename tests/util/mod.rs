@@ -590,7 +590,9 @@ pub fn lab_leftovers(name: &str) -> Vec<String> {
     let prefix = format!("{name}-");
     let mut left: Vec<String> =
         netns_names().into_iter().filter(|n| n.starts_with(&prefix)).map(|n| format!("namespace {n}")).collect();
-    left.extend(root_links().into_iter().filter(|l| l.starts_with(&prefix)).map(|l| format!("link {l} in the root namespace")));
+    left.extend(
+        root_links().into_iter().filter(|l| l.starts_with(&prefix)).map(|l| format!("link {l} in the root namespace")),
+    );
     let state = std::path::Path::new(LAB_STATE_DIR).join(name);
     if state.exists() {
         left.push(format!("state file {}", state.display()));
@@ -668,11 +670,7 @@ impl Drop for LabGuard {
     fn drop(&mut self) {
         let out = run(&mut closelab(&["lab", "down", &self.name]));
         if !out.status.success() && !std::thread::panicking() {
-            panic!(
-                "cleanup `closelab lab down {}` failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("cleanup `closelab lab down {}` failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
         }
     }
 }
