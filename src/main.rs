@@ -120,6 +120,9 @@ enum Cmd {
         /// Seed for closelab's initial sequence numbers.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write every segment of every story to this pcap file.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
     },
     /// Draw a saved --json stream: the terminal ladder on stdout, Mermaid and SVG pictures to files.
     Ladder {
@@ -467,7 +470,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let ok = closelab::sys::scenario::run(&names, opts, &mut signals, &mut out)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Cmd::Demo { keep, only, json, slow, name, subnet, seed } => {
+        Cmd::Demo { keep, only, json, slow, name, subnet, seed, pcap } => {
             let slow = config::parse_duration(&slow)?;
             let opts = closelab::sys::demo::DemoOptions {
                 name,
@@ -477,6 +480,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 json,
                 slow: (slow > smoltcp::time::Duration::ZERO).then_some(slow),
                 seed,
+                pcap,
                 ..Default::default()
             };
             demo(opts)

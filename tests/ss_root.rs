@@ -72,6 +72,18 @@ fn ss_until(ns: &Netns, args: &str, pred: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// Waits until every connection of `conns` has entered `state`, in any order.
+#[track_caller]
+fn wait_all(cl: &mut Closelab, conns: &[u64], state: &str) {
+    let left = std::cell::RefCell::new(conns.to_vec());
+    cl.wait_for(&format!("conns {conns:?} entering {state}"), |v| {
+        if util::is_state(v) && str_of(v, "to") == state {
+            left.borrow_mut().retain(|c| v.get("conn").and_then(Json::as_u64) != Some(*c));
+        }
+        left.borrow().is_empty()
+    });
+}
+
 /// Waits for the note naming the control socket and returns its path.
 #[track_caller]
 fn control_path(cl: &mut Closelab) -> String {
@@ -155,8 +167,7 @@ fn test_ss_rows_filters_counts_and_live_control() {
 
     drop(c1);
     drop(c2);
-    cl.wait_state(1, "CLOSE-WAIT");
-    cl.wait_state(2, "CLOSE-WAIT");
+    wait_all(&mut cl, &[1, 2], "CLOSE-WAIT");
     let cw = format!(
         "{}{}{}{}{}",
         header(10),

@@ -35,6 +35,8 @@ pub struct DemoOptions {
     /// HTTP requests in the web-server story.
     pub requests: usize,
     pub seed: u64,
+    /// Write every segment of every story to this pcap file.
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -49,6 +51,7 @@ impl Default for DemoOptions {
             fin_timeout: 3,
             requests: 5,
             seed: 1,
+            pcap: None,
         }
     }
 }
@@ -71,6 +74,7 @@ fn endpoint(addrs: &LabAddrs, app: AppKind, policy: Policy, opts: &DemoOptions) 
     cfg.policy = policy;
     cfg.slow = opts.slow;
     cfg.seed = opts.seed;
+    cfg.capture = opts.pcap.is_some();
     cfg
 }
 
@@ -204,6 +208,18 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
 /// Runs the demo. Returns whether it was interrupted.
 pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Result<Outcome, String> {
     crate::sys::lab::check_ip_binary().map_err(|e| e.to_string())?;
+    let mut pcap = match &opts.pcap {
+        Some(path) => {
+            let f = std::fs::File::create(path)
+                .map_err(|e| format!("cannot create pcap file {}: {}", path.display(), e.kind()))?;
+            let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Some(
+                crate::view::PcapSink::new(std::io::BufWriter::new(f), epoch)
+                    .map_err(|e| format!("writing pcap file {}: {e}", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let mut spec = match &opts.name {
         Some(n) => LabSpec::new(n, opts.subnet.as_deref()).map_err(|e| e.to_string())?,
         None => {
@@ -258,19 +274,32 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
             w(out, "")?;
         }
         note(out, opts.json, format!("story {n}: {}", story.title))?;
+        if let Some(p) = pcap.as_mut() {
+            p.set_epoch(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
+        }
         for line in &story.explain {
             note(out, opts.json, format!("  {line}"))?;
         }
         let result = if opts.json {
             let mut sink = JsonSink::new(&mut *out);
-            let r = run_story(story.story, &addrs.ns_linux, &tun, clock, signals, &mut sink);
+            let r = {
+                let mut sinks: Vec<&mut dyn Sink> = vec![&mut sink];
+                if let Some(p) = pcap.as_mut() {
+                    sinks.push(p);
+                }
+                run_story(story.story, &addrs.ns_linux, &tun, clock, signals, &mut crate::view::Tee(sinks))
+            };
             if let Some(e) = sink.error() {
                 return Err(format!("writing output: {e}"));
             }
             r?
         } else {
             let mut sink = Vec::<Event>::new();
-            let r = run_story(story.story, &addrs.ns_linux, &tun, clock, signals, &mut sink)?;
+            let mut sinks: Vec<&mut dyn Sink> = vec![&mut sink];
+            if let Some(p) = pcap.as_mut() {
+                sinks.push(p);
+            }
+            let r = run_story(story.story, &addrs.ns_linux, &tun, clock, signals, &mut crate::view::Tee(sinks))?;
             let ladder = ladder(&r.events);
             w(out, &ladder)?;
             let others = r.events.iter().filter_map(|e| e.conn).max().unwrap_or(0);
@@ -287,6 +316,9 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
         note(out, opts.json, format!("  {}", (story.after)(&result.events, &result.closelab_states)))?;
     }
     drop(tun);
+    if let Some(p) = pcap.as_mut() {
+        p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
+    }
     if opts.keep && outcome == Outcome::Done {
         note(out, opts.json, format!("lab {} left up (--keep); remove it with `closelab lab down {}`", lab.name(), lab.name()))?;
         lab.keep();

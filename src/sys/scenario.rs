@@ -173,6 +173,9 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
         for round in 1..=opts.repeat {
             port += 1;
             let sysctls = Sysctls::apply(&addrs.ns_linux, &sc.peer_sysctls)?;
+        if let Some(p) = pcap.as_mut() {
+            p.set_epoch(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
+        }
             let story = story(sc, &addrs, port, opts.seed.wrapping_add(round as u64), pcap.is_some());
             let mut events: Vec<Event> = Vec::new();
             let note = Event {

@@ -47,6 +47,12 @@ impl<W: Write> PcapSink<W> {
         Ok(PcapSink { writer: pcap::PcapWriter::new(w)?, epoch, error: None, packets: 0 })
     }
 
+    /// Restarts the clock: a new run whose `t` counts from 0 again starts
+    /// at `epoch` (stories and scenario rounds each start at t = 0).
+    pub fn set_epoch(&mut self, epoch: std::time::Duration) {
+        self.epoch = epoch;
+    }
+
     /// The first write error, if any.
     pub fn finish(&mut self) -> std::io::Result<()> {
         if let Some(e) = self.error.take() {
