@@ -455,7 +455,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Lab { cmd } => lab(cmd),
         Cmd::Scenario { cmd: ScenarioCmd::List } => {
             for (name, summary) in closelab::sys::scenario::list() {
-                println!("{name:<26} {summary}");
+                println!("{name:<32} {summary}");
             }
             Ok(ExitCode::SUCCESS)
         }
