@@ -232,11 +232,12 @@ impl SeqTracker {
             return;
         }
         self.probes = 0;
-        if let Some(max) = self.snd_max {
-            if seq_lt(self.snd_una, seg.ack) && !seq_lt(max, seg.ack) {
-                self.snd_una = seg.ack;
-                self.retrans = 0;
-            }
+        if let Some(max) = self.snd_max
+            && seq_lt(self.snd_una, seg.ack)
+            && !seq_lt(max, seg.ack)
+        {
+            self.snd_una = seg.ack;
+            self.retrans = 0;
         }
     }
 

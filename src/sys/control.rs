@@ -212,13 +212,10 @@ impl Control {
         let io_err = |what: String| move |err| BindError::Io { what, err };
         let path = socket_path(target).map_err(io_err("cannot tell this thread's network namespace".into()))?;
         fs::create_dir_all(CTL_DIR).map_err(io_err(format!("cannot create {CTL_DIR}")))?;
-        match UnixStream::connect(&path) {
-            Ok(s) => {
-                let pid = getsockopt(&s, PeerCredentials).ok().map(|c| c.pid());
-                return Err(BindError::Busy { target: target.clone(), path, pid });
-            }
-            // Stale (ECONNREFUSED) or absent: the rename below replaces it.
-            Err(_) => {}
+        // Stale (ECONNREFUSED) or absent is fine: the rename below replaces it.
+        if let Ok(s) = UnixStream::connect(&path) {
+            let pid = getsockopt(&s, PeerCredentials).ok().map(|c| c.pid());
+            return Err(BindError::Busy { target: target.clone(), path, pid });
         }
         // Bind under a short private name, restrict it, then rename it into
         // place: the socket is never reachable with wider permissions.
@@ -387,10 +384,8 @@ impl Control {
             }
             done = true;
         }
-        if done {
-            if let Some(c) = self.clients.remove(&token) {
-                let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
-            }
+        if done && let Some(c) = self.clients.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
         }
     }
 }

@@ -180,7 +180,7 @@ pub fn run_with(
     sink: &mut dyn Sink,
     driver: &mut dyn Driver,
     stop: StopWhen,
-    mut control: Option<&mut Control>,
+    control: Option<&mut Control>,
 ) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     let tun_fd = tun.raw_fd();
@@ -191,7 +191,7 @@ pub fn run_with(
     if let Some(fd) = &ctl_fd {
         poll.registry().register(&mut SourceFd(fd), CONTROL, Interest::READABLE)?;
     }
-    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop, control.as_deref_mut());
+    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop, control);
     // The fds outlive this loop (the demo reuses the TUN for every story).
     let _ = poll.registry().deregister(&mut SourceFd(&tun_fd));
     let _ = poll.registry().deregister(&mut SourceFd(&sig_fd));
