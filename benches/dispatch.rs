@@ -23,6 +23,13 @@
 //!   and egress scans every socket.
 //! - Memory: RSS (VmRSS in /proc/self/status) before and after opening
 //!   100,000 connections in a fresh endpoint, first thing in the process.
+//! - Linux baseline, same run: the kernel's TCP on loopback with the same
+//!   kind of traffic (100-byte segments on one connection, 1 / 1,000 /
+//!   10,000 connections open as far as RLIMIT_NOFILE allows), and the
+//!   kernel's slab memory per idle socket; then closelab / Linux ratios.
+//!   Informational: closelab is userspace TCP handed packets in memory, the
+//!   kernel figures include syscalls and both ends. See "Linux baseline"
+//!   below for exactly what is measured.
 //!
 //! Without `--bench` (e.g. `cargo test --benches`) it runs a small smoke
 //! version that checks the same things in a second.
@@ -659,14 +666,14 @@ fn raise_nofile() -> Result<(u64, u64), String> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
         return Err(format!("getrlimit: {}", std::io::Error::last_os_error()));
     }
-    let old = r.rlim_cur as u64;
+    let old: u64 = r.rlim_cur;
     if r.rlim_cur != r.rlim_max {
         r.rlim_cur = r.rlim_max;
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
             return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
         }
     }
-    Ok((old, r.rlim_cur as u64))
+    Ok((old, r.rlim_cur))
 }
 
 fn open_fds() -> usize {
@@ -752,7 +759,11 @@ enum KMem {
         other: f64,
     },
     /// /proc/slabinfo unreadable: Slab in /proc/meminfo, whole system.
-    Meminfo { sockets: usize, per_socket: f64, why: String },
+    Meminfo {
+        sockets: usize,
+        per_socket: f64,
+        why: String,
+    },
     Unavailable(String),
 }
 
@@ -860,7 +871,11 @@ fn linux_baseline(plan: &Plan) -> Result<LinuxReport, String> {
         if let Some(p) = ports
             && n > p
         {
-            why.push(format!("{} connections > {} local ports to one listener", thousands(n as u64), thousands(p as u64)));
+            why.push(format!(
+                "{} connections > {} local ports to one listener",
+                thousands(n as u64),
+                thousands(p as u64)
+            ));
         }
         format!("skipped: {}", why.join("; "))
     };
@@ -886,8 +901,8 @@ fn linux_baseline(plan: &Plan) -> Result<LinuxReport, String> {
     // Calibrate on one connection.
     k.run(plan.linux_warmup)?;
     let est = ns_per(k.run(plan.linux_warmup)?.spent, plan.linux_warmup).max(1.0);
-    let round_trips =
-        ((plan.linux_run_budget.as_nanos() as f64 / est) as usize).clamp(plan.linux_min_round_trips, plan.linux_max_round_trips);
+    let round_trips = ((plan.linux_run_budget.as_nanos() as f64 / est) as usize)
+        .clamp(plan.linux_min_round_trips, plan.linux_max_round_trips);
 
     // Runs go up the levels and back down (ABBA), so that drifting load
     // from elsewhere on the machine hits every level alike.
@@ -1024,7 +1039,9 @@ fn print_linux(l: &LinuxReport, plan: &Plan, closelab: &[(f64, f64)], closelab_m
     };
     let lbase = l.levels.first().and_then(|(_, lv)| linux_median(lv)).unwrap_or(f64::NAN);
     println!();
-    println!("Linux baseline, same run: the kernel's TCP on loopback (127.0.0.1), both ends of every connection in this process");
+    println!(
+        "Linux baseline, same run: the kernel's TCP on loopback (127.0.0.1), both ends of every connection in this process"
+    );
     println!(
         "  measured: one thread ping-pongs {PAYLOAD}-byte messages on one TCP_NODELAY connection: write(A) read(B) write(B) read(A);"
     );
@@ -1087,11 +1104,19 @@ fn print_linux(l: &LinuxReport, plan: &Plan, closelab: &[(f64, f64)], closelab_m
             for c in caches {
                 let k = c.open.min(c.close);
                 let aliases = slab_aliases(&c.name);
-                let merged =
-                    if aliases.is_empty() { String::new() } else { format!("   (merged cache, also: {})", aliases.join(", ")) };
+                let merged = if aliases.is_empty() {
+                    String::new()
+                } else {
+                    format!("   (merged cache, also: {})", aliases.join(", "))
+                };
                 println!(
                     "    {:<22} {:>6} B x {:.2} (open {:.2}, close {:.2}) = {:>6.0} B{merged}",
-                    c.name, c.objsize, k, c.open, c.close, k * c.objsize as f64
+                    c.name,
+                    c.objsize,
+                    k,
+                    c.open,
+                    c.close,
+                    k * c.objsize as f64
                 );
             }
             println!(
@@ -1115,8 +1140,11 @@ fn print_linux(l: &LinuxReport, plan: &Plan, closelab: &[(f64, f64)], closelab_m
         KMem::Unavailable(why) => println!("Linux memory per idle connection: unavailable ({why})"),
     }
     if let Some((inuse, pages)) = m.sockstat {
+        let signed = |v: i64| format!("{}{}", if v < 0 { "-" } else { "+" }, thousands(v.unsigned_abs()));
         println!(
-            "  buffers: /proc/net/sockstat TCP inuse {inuse:+}, mem {pages:+} pages: an idle kernel socket holds no buffers (allocated lazily)"
+            "  buffers: /proc/net/sockstat TCP inuse {}, mem {} pages: an idle kernel socket holds no buffers (allocated lazily)",
+            signed(inuse),
+            signed(pages)
         );
     }
     println!("  opening: {:.1} µs per loopback connection (connect + accept)", m.open_us);
@@ -1127,7 +1155,7 @@ fn print_linux(l: &LinuxReport, plan: &Plan, closelab: &[(f64, f64)], closelab_m
     println!(
         "  caveat: informational, not like for like: closelab = smoltcp in this process, packets handed over in memory (receive side + its ACKs, no syscalls); Linux = kernel TCP over loopback incl. write()/read() syscalls and both ends' TCP work"
     );
-    println!("  connections   closelab ns/segment   Linux ns/segment   closelab/Linux");
+    println!("     connections   closelab ns/segment   Linux ns/segment   closelab/Linux");
     for (n, lv) in &l.levels {
         // The extra Linux level is compared with the next planned level.
         let Some(i) = plan.levels.iter().position(|&p| p >= *n) else { continue };
@@ -1142,12 +1170,12 @@ fn print_linux(l: &LinuxReport, plan: &Plan, closelab: &[(f64, f64)], closelab_m
         };
         match linux_median(lv) {
             Some(ln) => println!(
-                "{label:>13}  {:>20}  {:>17}  {:>14}x{note}",
+                "{label:>16}  {:>20}  {:>17}  {:>14}x{note}",
                 thousands(c.round() as u64),
                 thousands(ln.round() as u64),
                 ratio(c / ln)
             ),
-            None => println!("{label:>13}  {:>20}  {:>17}", thousands(c.round() as u64), "(skipped)"),
+            None => println!("{label:>16}  {:>20}  {:>17}", thousands(c.round() as u64), "(skipped)"),
         }
     }
     match (closelab_mem, linux_mem) {
