@@ -16,7 +16,7 @@
 //! `error: permission denied: …` and closed.
 //!
 //! Protocol: one request line (`ss`, `close 3`, `abort 10.201.0.2:7000-10.201.0.1:41234`,
-//! see [`view::ss::Request`]); the answer is JSON lines and `end`, or one
+//! see [`crate::view::ss::Request`]); the answer is JSON lines and `end`, or one
 //! line `error: MESSAGE`; then the endpoint closes the connection. The
 //! endpoint serves it from its mio loop without ever blocking: the socket
 //! and its connections are registered with an inner `Poll`, whose fd the
@@ -267,8 +267,10 @@ impl Control {
 
     /// Accepts, reads, answers and writes whatever is ready; never blocks.
     pub fn serve(&mut self, now: Instant, ep: &mut Endpoint) {
-        // Bounded: a flood of clients cannot starve the packet path.
-        for _ in 0..64 {
+        // Until the inner Poll is drained: the loop watches its fd
+        // edge-triggered, so readiness left behind would never be reported
+        // again. Bounded all the same (only the owner can connect).
+        for _ in 0..1024 {
             if let Err(e) = self.poll.poll(&mut self.events, Some(StdDuration::ZERO)) {
                 if e.kind() != ErrorKind::Interrupted {
                     log::warn!("control: poll failed: {e}");
