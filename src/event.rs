@@ -27,8 +27,9 @@ pub enum TcpState {
 }
 
 impl TcpState {
+    /// Every state in the order of a connection's life, CLOSED last (the
+    /// order of summaries and `ss -s`).
     pub const ALL: [TcpState; 11] = [
-        TcpState::Closed,
         TcpState::Listen,
         TcpState::SynSent,
         TcpState::SynReceived,
@@ -39,6 +40,7 @@ impl TcpState {
         TcpState::Closing,
         TcpState::LastAck,
         TcpState::TimeWait,
+        TcpState::Closed,
     ];
 
     /// RFC 9293 / smoltcp spelling: `FIN-WAIT-1`, `TIME-WAIT`.

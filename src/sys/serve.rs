@@ -102,7 +102,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };
-    let mut main: Box<dyn Output_ + '_> =
+    let mut main: Box<dyn MainOutput + '_> =
         if opts.output.json { Box::new(JsonSink::new(&mut *out)) } else { Box::new(TextSink::new(&mut *out)) };
     main.event(&note);
     if let Some(text) = control_note {
@@ -127,13 +127,13 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
 }
 
 /// The main output (text or JSON) with its summary line and error.
-trait Output_: Sink {
+trait MainOutput: Sink {
     fn as_sink(&mut self) -> &mut dyn Sink;
     fn summary(&mut self, s: &crate::event::Summary);
     fn error(&self) -> Option<&io::Error>;
 }
 
-impl<W: Write> Output_ for TextSink<W> {
+impl<W: Write> MainOutput for TextSink<W> {
     fn as_sink(&mut self) -> &mut dyn Sink {
         self
     }
@@ -145,7 +145,7 @@ impl<W: Write> Output_ for TextSink<W> {
     }
 }
 
-impl<W: Write> Output_ for JsonSink<W> {
+impl<W: Write> MainOutput for JsonSink<W> {
     fn as_sink(&mut self) -> &mut dyn Sink {
         self
     }

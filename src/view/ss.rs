@@ -361,7 +361,9 @@ pub struct Filter {
 
 impl Default for Filter {
     fn default() -> Filter {
-        Filter { states: TcpState::ALL.to_vec() }
+        let mut states = TcpState::ALL.to_vec();
+        states.sort();
+        Filter { states }
     }
 }
 
