@@ -31,6 +31,7 @@ use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
+use super::LineWriter;
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, Summary, TcpState};
 use crate::wire::{Flags, Segment};
 
@@ -225,57 +226,42 @@ impl Obj {
 /// first write error (EPIPE, disk full) is kept and reported by
 /// [`JsonSink::error`]; nothing is written after it and nothing panics.
 pub struct JsonSink<W: Write> {
-    out: W,
-    error: Option<io::Error>,
+    out: LineWriter<W>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> JsonSink<W> {
-        JsonSink { out, error: None }
+        JsonSink { out: LineWriter::new(out) }
     }
 
     /// The first write error, if any.
     pub fn error(&self) -> Option<&io::Error> {
-        self.error.as_ref()
+        self.out.error()
     }
 
     /// Writes a [`summary_line`] through the same error handling.
     pub fn summary(&mut self, s: &Summary, side: Side) {
         let text = summary_line(s, side);
-        self.write_line(&text);
+        self.out.write_line(&text);
     }
 
     pub fn get_ref(&self) -> &W {
-        &self.out
+        self.out.get_ref()
     }
 
     pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
+        self.out.get_mut()
     }
 
     pub fn into_inner(self) -> W {
-        self.out
-    }
-
-    fn write_line(&mut self, text: &str) {
-        if self.error.is_some() {
-            return;
-        }
-        let res = self
-            .out
-            .write_all(text.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush());
-        if let Err(e) = res {
-            self.error = Some(e);
-        }
+        self.out.into_inner()
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &Event) {
         let text = line(ev);
-        self.write_line(&text);
+        self.out.write_line(&text);
     }
 }
 

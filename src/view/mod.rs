@@ -16,6 +16,52 @@ use std::io::Write;
 
 use crate::event::{ConnId, Dir, Event, EventKind, Secs, Side, Sink, Summary, TcpState};
 
+/// Writes whole lines to `W`, flushing each so a live timeline shows at
+/// once. The first I/O error (EPIPE when piped into `head`, say) is kept and
+/// nothing is written after it; it is never a panic. The text and JSON sinks
+/// write through it.
+pub struct LineWriter<W: Write> {
+    out: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> LineWriter<W> {
+    pub fn new(out: W) -> LineWriter<W> {
+        LineWriter { out, error: None }
+    }
+
+    /// The first write error, if any.
+    pub fn error(&self) -> Option<&std::io::Error> {
+        self.error.as_ref()
+    }
+
+    pub fn write_line(&mut self, text: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        let res = self
+            .out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        if let Err(e) = res {
+            self.error = Some(e);
+        }
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
 /// Sends every event to several sinks.
 pub struct Tee<'a>(pub Vec<&'a mut dyn Sink>);
 

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use super::LineWriter;
 use crate::event::{Event, EventKind, Side, Sink, Summary, TcpState};
 use crate::wire::Segment;
 
@@ -141,57 +142,42 @@ pub fn summary(s: &Summary) -> String {
 /// Writes [`line`] plus a newline for every event, flushing each line so a
 /// live timeline shows up at once.
 pub struct TextSink<W: Write> {
-    out: W,
-    error: Option<io::Error>,
+    out: LineWriter<W>,
 }
 
 impl<W: Write> TextSink<W> {
     pub fn new(out: W) -> TextSink<W> {
-        TextSink { out, error: None }
+        TextSink { out: LineWriter::new(out) }
     }
 
     /// The first write error, if any. After it nothing more is written.
     pub fn error(&self) -> Option<&io::Error> {
-        self.error.as_ref()
+        self.out.error()
     }
 
     /// Writes the exit [`summary`] through the same error handling.
     pub fn summary(&mut self, s: &Summary) {
         let text = summary(s);
-        self.write_line(&text);
+        self.out.write_line(&text);
     }
 
     pub fn get_ref(&self) -> &W {
-        &self.out
+        self.out.get_ref()
     }
 
     pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
+        self.out.get_mut()
     }
 
     pub fn into_inner(self) -> W {
-        self.out
-    }
-
-    fn write_line(&mut self, text: &str) {
-        if self.error.is_some() {
-            return;
-        }
-        let res = self
-            .out
-            .write_all(text.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush());
-        if let Err(e) = res {
-            self.error = Some(e);
-        }
+        self.out.into_inner()
     }
 }
 
 impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, ev: &Event) {
         let text = line(ev);
-        self.write_line(&text);
+        self.out.write_line(&text);
     }
 }
 
