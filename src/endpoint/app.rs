@@ -202,23 +202,24 @@ impl App {
         };
         if reading && sock.can_recv() {
             let mut got = 0;
+            // Keep what the app consumes (echo, http) straight from smoltcp's
+            // buffer, without an intermediate copy.
+            let keep = self.closed.is_none() || self.closed == Some(CloseCall::Shutdown);
             while sock.can_recv() {
+                let (kind, pending, request, checksum) = (&self.kind, &mut self.pending, &mut self.request, &mut self.checksum);
                 let r = sock.recv(|buf| {
-                    let n = buf.len();
-                    (n, buf.to_vec())
-                });
-                match r {
-                    Ok(data) if !data.is_empty() => {
-                        got += data.len();
-                        self.checksum = data.iter().fold(self.checksum, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-                        if self.closed.is_none() || self.closed == Some(CloseCall::Shutdown) {
-                            match self.kind {
-                                AppKind::Echo => self.pending.extend_from_slice(&data),
-                                AppKind::Http => self.request.extend_from_slice(&data),
-                                _ => {}
-                            }
+                    *checksum = buf.iter().fold(*checksum, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+                    if keep {
+                        match kind {
+                            AppKind::Echo => pending.extend_from_slice(buf),
+                            AppKind::Http => request.extend_from_slice(buf),
+                            _ => {}
                         }
                     }
+                    (buf.len(), buf.len())
+                });
+                match r {
+                    Ok(n) if n > 0 => got += n,
                     _ => break,
                 }
             }
