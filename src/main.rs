@@ -507,108 +507,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
 }
 
 fn lab(cmd: LabCmd) -> Result<ExitCode, String> {
-    use closelab::sys::lab;
+    use closelab::sys::labcmd;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     match cmd {
         LabCmd::Up { name, subnet, peer_sysctl, dry_run } => {
-            let mut spec = match &name {
-                Some(n) => lab::LabSpec::new(n, subnet.as_deref()),
-                None => {
-                    let u = lab::LabSpec::unique();
-                    lab::LabSpec::new(&u.name, subnet.as_deref())
-                }
-            }
-            .map_err(|e| e.to_string())?;
-            for kv in &peer_sysctl {
-                let (k, v) = lab::parse_peer_sysctl(kv).map_err(|e| e.to_string())?;
-                spec.add_peer_sysctl(&k, &v).map_err(|e| e.to_string())?;
-            }
-            if dry_run {
-                for c in spec.plan_up() {
-                    println!("{c}");
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let l = lab::Lab::up(spec).map_err(|e| e.to_string())?;
-            let a = l.addrs().clone();
-            println!("lab {} is up", l.name());
-            println!("  Linux host:  {} in namespace {} (run programs there: closelab lab exec {} -- CMD)", a.linux, a.ns_linux, l.name());
-            println!("  closelab:    {} behind TUN {} in namespace {} (closelab listen --lab {} --port 7000)", a.closelab, a.tun, a.ns_closelab, l.name());
-            for (k, v) in &l.spec().peer_sysctls {
-                println!("  sysctl:      {k}={v} in {} only", a.ns_linux);
-            }
-            println!("  remove with: closelab lab down {}", l.name());
-            l.keep();
-            Ok(ExitCode::SUCCESS)
+            labcmd::up(name.as_deref(), subnet.as_deref(), &peer_sysctl, dry_run, &mut out)?
         }
-        LabCmd::Down { name, all, dry_run } => {
-            match (name, all) {
-                (Some(_), true) => Err("give a lab name or --all, not both".into()),
-                (None, false) => Err("give a lab name, or --all to remove every closelab lab".into()),
-                (Some(n), false) => {
-                    if dry_run {
-                        for c in lab::dry_run_down(&n) {
-                            println!("{c}");
-                        }
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    let r = lab::down(&n).map_err(|e| e.to_string())?;
-                    if r.removed_anything() {
-                        println!("lab {n} removed");
-                    } else {
-                        println!("lab {n}: nothing to remove");
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                (None, true) => {
-                    if dry_run {
-                        for s in lab::status().map_err(|e| e.to_string())? {
-                            for c in lab::dry_run_down(&s.name) {
-                                println!("{c}");
-                            }
-                        }
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    let names = lab::down_all().map_err(|e| e.to_string())?;
-                    if names.is_empty() {
-                        println!("no closelab labs to remove");
-                    }
-                    for n in names {
-                        println!("lab {n} removed");
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
-        }
-        LabCmd::Status => {
-            let labs = lab::status().map_err(|e| e.to_string())?;
-            if labs.is_empty() {
-                println!("no closelab labs");
-            }
-            for s in labs {
-                let addrs = match &s.addrs {
-                    Some(a) => format!("linux {} closelab {} tun {}", a.linux, a.closelab, a.tun),
-                    None => "addresses unknown (no state file)".into(),
-                };
-                let endpoints = if s.endpoint_pids.is_empty() {
-                    "no endpoint running".to_string()
-                } else {
-                    format!("endpoints: pid {}", s.endpoint_pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
-                };
-                let broken = if s.ns_linux_exists && s.ns_closelab_exists { "" } else { " (incomplete: run `closelab lab down`)" };
-                println!("{}: {addrs}; {endpoints}{broken}", s.name);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCmd::Exec { name, command } => {
-            let addrs = lab::load(&name).map_err(|e| e.to_string())?;
-            let status = std::process::Command::new("ip")
-                .args(["netns", "exec", &addrs.ns_linux])
-                .args(&command)
-                .status()
-                .map_err(|e| format!("cannot run `ip netns exec {} {}`: {e}", addrs.ns_linux, command.join(" ")))?;
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
-        }
+        LabCmd::Down { name, all, dry_run } => labcmd::down(name.as_deref(), all, dry_run, &mut out)?,
+        LabCmd::Status => labcmd::status(&mut out)?,
+        LabCmd::Exec { name, command } => return labcmd::exec(&name, &command).map(ExitCode::from),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn demo(opts: closelab::sys::demo::DemoOptions) -> Result<ExitCode, String> {

@@ -4,6 +4,7 @@ pub mod run;
 pub mod control;
 pub mod tun;
 pub mod lab;
+pub mod labcmd;
 pub mod netns;
 pub mod serve;
 pub mod observe;
