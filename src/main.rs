@@ -367,11 +367,10 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             (addrs, peers, tun, None, true)
         }
     };
-    if let Mode::Connect(plan) = &mode {
-        if !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4()) {
+    if let Mode::Connect(plan) = &mode
+        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4()) {
             return Err(format!("cannot connect to {}: no --addr of the same IP family", plan.remote));
         }
-    }
     let dur = |s: &Option<String>| s.as_deref().map(config::parse_duration).transpose();
     let mut cfg = EndpointConfig::new(addrs[0]);
     cfg.addrs = addrs.clone();

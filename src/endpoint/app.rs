@@ -353,11 +353,10 @@ pub fn http_response(head: &[u8]) -> (Vec<u8>, bool) {
     let parts: Vec<&str> = request_line.split(' ').collect();
     let mut connection = None;
     for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("connection") {
+        if let Some((k, v)) = l.split_once(':')
+            && k.trim().eq_ignore_ascii_case("connection") {
                 connection = Some(v.trim().to_ascii_lowercase());
             }
-        }
     }
     let valid = parts.len() == 3 && parts[2].starts_with("HTTP/1.");
     if !valid || parts[0] != "GET" {

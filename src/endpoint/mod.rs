@@ -871,11 +871,10 @@ impl Endpoint {
     }
 
     fn finish(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get(&id) {
-            if c.synchronized {
+        if let Some(c) = self.conns.get(&id)
+            && c.synchronized {
                 self.finished += 1;
             }
-        }
         self.remove(id);
     }
 

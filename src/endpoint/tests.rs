@@ -312,7 +312,7 @@ fn test_simultaneous_close_passes_closing_on_both_sides() {
     b.link.run_for(Duration::from_secs(60));
     let ev_b = b.link.b.take_events();
     let ev_a = b.link.a.take_events();
-    let expected = vec![Established, FinWait1, Closing, TimeWait, Closed];
+    let expected = [Established, FinWait1, Closing, TimeWait, Closed];
     assert_eq!(path(&ev_b, 1)[2..], expected[..]);
     assert_eq!(path(&ev_a, b.client)[2..], expected[..]);
     assert_eq!(

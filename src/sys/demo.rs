@@ -62,8 +62,12 @@ pub struct DemoStory {
     pub explain: [String; 2],
     pub story: Story,
     /// A line printed after the ladder, computed from the result.
-    pub after: Box<dyn Fn(&[Event], &[(u64, TcpState)]) -> String>,
+    pub after: AfterLine,
 }
+
+/// The line printed after a story's ladder, from its events and closelab's
+/// final connection states.
+pub type AfterLine = Box<dyn Fn(&[Event], &[(u64, TcpState)]) -> String>;
 
 /// Number of stories.
 pub const STORIES: usize = 4;

@@ -69,11 +69,10 @@ impl Observer {
             let mut known: HashSet<(SocketAddr, SocketAddr)> = self.prev.keys().copied().collect();
             known.extend(ep.tuples().filter(|t| ports.contains(&t.local.port())).map(|t| (t.remote, t.local)));
             for (local, remote) in known {
-                if let Some(s) = self.diag.lookup(local, remote).map_err(|e| e.to_string())? {
-                    if wanted(&s) {
+                if let Some(s) = self.diag.lookup(local, remote).map_err(|e| e.to_string())?
+                    && wanted(&s) {
                         now.insert((s.local, s.remote), s);
                     }
-                }
             }
         }
         let mut keys: Vec<_> = now.keys().chain(self.prev.keys()).copied().collect::<HashSet<_>>().into_iter().collect();

@@ -250,11 +250,10 @@ fn run_registered(
             want_write = need_write;
         }
         ep.drain_events(sink);
-        if let Some(n) = stop.finished {
-            if ep.finished() >= n {
+        if let Some(n) = stop.finished
+            && ep.finished() >= n {
                 return Ok(Outcome::Done);
             }
-        }
         let driver_at = match tick {
             Tick::Stop => return Ok(Outcome::Done),
             Tick::Continue(at) => at,

@@ -139,11 +139,10 @@ impl TunDevice {
             }
             for peer in &spec.peer_addrs {
                 let a: IpAddr = peer.address().into();
-                if let Some(dev) = holder_of(a) {
-                    if dev != spec.name {
+                if let Some(dev) = holder_of(a)
+                    && dev != spec.name {
                         return Err(TunError::AddressInUse { addr: a, dev });
                     }
-                }
             }
         }
         if !Path::new("/dev/net/tun").exists() {
