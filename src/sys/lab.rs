@@ -541,6 +541,12 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// A `Command` for iproute2's `ip`, found as [`check_ip_binary`] finds it
+/// (falls back to plain `ip`, whose spawn error then says it is missing).
+pub fn ip_command() -> Command {
+    Command::new(ip_binary().unwrap_or_else(|| PathBuf::from("ip")))
+}
+
 /// PATH first, then the sbin directories a non-root PATH often lacks.
 fn ip_binary() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -103,7 +103,7 @@ pub fn status(out: &mut dyn Write) -> Result<(), String> {
 /// `lab exec NAME -- CMD`: runs CMD on the lab's Linux host; its exit code.
 pub fn exec(name: &str, command: &[String]) -> Result<u8, String> {
     let addrs = lab::load(name).map_err(|e| e.to_string())?;
-    let status = std::process::Command::new("ip")
+    let status = crate::sys::lab::ip_command()
         .args(["netns", "exec", &addrs.ns_linux])
         .args(command)
         .status()

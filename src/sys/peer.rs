@@ -250,7 +250,7 @@ impl Script {
             }
             PeerStep::LinkDown(dev) | PeerStep::LinkUp(dev) => {
                 let up = matches!(step, PeerStep::LinkUp(_));
-                let out = std::process::Command::new("ip")
+                let out = crate::sys::lab::ip_command()
                     .args(["link", "set", "dev", dev, if up { "up" } else { "down" }])
                     .output()?;
                 if !out.status.success() {

@@ -203,7 +203,7 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
             if sc.steps.contains(&Step::LinkDown) {
                 let dev = addrs.veth_linux.clone();
                 let _ = crate::sys::netns::in_netns(&addrs.ns_linux, move || {
-                    std::process::Command::new("ip").args(["link", "set", "dev", &dev, "up"]).status()
+                    crate::sys::lab::ip_command().args(["link", "set", "dev", &dev, "up"]).status()
                 });
                 // Its route comes back with it; give the link a moment.
                 let _ = crate::sys::lab::wait_link_up(&addrs.ns_linux, &addrs.veth_linux, crate::sys::lab::LINK_UP_TIMEOUT);

@@ -9,7 +9,6 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 
 use smoltcp::wire::IpCidr;
 
@@ -76,7 +75,7 @@ fn valid_name(n: &str) -> bool {
 
 /// Checks that iproute2's `ip` can be run.
 pub fn check_ip() -> Result<(), TunError> {
-    match Command::new("ip").arg("-V").output() {
+    match crate::sys::lab::ip_command().arg("-V").output() {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(TunError::NoIp),
         Err(e) => Err(TunError::Command { cmd: "ip -V".into(), stderr: e.to_string() }),
@@ -86,7 +85,7 @@ pub fn check_ip() -> Result<(), TunError> {
 fn ip(args: &[String]) -> Result<(), TunError> {
     let cmd = format!("ip {}", args.join(" "));
     log::debug!("tun: run {cmd}");
-    let out = Command::new("ip").args(args).output().map_err(|e| match e.kind() {
+    let out = crate::sys::lab::ip_command().args(args).output().map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => TunError::NoIp,
         _ => TunError::Command { cmd: cmd.clone(), stderr: e.to_string() },
     })?;
