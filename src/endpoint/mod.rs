@@ -464,6 +464,19 @@ impl Endpoint {
 
     /// Opens a connection to `remote`. Returns its number.
     pub fn connect(&mut self, now: Instant, remote: SocketAddr, initial_send: usize) -> Result<ConnId, ConnectError> {
+        self.connect_from(now, remote, None, initial_send)
+    }
+
+    /// Opens a connection to `remote` from `local_port` (or an ephemeral
+    /// port). A fixed port lets a new connection reuse the 4-tuple of one
+    /// the peer still holds in TIME-WAIT.
+    pub fn connect_from(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        local_port: Option<u16>,
+        initial_send: usize,
+    ) -> Result<ConnId, ConnectError> {
         if self.conns.len() >= self.cfg.max_conns {
             return Err(ConnectError::Limit(self.cfg.max_conns));
         }
@@ -475,7 +488,14 @@ impl Endpoint {
             .find(|ip| ip.is_ipv4() == remote.is_ipv4())
             .ok_or(ConnectError::NoLocalAddress(remote.ip()))?;
         let mut port = None;
-        for _ in 0..16384 {
+        if let Some(p) = local_port {
+            let tuple = FourTuple { local: SocketAddr::new(local_ip, p), remote };
+            if p == 0 || self.by_tuple.contains_key(&tuple) {
+                return Err(ConnectError::Invalid(format!("local port {p} is in use for {remote}")));
+            }
+            port = Some(p);
+        }
+        for _ in 0..if port.is_some() { 0 } else { 16384 } {
             let p = self.next_port;
             self.next_port = if self.next_port == 65535 { 49152 } else { self.next_port + 1 };
             let tuple = FourTuple { local: SocketAddr::new(local_ip, p), remote };

@@ -12,7 +12,8 @@
 //! timeout = "20s"                                 # give up (error) after this long
 //!
 //! [closelab]
-//! mode = "listen"              # or "connect" (to the Linux listener; `send = BYTES` first)
+//! mode = "listen"              # or "connect" (to the Linux listener; `send = BYTES` first,
+//!                              # `count = N` connections, `local_port = P`)
 //! app = "echo"                 # echo, sink, source:BYTES, hello, http
 //! close = "active"             # active, passive, never, abort, half
 //! close_after = "200ms"
@@ -70,6 +71,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("time-wait-assassination", include_str!("../../scenarios/time-wait-assassination.toml")),
     ("time-wait-assassination-linux", include_str!("../../scenarios/time-wait-assassination-linux.toml")),
     ("time-wait-assassination-rfc1337", include_str!("../../scenarios/time-wait-assassination-rfc1337.toml")),
+    ("time-wait-syn-linux", include_str!("../../scenarios/time-wait-syn-linux.toml")),
     ("fin-retransmit-forever", include_str!("../../scenarios/fin-retransmit-forever.toml")),
     ("keepalive-dead-peer", include_str!("../../scenarios/keepalive-dead-peer.toml")),
 ];
@@ -121,7 +123,9 @@ pub enum Done {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     Listen,
-    Connect { send: usize },
+    /// Connect `count` times, one after the other, from `local_port` if
+    /// given, sending `send` bytes first each time.
+    Connect { send: usize, count: usize, local_port: Option<u16> },
 }
 
 /// A parsed scenario.
@@ -189,6 +193,8 @@ struct RawLab {
 struct RawCloselab {
     mode: Option<Spanned<String>>,
     send: Option<Spanned<String>>,
+    count: Option<usize>,
+    local_port: Option<u16>,
     app: Option<Spanned<String>>,
     close: Option<Spanned<String>>,
     close_after: Option<Spanned<String>>,
@@ -227,6 +233,7 @@ struct RawExpect {
     reached: Option<Spanned<String>>,
     within: Option<Spanned<String>>,
     backoff: Option<Spanned<String>>,
+    linux_time_wait_syn: Option<bool>,
 }
 
 /// Parses a scenario file.
@@ -271,7 +278,7 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
     };
     let mode = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
         None | Some((_, "listen")) => Mode::Listen,
-        Some((_, "connect")) => Mode::Connect { send },
+        Some((_, "connect")) => Mode::Connect { send, count: c.count.unwrap_or(1).max(1), local_port: c.local_port },
         Some((m, other)) => return Err(err(m.span(), format!("invalid mode `{other}` (expected listen or connect)"))),
     };
     let app = match &c.app {
@@ -349,6 +356,9 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         if x.fault == Some(true) {
             got.push(Expect::FaultApplied);
         }
+        if x.linux_time_wait_syn == Some(true) {
+            got.push(Expect::LinuxTimeWaitSyn);
+        }
         if let Some(n) = x.received {
             got.push(Expect::Received { bytes: n });
         }
@@ -368,7 +378,7 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         }
         match got.len() {
             1 => expects.push(got.pop().expect("one")),
-            0 => return Err(err(span, "an [[expect]] needs one of path, never, segments, backoff, fault, received, reached".into())),
+            0 => return Err(err(span, "an [[expect]] needs one of path, never, segments, backoff, fault, received, reached, linux_time_wait_syn".into())),
             _ => return Err(err(span, "one kind of expectation per [[expect]]".into())),
         }
     }

@@ -31,6 +31,12 @@ pub enum Expect {
     /// between them at least as long as the one before and the last at least
     /// twice the first: exponential backoff.
     Backoff { dir: Dir, flags: String, min: usize },
+    /// Linux's rule for a SYN that hits its TIME-WAIT (closelab's connection
+    /// 2 reuses connection 1's 4-tuple): accepted with SYN-ACK when the SYN's
+    /// sequence number is above Linux's rcv_nxt (after closelab's first
+    /// FIN), answered with a bare ACK otherwise; either way connection 2 is
+    /// established in the end.
+    LinuxTimeWaitSyn,
 }
 
 impl fmt::Display for Expect {
@@ -57,6 +63,10 @@ impl fmt::Display for Expect {
             Expect::Backoff { dir, flags, min } => {
                 write!(f, "at least {min} [{flags}] segments {} with doubling intervals", dir_word(*dir))
             }
+            Expect::LinuxTimeWaitSyn => write!(
+                f,
+                "Linux answers a SYN for its TIME-WAIT 4-tuple with [S.] if its sequence number is above rcv_nxt, else with [.]"
+            ),
         }
     }
 }
@@ -173,6 +183,39 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
             let doubled = gaps.len() >= 2 && gaps[gaps.len() - 1] >= 2.0 * gaps[0] - 0.02;
             if growing && doubled { Ok(()) } else { Err(fail(format!("intervals {shown}"), times.last().copied())) }
         }
+        Expect::LinuxTimeWaitSyn => {
+            let segs = |conn: u64| {
+                events.iter().filter(move |e| e.conn == Some(conn) && e.side == Side::Closelab).filter_map(|e| match &e.kind {
+                    EventKind::Segment { dir, seg } => Some((*dir, seg, e.t)),
+                    _ => None,
+                })
+            };
+            let Some((_, fin, _)) = segs(1).filter(|(d, s, _)| *d == Dir::Out && s.flags.fin).last() else {
+                return Err(fail("connection 1 sent no FIN".into(), None));
+            };
+            let rcv_nxt = fin.seq.wrapping_add(fin.len as u32).wrapping_add(1);
+            let Some((_, syn, t)) = segs(2).find(|(d, s, _)| *d == Dir::Out && s.flags.syn) else {
+                return Err(fail("connection 2 sent no SYN".into(), None));
+            };
+            let Some((_, answer, _)) = segs(2).find(|(d, _, _)| *d == Dir::In) else {
+                return Err(fail("Linux never answered connection 2".into(), Some(t)));
+            };
+            // RFC 1982 serial arithmetic, as the kernel's after().
+            let above = (syn.seq.wrapping_sub(rcv_nxt) as i32) > 0;
+            let want = if above { "S." } else { "." };
+            let got = answer.flags.to_string();
+            let how = if above { "above" } else { "not above" };
+            if got != want {
+                return Err(fail(format!("SYN seq {} is {how} rcv_nxt {rcv_nxt}, Linux answered [{got}]", syn.seq), Some(t)));
+            }
+            let established = events.iter().any(|e| {
+                e.conn == Some(2) && e.side == Side::Closelab && matches!(e.kind, EventKind::State { to: TcpState::Established, .. })
+            });
+            if !established {
+                return Err(fail("connection 2 was never established".into(), Some(t)));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -210,6 +253,33 @@ mod tests {
     }
 
     use TcpState::*;
+
+    fn seg_at(conn: u64, dir: Dir, flags: &str, seq: u32) -> Event {
+        let mut e = seg(0.5, dir, flags);
+        e.conn = Some(conn);
+        if let EventKind::Segment { seg, .. } = &mut e.kind {
+            seg.seq = seq;
+        }
+        e
+    }
+
+    #[test]
+    fn test_linux_time_wait_syn_rule_both_ways() {
+        let est = |c| Event { t: 1.0, side: Side::Closelab, conn: Some(c), kind: EventKind::State { from: SynSent, to: Established, cause: Cause::Segment } };
+        // Connection 1's FIN at seq 100: Linux's rcv_nxt is 101.
+        let base = vec![seg_at(1, Dir::Out, "F.", 100)];
+        let with = |syn: u32, answer: &str| {
+            let mut v = base.clone();
+            v.extend([seg_at(2, Dir::Out, "S", syn), seg_at(2, Dir::In, answer, 7), est(2)]);
+            check(&Expect::LinuxTimeWaitSyn, &v)
+        };
+        assert_eq!(with(500, "S."), Ok(()));
+        assert_eq!(with(50, "."), Ok(()));
+        // Wrapping: 0xffff_fff0 is before 101.
+        assert_eq!(with(0xffff_fff0, "."), Ok(()));
+        assert_eq!(with(500, ".").unwrap_err().reason, "SYN seq 500 is above rcv_nxt 101, Linux answered [.]");
+        assert_eq!(with(101, "S.").unwrap_err().reason, "SYN seq 101 is not above rcv_nxt 101, Linux answered [S.]");
+    }
 
     fn run() -> Vec<Event> {
         vec![

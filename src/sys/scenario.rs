@@ -88,7 +88,9 @@ fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: b
         timeout: spec.timeout,
         connect: match spec.mode {
             Mode::Listen => None,
-            Mode::Connect { send } => Some((linux, send)),
+            Mode::Connect { send, count, local_port } => {
+                Some(crate::sys::story::Connect { to: linux, send, count, local_port })
+            }
         },
     }
 }

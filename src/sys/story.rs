@@ -66,10 +66,20 @@ pub struct Story {
     pub done: Box<dyn Fn(&StoryView) -> bool>,
     /// Give up (error) after this long.
     pub timeout: StdDuration,
-    /// closelab connects to this Linux listener (sending this many bytes
-    /// first) once the Linux script has called listen(); `None`: closelab
-    /// listens on `port`.
-    pub connect: Option<(std::net::SocketAddr, usize)>,
+    /// closelab connects to a Linux listener once the Linux script has
+    /// called listen(); `None`: closelab listens on `port`.
+    pub connect: Option<Connect>,
+}
+
+/// closelab's side as a client: where to, what to send first, how many
+/// connections one after the other (the next once the previous one is gone),
+/// from which local port.
+#[derive(Clone, Debug)]
+pub struct Connect {
+    pub to: std::net::SocketAddr,
+    pub send: usize,
+    pub count: usize,
+    pub local_port: Option<u16>,
 }
 
 /// How a story ended.
@@ -98,7 +108,11 @@ struct StoryDriver {
     start: Instant,
     deadline: Instant,
     error: Option<String>,
-    connect: Option<(std::net::SocketAddr, usize)>,
+    connect: Option<Connect>,
+    /// The Linux listener is up: closelab may connect.
+    listening: bool,
+    /// closelab's connections opened so far.
+    opened: Vec<ConnId>,
 }
 
 const OBSERVE_EVERY: Duration = Duration::from_millis(2);
@@ -111,11 +125,8 @@ impl Driver for StoryDriver {
         for m in self.peer.messages() {
             match m {
                 PeerMsg::Action { action: crate::event::AppAction::Listen, .. } if self.connect.is_some() => {
-                    let (to, send) = self.connect.take().expect("checked");
                     tee.event(&Event { t, side: Side::Linux, conn: None, kind: EventKind::App { action: crate::event::AppAction::Listen } });
-                    if let Err(e) = ep.connect(now, to, send) {
-                        self.error = Some(format!("closelab cannot connect to {to}: {e}"));
-                    }
+                    self.listening = true;
                 }
                 PeerMsg::Action { local, remote, action } => {
                     let conn = match (local, remote) {
@@ -127,6 +138,15 @@ impl Driver for StoryDriver {
                 PeerMsg::Note(text) => tee.event(&Event { t, side: Side::Linux, conn: None, kind: EventKind::Note { text } }),
                 PeerMsg::Error(e) => self.error = Some(e),
                 PeerMsg::Done => {}
+            }
+        }
+        if let (true, Some(c)) = (self.listening, &self.connect) {
+            let previous_gone = self.opened.last().is_none_or(|id| ep.state(*id).is_none());
+            if self.opened.len() < c.count && previous_gone {
+                match ep.connect_from(now, c.to, c.local_port, c.send) {
+                    Ok(id) => self.opened.push(id),
+                    Err(e) => self.error = Some(format!("closelab cannot connect to {}: {e}", c.to)),
+                }
             }
         }
         if let Err(e) = self.observer.poll(t, ep, tee) {
@@ -179,6 +199,8 @@ pub fn run_story(
         deadline: start + Duration::from_micros(story.timeout.as_micros() as u64),
         error: None,
         connect: story.connect,
+        listening: false,
+        opened: Vec::new(),
     };
     let outcome = {
         let mut rec = recorder.clone();
