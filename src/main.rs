@@ -221,6 +221,9 @@ enum ScenarioCmd {
         /// Write every segment of every run to this pcap file.
         #[arg(long)]
         pcap: Option<PathBuf>,
+        /// Extra fault rule for every scenario, after its own (repeatable), e.g. "drop 5% seed=3".
+        #[arg(long = "fault")]
+        faults: Vec<String>,
     },
 }
 
@@ -458,14 +461,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Scenario { cmd: ScenarioCmd::Run { names, json, repeat, seed, lab_name, pcap } } => {
+        Cmd::Scenario { cmd: ScenarioCmd::Run { names, json, repeat, seed, lab_name, pcap, faults } } => {
             if repeat == 0 {
                 return Err("--repeat must be at least 1".into());
             }
             let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            let opts = closelab::sys::scenario::RunOptions { json, repeat, seed, name: lab_name, pcap };
+            let faults = faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+            let opts = closelab::sys::scenario::RunOptions { json, repeat, seed, name: lab_name, pcap, faults };
             let ok = closelab::sys::scenario::run(&names, opts, &mut signals, &mut out)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::event::{Event, EventKind, Side};
+use crate::fault::FaultRule;
 use crate::scenario::file::{self, Done, Mode, ScenarioSpec, Step};
 use crate::scenario;
 use crate::sys::lab::{Lab, LabAddrs, LabSpec};
@@ -43,7 +44,7 @@ pub fn load(name: &str) -> Result<ScenarioSpec, String> {
 
 /// The story (closelab endpoint, Linux script, end condition) of a scenario
 /// in a lab, on `port`.
-fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: bool) -> Story {
+fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: bool, extra: &[FaultRule]) -> Story {
     let closelab = SocketAddr::new(IpAddr::V4(addrs.closelab), port);
     let linux = SocketAddr::new(IpAddr::V4(addrs.linux), port);
     let mut cfg = lab_endpoint(addrs);
@@ -52,7 +53,8 @@ fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: b
     cfg.keep_alive = spec.keep_alive;
     cfg.user_timeout = spec.user_timeout;
     cfg.time_wait_syn = spec.time_wait_syn;
-    cfg.faults = spec.faults.clone();
+    // The scenario's own rules first: `--fault` rules are numbered after them.
+    cfg.faults = spec.faults.iter().chain(extra).cloned().collect();
     cfg.slow = spec.slow;
     cfg.seed = seed;
     cfg.capture = capture;
@@ -113,6 +115,8 @@ pub struct RunOptions {
     pub seed: u64,
     pub name: Option<String>,
     pub pcap: Option<PathBuf>,
+    /// Extra fault rules for every scenario (`--fault`), after its own.
+    pub faults: Vec<FaultRule>,
 }
 
 /// Sets the scenario's peer sysctls in the Linux namespace and puts the
@@ -178,7 +182,7 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
         if let Some(p) = pcap.as_mut() {
             p.set_epoch(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
         }
-            let story = story(sc, &addrs, port, opts.seed.wrapping_add(round as u64), pcap.is_some());
+            let story = story(sc, &addrs, port, opts.seed.wrapping_add(round as u64), pcap.is_some(), &opts.faults);
             let mut events: Vec<Event> = Vec::new();
             let note = Event {
                 t: 0.0,
