@@ -371,9 +371,10 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         }
     };
     if let Mode::Connect(plan) = &mode
-        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4()) {
-            return Err(format!("cannot connect to {}: no --addr of the same IP family", plan.remote));
-        }
+        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4())
+    {
+        return Err(format!("cannot connect to {}: no --addr of the same IP family", plan.remote));
+    }
     let dur = |s: &Option<String>| s.as_deref().map(config::parse_duration).transpose();
     let mut cfg = EndpointConfig::new(addrs[0]);
     cfg.addrs = addrs.clone();
@@ -397,11 +398,14 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     cfg.keep_alive = dur(&ep.keepalive)?;
     cfg.user_timeout = dur(&ep.timeout)?;
     if cfg.user_timeout == Some(smoltcp::time::Duration::ZERO) {
-        return Err("--timeout must be longer than 0s (it resets a connection after that long without an answer)".into());
+        return Err(
+            "--timeout must be longer than 0s (it resets a connection after that long without an answer)".into()
+        );
     }
     cfg.slow = dur(&ep.slow)?;
     cfg.app = app;
-    cfg.policy = Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
+    cfg.policy =
+        Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
     cfg.time_wait_syn = match ep.time_wait_syn {
         TwSynArg::Accept => TimeWaitSyn::Accept,
         TwSynArg::Drop => TimeWaitSyn::Drop,
@@ -468,7 +472,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            let faults = faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+            let faults =
+                faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
             let opts = closelab::sys::scenario::RunOptions { json, repeat, seed, name: lab_name, pcap, faults };
             let ok = closelab::sys::scenario::run(&names, opts, &mut signals, &mut out)?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -569,7 +574,9 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         Err(e) => {
             // One line, like every other error: clap's message without its

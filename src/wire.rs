@@ -164,13 +164,7 @@ pub fn parse(packet: &[u8]) -> Result<Segment, ParseError> {
     Ok(Segment {
         src: SocketAddr::new(src_ip, tcp.src_port()),
         dst: SocketAddr::new(dst_ip, tcp.dst_port()),
-        flags: Flags {
-            syn: tcp.syn(),
-            fin: tcp.fin(),
-            rst: tcp.rst(),
-            psh: tcp.psh(),
-            ack: tcp.ack(),
-        },
+        flags: Flags { syn: tcp.syn(), fin: tcp.fin(), rst: tcp.rst(), psh: tcp.psh(), ack: tcp.ack() },
         seq: tcp.seq_number().0 as u32,
         ack: tcp.ack_number().0 as u32,
         win: tcp.window_len(),

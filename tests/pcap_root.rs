@@ -59,7 +59,10 @@ fn test_pcap_matches_timeline() {
             assert!(line.contains(&format!("{} > {}", dotted(src), dotted(dst))), "{line} vs {src} > {dst}");
             // tcpdump prints seq only for segments that occupy sequence space.
             if line.contains(" seq ") {
-                assert!(line.contains(&format!("seq {seq},")) || line.contains(&format!("seq {seq}:")), "{line} vs seq {seq}");
+                assert!(
+                    line.contains(&format!("seq {seq},")) || line.contains(&format!("seq {seq}:")),
+                    "{line} vs seq {seq}"
+                );
             }
         }
     }

@@ -172,8 +172,11 @@ path = "closelab FIN-WAIT-1 TIME-WAIT"
     util::assert_lab_gone(&lab);
 
     // A malformed file: exit 2, the line named.
-    std::fs::write(&file, "name = \"x\"\nsummary = \"s\"\n[linux]\nsteps = [\"jump\"]\n[done]\nwhen = [\"linux-done\"]\n")
-        .unwrap();
+    std::fs::write(
+        &file,
+        "name = \"x\"\nsummary = \"s\"\n[linux]\nsteps = [\"jump\"]\n[done]\nwhen = [\"linux-done\"]\n",
+    )
+    .unwrap();
     let mut c = Command::new(BIN);
     c.args(["scenario", "run", file.to_str().unwrap()]);
     let out = run_expect(c, 2);

@@ -240,7 +240,10 @@ fn test_ss_rows_filters_counts_and_live_control() {
 
     // close 1 by hand: CLOSE-WAIT -> LAST-ACK (app close) -> CLOSED.
     let out = run_ok(&mut closelab_in(&ns, "close 1 --tun cl0"));
-    assert_eq!(stdout(&out), format!("conn 1 10.201.0.2:7000-10.201.0.1:{}: close: CLOSE-WAIT -> LAST-ACK\n", ports[0]));
+    assert_eq!(
+        stdout(&out),
+        format!("conn 1 10.201.0.2:7000-10.201.0.1:{}: close: CLOSE-WAIT -> LAST-ACK\n", ports[0])
+    );
     let la = cl.wait_state(1, "LAST-ACK");
     assert_eq!((str_of(&la, "cause"), str_of(&la, "action")), ("app", "close"), "{la}");
     let closed = cl.wait_state(1, "CLOSED");
@@ -266,7 +269,10 @@ fn test_ss_rows_filters_counts_and_live_control() {
 
     // shutdown #3: closelab's FIN; the kernel client reads EOF.
     let out = run_ok(&mut closelab_in(&ns, "shutdown #3 --tun cl0"));
-    assert_eq!(stdout(&out), format!("conn 3 10.201.0.2:7000-10.201.0.1:{}: shutdown: ESTABLISHED -> FIN-WAIT-1\n", ports[2]));
+    assert_eq!(
+        stdout(&out),
+        format!("conn 3 10.201.0.2:7000-10.201.0.1:{}: shutdown: ESTABLISHED -> FIN-WAIT-1\n", ports[2])
+    );
     let fw1 = cl.wait_state(3, "FIN-WAIT-1");
     assert_eq!(str_of(&fw1, "action"), "shutdown", "{fw1}");
     let mut b = [0u8; 8];
@@ -300,7 +306,10 @@ fn test_ss_time_wait_timer_counts_down() {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 1, "{out}");
         let v = json::parse(lines[0]).unwrap();
-        assert_eq!((v.get("recv_q").and_then(Json::as_u64), v.get("send_q").and_then(Json::as_u64)), (Some(0), Some(0)));
+        assert_eq!(
+            (v.get("recv_q").and_then(Json::as_u64), v.get("send_q").and_then(Json::as_u64)),
+            (Some(0), Some(0))
+        );
         let t = v.get("timer").unwrap_or_else(|| panic!("no timer: {v}"));
         assert_eq!((str_of(t, "name"), t.get("count").and_then(Json::as_u64)), ("timewait", Some(0)), "{v}");
         t.get("remaining").and_then(Json::as_f64).unwrap()
@@ -370,11 +379,17 @@ fn test_control_socket_refuses_other_users() {
         c
     };
     let line = expect_error(&mut as_nobody("ss --tun cl0"), "permission denied");
-    assert_eq!(line, format!("closelab: control socket {path}: permission denied (only the endpoint's owner, uid 0, may use it)"));
+    assert_eq!(
+        line,
+        format!("closelab: control socket {path}: permission denied (only the endpoint's owner, uid 0, may use it)")
+    );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     for args in ["ss --tun cl0", "abort 1 --tun cl0"] {
         let line = expect_error(&mut as_nobody(args), "permission denied");
-        assert_eq!(line, "closelab: TUN cl0: permission denied: uid 65534 may not control this endpoint (only its owner, uid 0)");
+        assert_eq!(
+            line,
+            "closelab: TUN cl0: permission denied: uid 65534 may not control this endpoint (only its owner, uid 0)"
+        );
     }
     let out = ss_until(&ns, "ss --tun cl0 state established", |o| o.lines().count() == 2);
     assert!(out.lines().nth(1).unwrap().ends_with(" 1"), "the refused abort did nothing: {out}");
@@ -432,14 +447,18 @@ fn test_ss_and_close_on_connect() {
     }
     let ns = Netns::new();
     let l = ns.run(|| TcpListener::bind(("0.0.0.0", 7100))).unwrap();
-    let mut cl = Closelab::start(&ns, "connect 10.201.0.1:7100 --tun cl0 --addr 10.201.0.2/24 --close never --json --seed 5");
+    let mut cl =
+        Closelab::start(&ns, "connect 10.201.0.1:7100 --tun cl0 --addr 10.201.0.2/24 --close never --json --seed 5");
     cl.wait_state(1, "ESTABLISHED");
     let (mut peer, _) = l.accept().unwrap();
     peer.set_read_timeout(Some(WAIT)).unwrap();
     let out = stdout(&run_ok(&mut closelab_in(&ns, "ss --tun cl0")));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "no LISTEN row for connect: {out}");
-    assert!(lines[1].starts_with("ESTAB ") && lines[1].contains(" 10.201.0.1:7100 ") && lines[1].ends_with(" 1"), "{out}");
+    assert!(
+        lines[1].starts_with("ESTAB ") && lines[1].contains(" 10.201.0.1:7100 ") && lines[1].ends_with(" 1"),
+        "{out}"
+    );
     let out = run_ok(&mut closelab_in(&ns, "close 1 --tun cl0"));
     assert!(stdout(&out).ends_with(": close: ESTABLISHED -> FIN-WAIT-1\n"), "{}", stdout(&out));
     let mut b = [0u8; 4];
@@ -478,12 +497,16 @@ fn test_ss_errors_without_endpoint() {
     let line = expect_error(&mut util::closelab(&["ss", "--tun", &tun]), "no closelab endpoint");
     assert_eq!(
         line,
-        format!("closelab: no closelab endpoint is running for TUN {tun} (no control socket /run/closelab/ctl/tun-{tun}.sock)")
+        format!(
+            "closelab: no closelab endpoint is running for TUN {tun} (no control socket /run/closelab/ctl/tun-{tun}.sock)"
+        )
     );
     let line = expect_error(&mut util::closelab(&["close", "3", "--lab", &tun]), "no closelab endpoint");
     assert_eq!(
         line,
-        format!("closelab: no closelab endpoint is running for lab {tun} (no control socket /run/closelab/ctl/lab-{tun}.sock)")
+        format!(
+            "closelab: no closelab endpoint is running for lab {tun} (no control socket /run/closelab/ctl/lab-{tun}.sock)"
+        )
     );
     expect_error(&mut util::closelab(&["ss", "--tun", "a", "--lab", "b"]), "give --tun or --lab, not both");
     expect_error(&mut util::closelab(&["abort", "x", "--tun", &tun]), "invalid connection `x`");

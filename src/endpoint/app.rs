@@ -39,12 +39,10 @@ impl AppKind {
             "hello" => Ok(AppKind::Hello),
             "http" => Ok(AppKind::Http),
             _ => match s.strip_prefix("source:") {
-                Some(n) => crate::config::parse_bytes(n)
-                    .map(AppKind::Source)
-                    .map_err(|e| format!("invalid app `{s}`: {e}")),
-                None => Err(format!(
-                    "invalid app `{s}` (expected echo, sink, source:BYTES, hello or http)"
-                )),
+                Some(n) => {
+                    crate::config::parse_bytes(n).map(AppKind::Source).map_err(|e| format!("invalid app `{s}`: {e}"))
+                }
+                None => Err(format!("invalid app `{s}` (expected echo, sink, source:BYTES, hello or http)")),
             },
         }
     }
@@ -93,9 +91,7 @@ impl ClosePolicy {
             "abort" => ClosePolicy::Abort,
             "half" => ClosePolicy::Half,
             _ => {
-                return Err(format!(
-                    "invalid close policy `{s}` (expected active, passive, never, abort or half)"
-                ));
+                return Err(format!("invalid close policy `{s}` (expected active, passive, never, abort or half)"));
             }
         })
     }
@@ -206,7 +202,8 @@ impl App {
             // buffer, without an intermediate copy.
             let keep = self.closed.is_none() || self.closed == Some(CloseCall::Shutdown);
             while sock.can_recv() {
-                let (kind, pending, request, checksum) = (&self.kind, &mut self.pending, &mut self.request, &mut self.checksum);
+                let (kind, pending, request, checksum) =
+                    (&self.kind, &mut self.pending, &mut self.request, &mut self.checksum);
                 let r = sock.recv(|buf| {
                     *checksum = buf.iter().fold(*checksum, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
                     if keep {
@@ -354,9 +351,10 @@ pub fn http_response(head: &[u8]) -> (Vec<u8>, bool) {
     let mut connection = None;
     for l in lines {
         if let Some((k, v)) = l.split_once(':')
-            && k.trim().eq_ignore_ascii_case("connection") {
-                connection = Some(v.trim().to_ascii_lowercase());
-            }
+            && k.trim().eq_ignore_ascii_case("connection")
+        {
+            connection = Some(v.trim().to_ascii_lowercase());
+        }
     }
     let valid = parts.len() == 3 && parts[2].starts_with("HTTP/1.");
     if !valid || parts[0] != "GET" {

@@ -32,8 +32,8 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
-pub use app::{AppKind, ClosePolicy, Policy};
 use app::{App, CloseCall};
+pub use app::{AppKind, ClosePolicy, Policy};
 use device::StepDevice;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, Side, Sink, TcpState};
@@ -600,10 +600,7 @@ impl Endpoint {
     /// When to call [`poll`](Self::poll) next.
     pub fn poll_at(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        [timer, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())]
-            .into_iter()
-            .flatten()
-            .min()
+        [timer, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())].into_iter().flatten().min()
     }
 
     /// The next packet for the wire.
@@ -722,7 +719,13 @@ impl Endpoint {
                 self.emit(
                     now,
                     conn,
-                    EventKind::Fault { action: a.action, dir: a.dir, seg: seg.cloned(), rule: a.rule, detail: a.detail },
+                    EventKind::Fault {
+                        action: a.action,
+                        dir: a.dir,
+                        seg: seg.cloned(),
+                        rule: a.rule,
+                        detail: a.detail,
+                    },
                     None,
                 );
             }
@@ -783,7 +786,12 @@ impl Endpoint {
                 return;
             }
             Err(e) => {
-                self.emit(now, None, EventKind::Malformed { dir: Dir::In, len: packet.len(), reason: e.to_string() }, None);
+                self.emit(
+                    now,
+                    None,
+                    EventKind::Malformed { dir: Dir::In, len: packet.len(), reason: e.to_string() },
+                    None,
+                );
                 self.stateless(now, packet, None);
                 return;
             }
@@ -805,7 +813,12 @@ impl Endpoint {
                 EventKind::Note { text: "new SYN for this 4-tuple ends TIME-WAIT (closelab accepts it, as Linux does for a higher sequence number)".into() },
                 None,
             );
-            self.emit(now, Some(id), EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment }, None);
+            self.emit(
+                now,
+                Some(id),
+                EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment },
+                None,
+            );
             self.finish(id);
         }
         let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
@@ -892,9 +905,10 @@ impl Endpoint {
 
     fn finish(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get(&id)
-            && c.synchronized {
-                self.finished += 1;
-            }
+            && c.synchronized
+        {
+            self.finished += 1;
+        }
         self.remove(id);
     }
 
@@ -1013,12 +1027,14 @@ impl Endpoint {
             TcpState::CloseWait | TcpState::Closing | TcpState::TimeWait | TcpState::LastAck
                 if cause == Cause::Segment =>
             {
-                if matches!((old, new), (TcpState::Established, TcpState::CloseWait)
-                    | (TcpState::FinWait1, TcpState::Closing)
-                    | (TcpState::FinWait1, TcpState::TimeWait)
-                    | (TcpState::FinWait2, TcpState::TimeWait)
-                    | (TcpState::SynReceived, TcpState::CloseWait))
-                {
+                if matches!(
+                    (old, new),
+                    (TcpState::Established, TcpState::CloseWait)
+                        | (TcpState::FinWait1, TcpState::Closing)
+                        | (TcpState::FinWait1, TcpState::TimeWait)
+                        | (TcpState::FinWait2, TcpState::TimeWait)
+                        | (TcpState::SynReceived, TcpState::CloseWait)
+                ) {
                     c.peer_fin = true;
                     if c.app.peer_fin_at.is_none() {
                         c.app.peer_fin_at = Some(now);
@@ -1027,7 +1043,15 @@ impl Endpoint {
             }
             _ => {}
         }
-        if matches!(new, TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::TimeWait | TcpState::CloseWait | TcpState::LastAck) {
+        if matches!(
+            new,
+            TcpState::FinWait1
+                | TcpState::FinWait2
+                | TcpState::Closing
+                | TcpState::TimeWait
+                | TcpState::CloseWait
+                | TcpState::LastAck
+        ) {
             c.synchronized = true;
         }
         log::debug!("endpoint: conn={id} state={old}=>{new} cause={cause}");
@@ -1078,7 +1102,10 @@ impl Endpoint {
         let sock_at = self.iface.poll_at(now, &c.set).map(|t| if t < now { now } else { t });
         let (_, app_at) = c.app.due_close(now, c.peer_fin);
         let next = [sock_at, app_at].into_iter().flatten().min();
-        log::trace!("endpoint: conn={id} state={} next={next:?} sock_at={sock_at:?} app_at={app_at:?} now={now}", c.state);
+        log::trace!(
+            "endpoint: conn={id} state={} next={next:?} sock_at={sock_at:?} app_at={app_at:?} now={now}",
+            c.state
+        );
         if c.state == TcpState::Closed && next.is_none() {
             self.finish(id);
             return;
@@ -1099,7 +1126,9 @@ impl Endpoint {
                 self.emit(now, conn, EventKind::Segment { dir, seg }, raw);
             }
             Err(wire::ParseError::NotTcp(_)) => {}
-            Err(e) => self.emit(now, conn, EventKind::Malformed { dir, len: packet.len(), reason: e.to_string() }, None),
+            Err(e) => {
+                self.emit(now, conn, EventKind::Malformed { dir, len: packet.len(), reason: e.to_string() }, None)
+            }
         }
     }
 

@@ -164,21 +164,12 @@ fn test_passive_close_waits_in_close_wait() {
     b.link.run_for(Duration::from_secs(60));
     let ev_b = b.link.b.take_events();
     let ev_a = b.link.a.take_events();
-    assert_eq!(
-        path(&ev_b, 1),
-        vec![Listen, SynReceived, Established, CloseWait, LastAck, Closed]
-    );
-    assert_eq!(
-        states(&ev_b, 1)[3..],
-        [(CloseWait, LastAck, CLOSE), (LastAck, Closed, SEG)]
-    );
+    assert_eq!(path(&ev_b, 1), vec![Listen, SynReceived, Established, CloseWait, LastAck, Closed]);
+    assert_eq!(states(&ev_b, 1)[3..], [(CloseWait, LastAck, CLOSE), (LastAck, Closed, SEG)]);
     let cw = time_of(&ev_b, 1, CloseWait).unwrap();
     let la = time_of(&ev_b, 1, LastAck).unwrap();
     assert!((la - cw - 0.3).abs() < 1e-9, "CLOSE-WAIT lasted {}", la - cw);
-    assert_eq!(
-        path(&ev_a, b.client),
-        vec![Closed, SynSent, Established, FinWait1, FinWait2, TimeWait, Closed]
-    );
+    assert_eq!(path(&ev_a, b.client), vec![Closed, SynSent, Established, FinWait1, FinWait2, TimeWait, Closed]);
 }
 
 // Tests for the never-closing application (the CLOSE_WAIT leak).
@@ -317,12 +308,7 @@ fn test_simultaneous_close_passes_closing_on_both_sides() {
     assert_eq!(path(&ev_a, b.client)[2..], expected[..]);
     assert_eq!(
         states(&ev_b, 1)[2..],
-        [
-            (Established, FinWait1, CLOSE),
-            (FinWait1, Closing, SEG),
-            (Closing, TimeWait, SEG),
-            (TimeWait, Closed, TIMER),
-        ]
+        [(Established, FinWait1, CLOSE), (FinWait1, Closing, SEG), (Closing, TimeWait, SEG), (TimeWait, Closed, TIMER),]
     );
 }
 
@@ -355,7 +341,10 @@ fn test_max_conns_refuses_with_rst() {
     let second = b.link.a.connect(b.link.now(), "10.0.0.2:7000".parse().unwrap(), 0).unwrap();
     b.link.run_for(ms(500));
     let ev_b = b.link.b.take_events();
-    assert!(ev_b.iter().any(|e| matches!(&e.kind, EventKind::Refused { reason, .. } if reason == "connection limit 1 reached")));
+    assert!(
+        ev_b.iter()
+            .any(|e| matches!(&e.kind, EventKind::Refused { reason, .. } if reason == "connection limit 1 reached"))
+    );
     assert_eq!(b.link.b.len(), 1);
     assert_eq!(b.link.a.state(second), None, "refused connection closed and removed");
 }
@@ -367,7 +356,9 @@ fn test_malformed_packets_never_panic() {
     let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0x45], vec![0x60; 39], vec![0xff; 1500]];
     // A valid SYN header truncated at every length, and with garbage options.
     let mut syn = vec![0x45u8, 0, 0, 44, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
-    syn.extend_from_slice(&[0x9c, 0x40, 0x1b, 0x58, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0, 2, 4, 0xff]);
+    syn.extend_from_slice(&[
+        0x9c, 0x40, 0x1b, 0x58, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xff, 0xff, 0, 0, 0, 0, 2, 4, 0xff,
+    ]);
     for n in 0..syn.len() {
         junk.push(syn[..n].to_vec());
     }
@@ -420,10 +411,8 @@ fn test_retransmitted_fin_is_counted_until_acked() {
     let mut b = bench(server, client, 5);
     b.link.run_for(Duration::from_secs(8));
     let ev = b.link.b.take_events();
-    let fins = ev
-        .iter()
-        .filter(|e| matches!(&e.kind, EventKind::Fault { seg: Some(s), .. } if s.flags.fin))
-        .count() as u32;
+    let fins =
+        ev.iter().filter(|e| matches!(&e.kind, EventKind::Fault { seg: Some(s), .. } if s.flags.fin)).count() as u32;
     assert!(fins >= 3, "{fins} FINs in 8 s");
     let info = &b.link.b.connections(b.link.now())[0];
     assert_eq!(info.state, FinWait1);

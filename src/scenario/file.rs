@@ -125,7 +125,11 @@ pub enum Mode {
     Listen,
     /// Connect `count` times, one after the other, from `local_port` if
     /// given, sending `send` bytes first each time.
-    Connect { send: usize, count: usize, local_port: Option<u16> },
+    Connect {
+        send: usize,
+        count: usize,
+        local_port: Option<u16>,
+    },
 }
 
 /// A parsed scenario.
@@ -304,7 +308,9 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
     let time_wait_syn = match c.time_wait_syn.as_ref().map(|m| (m, m.get_ref().as_str())) {
         None | Some((_, "accept")) => TimeWaitSyn::Accept,
         Some((_, "drop")) => TimeWaitSyn::Drop,
-        Some((m, other)) => return Err(err(m.span(), format!("invalid time_wait_syn `{other}` (expected accept or drop)"))),
+        Some((m, other)) => {
+            return Err(err(m.span(), format!("invalid time_wait_syn `{other}` (expected accept or drop)")));
+        }
     };
     let mut faults = Vec::new();
     for f in &c.faults {
@@ -366,7 +372,8 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
             let (side, st) = field!(r, side_state);
             let (from, to) = match &x.within {
                 Some(w) => field!(w, |s: &str| {
-                    let (a, b) = s.split_once("..").ok_or_else(|| format!("invalid time range `{s}` (expected e.g. 2s..5s)"))?;
+                    let (a, b) =
+                        s.split_once("..").ok_or_else(|| format!("invalid time range `{s}` (expected e.g. 2s..5s)"))?;
                     let secs = |v: &str| crate::config::parse_duration(v).map(|d| d.total_micros() as f64 / 1e6);
                     Ok((secs(a)?, secs(b)?))
                 }),
@@ -425,7 +432,8 @@ fn side_state(s: &str) -> Result<(Side, TcpState), String> {
 }
 
 fn dir_flags(s: &str) -> Result<(Dir, String), String> {
-    let (d, flags) = s.trim().split_once(' ').ok_or_else(|| format!("expected `in FLAGS` or `out FLAGS`, got `{s}`"))?;
+    let (d, flags) =
+        s.trim().split_once(' ').ok_or_else(|| format!("expected `in FLAGS` or `out FLAGS`, got `{s}`"))?;
     let dir = match d {
         "in" => Dir::In,
         "out" => Dir::Out,
@@ -452,7 +460,9 @@ pub fn parse_step(s: &str) -> Result<Step, String> {
             none()?;
             Step::Connect
         }
-        "connect-from" => Step::ConnectFrom(one("a local port")?.parse().map_err(|_| format!("invalid port in `{s}`"))?),
+        "connect-from" => {
+            Step::ConnectFrom(one("a local port")?.parse().map_err(|_| format!("invalid port in `{s}`"))?)
+        }
         "listen" => {
             none()?;
             Step::Listen
@@ -533,7 +543,11 @@ pub fn parse_done(s: &str) -> Result<Done, String> {
         ["linux-gone"] => Done::LinuxGone,
         ["reached", sd, st] => Done::Reached(side(sd)?, state(st)?),
         ["time", d] => Done::Time(crate::config::parse_duration(d)?.total_micros() as f64 / 1e6),
-        ["after", sd, st, d] => Done::After(side(sd)?, state(st)?, crate::config::parse_duration(d.trim_start_matches('+'))?.total_micros() as f64 / 1e6),
+        ["after", sd, st, d] => Done::After(
+            side(sd)?,
+            state(st)?,
+            crate::config::parse_duration(d.trim_start_matches('+'))?.total_micros() as f64 / 1e6,
+        ),
         _ => {
             return Err(format!(
                 "unknown condition `{s}` (expected linux-done, linux-gone, reached SIDE STATE, time D, after SIDE STATE D)"
@@ -563,7 +577,8 @@ mod tests {
         assert_eq!(e.line, 4);
         assert!(e.message.starts_with("unknown step `jump`"), "{}", e.message);
 
-        let text = "name = \"x\"\nsummary = \"s\"\n[closelab]\nfaults = [\"drop out akc\"]\n[done]\nwhen = [\"linux-done\"]\n";
+        let text =
+            "name = \"x\"\nsummary = \"s\"\n[closelab]\nfaults = [\"drop out akc\"]\n[done]\nwhen = [\"linux-done\"]\n";
         let e = parse(text).unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.message.contains("unknown word `akc`"), "{}", e.message);
@@ -584,7 +599,10 @@ mod tests {
     #[test]
     fn test_steps_and_conditions() {
         assert_eq!(parse_step("send 4k"), Ok(Step::Send(4096)));
-        assert_eq!(parse_step("send-text GET / HTTP/1.0\\r\\n\\r\\n"), Ok(Step::SendText("GET / HTTP/1.0\r\n\r\n".into())));
+        assert_eq!(
+            parse_step("send-text GET / HTTP/1.0\\r\\n\\r\\n"),
+            Ok(Step::SendText("GET / HTTP/1.0\r\n\r\n".into()))
+        );
         assert_eq!(parse_step("keepalive idle=1 intvl=1 cnt=3"), Ok(Step::Keepalive(Some((1, 1, 3)))));
         assert!(parse_step("close now").unwrap_err().contains("takes no argument"));
         assert_eq!(parse_done("after linux FIN-WAIT-2 +0.5s"), Ok(Done::After(Side::Linux, TcpState::FinWait2, 0.5)));

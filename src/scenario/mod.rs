@@ -112,10 +112,16 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
                 Ok(())
             } else {
                 let got = seen.iter().map(|(s, _)| s.rfc_name()).collect::<Vec<_>>().join(" -> ");
-                Err(fail(format!("missing {} (seen: {})", states[i], if got.is_empty() { "no state change" } else { &got }), last_t))
+                Err(fail(
+                    format!("missing {} (seen: {})", states[i], if got.is_empty() { "no state change" } else { &got }),
+                    last_t,
+                ))
             }
         }
-        Expect::Never { side, state } => match events.iter().find(|e| e.side == *side && matches!(e.kind, EventKind::State { to, .. } if to == *state)) {
+        Expect::Never { side, state } => match events
+            .iter()
+            .find(|e| e.side == *side && matches!(e.kind, EventKind::State { to, .. } if to == *state))
+        {
             None => Ok(()),
             Some(e) => Err(fail(format!("reached {state} at {:.6}", e.t), Some(e.t))),
         },
@@ -185,7 +191,9 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
         }
         Expect::LinuxTimeWaitSyn => {
             let segs = |conn: u64| {
-                events.iter().filter(move |e| e.conn == Some(conn) && e.side == Side::Closelab).filter_map(|e| match &e.kind {
+                events.iter().filter(move |e| e.conn == Some(conn) && e.side == Side::Closelab).filter_map(|e| match &e
+                    .kind
+                {
                     EventKind::Segment { dir, seg } => Some((*dir, seg, e.t)),
                     _ => None,
                 })
@@ -206,10 +214,15 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
             let got = answer.flags.to_string();
             let how = if above { "above" } else { "not above" };
             if got != want {
-                return Err(fail(format!("SYN seq {} is {how} rcv_nxt {rcv_nxt}, Linux answered [{got}]", syn.seq), Some(t)));
+                return Err(fail(
+                    format!("SYN seq {} is {how} rcv_nxt {rcv_nxt}, Linux answered [{got}]", syn.seq),
+                    Some(t),
+                ));
             }
             let established = events.iter().any(|e| {
-                e.conn == Some(2) && e.side == Side::Closelab && matches!(e.kind, EventKind::State { to: TcpState::Established, .. })
+                e.conn == Some(2)
+                    && e.side == Side::Closelab
+                    && matches!(e.kind, EventKind::State { to: TcpState::Established, .. })
             });
             if !established {
                 return Err(fail("connection 2 was never established".into(), Some(t)));
@@ -265,7 +278,12 @@ mod tests {
 
     #[test]
     fn test_linux_time_wait_syn_rule_both_ways() {
-        let est = |c| Event { t: 1.0, side: Side::Closelab, conn: Some(c), kind: EventKind::State { from: SynSent, to: Established, cause: Cause::Segment } };
+        let est = |c| Event {
+            t: 1.0,
+            side: Side::Closelab,
+            conn: Some(c),
+            kind: EventKind::State { from: SynSent, to: Established, cause: Cause::Segment },
+        };
         // Connection 1's FIN at seq 100: Linux's rcv_nxt is 101.
         let base = vec![seg_at(1, Dir::Out, "F.", 100)];
         let with = |syn: u32, answer: &str| {

@@ -91,7 +91,9 @@ pub fn parse_file_name(name: &str) -> Option<(Target, Option<String>)> {
     }
     let t = stem.strip_prefix("tun-")?;
     match t.split_once('@') {
-        Some((tun, ns)) if !tun.is_empty() && !ns.is_empty() => Some((Target::Tun(tun.to_string()), Some(ns.to_string()))),
+        Some((tun, ns)) if !tun.is_empty() && !ns.is_empty() => {
+            Some((Target::Tun(tun.to_string()), Some(ns.to_string())))
+        }
         Some(_) => None,
         None => (!t.is_empty()).then(|| (Target::Tun(t.to_string()), None)),
     }
@@ -160,8 +162,15 @@ fn reason(e: &io::Error) -> String {
 #[derive(Debug)]
 pub enum BindError {
     /// A live endpoint answers on the path already.
-    Busy { target: Target, path: PathBuf, pid: Option<i32> },
-    Io { what: String, err: io::Error },
+    Busy {
+        target: Target,
+        path: PathBuf,
+        pid: Option<i32>,
+    },
+    Io {
+        what: String,
+        err: io::Error,
+    },
 }
 
 impl std::fmt::Display for BindError {
@@ -169,7 +178,11 @@ impl std::fmt::Display for BindError {
         match self {
             BindError::Busy { target, path, pid } => {
                 let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                write!(f, "another closelab endpoint{pid} is already running for {target} (control socket {})", path.display())
+                write!(
+                    f,
+                    "another closelab endpoint{pid} is already running for {target} (control socket {})",
+                    path.display()
+                )
             }
             BindError::Io { what, err } => write!(f, "{what}: {}", reason(err)),
         }
@@ -222,8 +235,10 @@ impl Control {
         let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
         let tmp = Path::new(CTL_DIR).join(format!(".tmp-{}-{n}.sock", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp).map_err(io_err(format!("cannot create control socket {}", tmp.display())))?;
-        let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).and_then(|()| fs::rename(&tmp, &path));
+        let listener =
+            UnixListener::bind(&tmp).map_err(io_err(format!("cannot create control socket {}", tmp.display())))?;
+        let placed =
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).and_then(|()| fs::rename(&tmp, &path));
         if let Err(e) = placed {
             let _ = fs::remove_file(&tmp);
             return Err(BindError::Io { what: format!("cannot create control socket {}", path.display()), err: e });
@@ -320,14 +335,17 @@ impl Control {
                     client.answered = true;
                 }
                 Err(e) => {
-                    client.output = format!("{ERROR}permission denied: cannot read the peer's credentials ({e})\n").into_bytes();
+                    client.output =
+                        format!("{ERROR}permission denied: cannot read the peer's credentials ({e})\n").into_bytes();
                     client.answered = true;
                 }
             }
             let token = Token(self.next_token);
             self.next_token += 1;
             let fd = client.stream.as_raw_fd();
-            if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token, Interest::READABLE | Interest::WRITABLE) {
+            if let Err(e) =
+                self.poll.registry().register(&mut SourceFd(&fd), token, Interest::READABLE | Interest::WRITABLE)
+            {
                 log::warn!("control: {e}");
                 continue;
             }
@@ -494,13 +512,16 @@ pub fn locate(tun: Option<&str>, lab: Option<&str>) -> Result<Located, String> {
         }
         (Some(t), None) => {
             let target = Target::Tun(t.to_string());
-            let path = socket_path(&target).map_err(|e| format!("cannot tell this thread's network namespace: {}", reason(&e)))?;
+            let path = socket_path(&target)
+                .map_err(|e| format!("cannot tell this thread's network namespace: {}", reason(&e)))?;
             if exists(&path) {
                 return Ok(Located { path, what: target.to_string() });
             }
             // From the host's namespace, a live endpoint on this TUN name in
             // another one (started with `ip netns exec NS closelab …`).
-            let in_host = netns_label().map_err(|e| format!("cannot tell this thread's network namespace: {}", reason(&e)))?.is_none();
+            let in_host = netns_label()
+                .map_err(|e| format!("cannot tell this thread's network namespace: {}", reason(&e)))?
+                .is_none();
             if !in_host {
                 return Err(not_running(&target.to_string(), &path));
             }
@@ -515,7 +536,10 @@ pub fn locate(tun: Option<&str>, lab: Option<&str>) -> Result<Located, String> {
                 0 => Err(not_running(&target.to_string(), &path)),
                 1 => {
                     let (name, ns) = others.remove(0);
-                    Ok(Located { path: Path::new(CTL_DIR).join(name), what: format!("{target} (network namespace {ns})") })
+                    Ok(Located {
+                        path: Path::new(CTL_DIR).join(name),
+                        what: format!("{target} (network namespace {ns})"),
+                    })
                 }
                 _ => Err(format!(
                     "closelab endpoints run on TUN {t} in several network namespaces ({}): run closelab ss in the right one, \
@@ -601,7 +625,9 @@ pub fn request(at: &Located, req: &Request) -> Result<Vec<String>, String> {
         }
         Err(e) if e.kind() == ErrorKind::PermissionDenied => {
             let owner = fs::symlink_metadata(&at.path).map(|m| format!(", uid {},", m.uid())).unwrap_or_default();
-            return Err(format!("control socket {path}: permission denied (only the endpoint's owner{owner} may use it)"));
+            return Err(format!(
+                "control socket {path}: permission denied (only the endpoint's owner{owner} may use it)"
+            ));
         }
         Err(e) => return Err(format!("cannot connect to control socket {path}: {}", reason(&e))),
     };
@@ -695,7 +721,8 @@ pub fn act(
     let [line] = lines.as_slice() else {
         return Err(format!("{}: unexpected answer on the control socket: {lines:?}", at.what));
     };
-    let result = ActionResult::parse(line).map_err(|e| format!("{}: bad answer on the control socket: {e}: {line}", at.what))?;
+    let result =
+        ActionResult::parse(line).map_err(|e| format!("{}: bad answer on the control socket: {e}: {line}", at.what))?;
     writeln!(out, "{result}").map_err(|e| format!("writing output: {}", reason(&e)))
 }
 
@@ -724,7 +751,11 @@ mod tests {
 
     #[test]
     fn test_choose_the_only_endpoint() {
-        assert!(choose(&[]).unwrap_err().starts_with("no closelab endpoint is running (no control socket in /run/closelab/ctl"));
+        assert!(
+            choose(&[])
+                .unwrap_err()
+                .starts_with("no closelab endpoint is running (no control socket in /run/closelab/ctl")
+        );
         assert_eq!(choose(&["lab-demo.sock".into()]), Ok("lab-demo.sock".into()));
         assert_eq!(
             choose(&["lab-demo.sock".into(), "tun-cl0.sock".into(), "tun-cl0@ns1.sock".into()]).unwrap_err(),
@@ -767,7 +798,10 @@ mod tests {
             r#"{"conn":null,"state":"LISTEN","local":"10.0.0.2:7000","peer":"0.0.0.0:*","recv_q":0,"send_q":0,"timer":null}"#
         );
         let row = Row::parse(lines[1]).unwrap();
-        assert_eq!((row.conn, row.state, row.recv_q, row.send_q, row.timer), (Some(1), TcpState::CloseWait, 1, 0, None));
+        assert_eq!(
+            (row.conn, row.state, row.recv_q, row.send_q, row.timer),
+            (Some(1), TcpState::CloseWait, 1, 0, None)
+        );
         assert_eq!(lines[2], "end");
     }
 
@@ -784,7 +818,11 @@ mod tests {
         let ev = link.b.take_events();
         assert!(ev.iter().any(|e| matches!(
             e.kind,
-            crate::event::EventKind::State { from: TcpState::CloseWait, to: TcpState::LastAck, cause: crate::event::Cause::App(crate::event::AppAction::Close) }
+            crate::event::EventKind::State {
+                from: TcpState::CloseWait,
+                to: TcpState::LastAck,
+                cause: crate::event::Cause::App(crate::event::AppAction::Close)
+            }
         )));
         link.run_for(Duration::from_secs(1));
         assert_eq!(link.b.state(1), None, "LAST-ACK ended");

@@ -264,7 +264,14 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
         ),
     )?;
     if let Some(slow) = opts.slow {
-        note(out, opts.json, format!("slow motion: every segment is held {} ms on the TUN path so each Linux state is observed", slow.total_millis()))?;
+        note(
+            out,
+            opts.json,
+            format!(
+                "slow motion: every segment is held {} ms on the TUN path so each Linux state is observed",
+                slow.total_millis()
+            ),
+        )?;
     }
     let tun = crate::sys::story::open_lab_tun(&addrs)?;
     let clock = Clock::new();
@@ -324,7 +331,11 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
         p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
     }
     if opts.keep && outcome == Outcome::Done {
-        note(out, opts.json, format!("lab {} left up (--keep); remove it with `closelab lab down {}`", lab.name(), lab.name()))?;
+        note(
+            out,
+            opts.json,
+            format!("lab {} left up (--keep); remove it with `closelab lab down {}`", lab.name(), lab.name()),
+        )?;
         lab.keep();
     } else {
         let name = lab.name().to_string();

@@ -46,11 +46,8 @@ pub const DEFAULT_SUBNET: &str = "10.201.0.0/24";
 /// MTU of the TUN (and so the endpoint's).
 pub const TUN_MTU: u32 = 1500;
 /// Peer sysctls allowed besides `net.ipv4.tcp_*`.
-pub const PEER_SYSCTL_EXTRA: &[&str] = &[
-    "net.core.somaxconn",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_local_reserved_ports",
-];
+pub const PEER_SYSCTL_EXTRA: &[&str] =
+    &["net.core.somaxconn", "net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports"];
 
 const TW_RECYCLE: &str = "net.ipv4.tcp_tw_recycle";
 
@@ -118,10 +115,9 @@ pub enum LabError {
 impl fmt::Display for LabError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LabError::InvalidName { name } => write!(
-                f,
-                "invalid lab name {name:?}: use 1 to 10 characters a-z, 0-9 or '-', starting with a letter"
-            ),
+            LabError::InvalidName { name } => {
+                write!(f, "invalid lab name {name:?}: use 1 to 10 characters a-z, 0-9 or '-', starting with a letter")
+            }
             LabError::InvalidSubnet { subnet, reason } => {
                 write!(f, "invalid subnet {subnet:?}: {reason}")
             }
@@ -132,29 +128,21 @@ impl fmt::Display for LabError {
                 f,
                 "net.ipv4.tcp_tw_recycle was removed in Linux 4.12 because it broke clients behind NAT; it cannot be set (use tcp_tw_reuse for outgoing connections, or fix who closes first)"
             ),
-            LabError::AlreadyExists { name, ns } => write!(
-                f,
-                "lab {name} already exists (namespace {ns}); run `closelab lab down {name}`"
-            ),
-            LabError::IpNotFound => write!(
-                f,
-                "the `ip` binary (iproute2) was not found in PATH; install iproute2"
-            ),
-            LabError::NotRoot => write!(
-                f,
-                "not root: creating network namespaces needs root or CAP_NET_ADMIN plus CAP_SYS_ADMIN"
-            ),
+            LabError::AlreadyExists { name, ns } => {
+                write!(f, "lab {name} already exists (namespace {ns}); run `closelab lab down {name}`")
+            }
+            LabError::IpNotFound => write!(f, "the `ip` binary (iproute2) was not found in PATH; install iproute2"),
+            LabError::NotRoot => {
+                write!(f, "not root: creating network namespaces needs root or CAP_NET_ADMIN plus CAP_SYS_ADMIN")
+            }
             LabError::CmdSpawn { cmd, err } => {
                 write!(f, "cannot run `{cmd}`: {}", io_cause(err))
             }
             LabError::CmdFailed { cmd, stderr } => write!(f, "`{cmd}` failed: {stderr}"),
             LabError::Netns(e) => e.fmt(f),
-            LabError::StateFile { path, op, err } => write!(
-                f,
-                "cannot {op} lab state file {}: {}",
-                path.display(),
-                io_cause(err)
-            ),
+            LabError::StateFile { path, op, err } => {
+                write!(f, "cannot {op} lab state file {}: {}", path.display(), io_cause(err))
+            }
             LabError::Scan { path, err } => {
                 write!(f, "cannot read {}: {}", path.display(), io_cause(err))
             }
@@ -162,20 +150,14 @@ impl fmt::Display for LabError {
                 f,
                 "no lab named {name} is up (start one with `closelab lab up --name {name}`; `closelab lab status` lists labs)"
             ),
-            LabError::LinkNotUp {
-                ns,
-                dev,
-                state,
-                waited,
-            } => write!(
+            LabError::LinkNotUp { ns, dev, state, waited } => write!(
                 f,
                 "link {dev} in network namespace {ns} is not up after {} ms (operational state {state})",
                 waited.as_millis()
             ),
-            LabError::Rollback { cause, cleanup } => write!(
-                f,
-                "{cause} (and removing the half-built lab failed: {cleanup})"
-            ),
+            LabError::Rollback { cause, cleanup } => {
+                write!(f, "{cause} (and removing the half-built lab failed: {cleanup})")
+            }
         }
     }
 }
@@ -196,63 +178,39 @@ impl From<NetnsError> for LabError {
 pub fn validate_name(name: &str) -> Result<(), LabError> {
     let ok = (1..=10).contains(&name.len())
         && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(LabError::InvalidName {
-            name: name.to_string(),
-        })
-    }
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok { Ok(()) } else { Err(LabError::InvalidName { name: name.to_string() }) }
 }
 
 /// Parse `A.B.C.D/P` with 8 <= P <= 24 and no host bits set.
 pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), LabError> {
-    let bad = |reason: String| LabError::InvalidSubnet {
-        subnet: s.to_string(),
-        reason,
-    };
+    let bad = |reason: String| LabError::InvalidSubnet { subnet: s.to_string(), reason };
     let cidr = || bad("expected an IPv4 CIDR like 10.201.0.0/24".to_string());
     let (addr, prefix) = s.trim().split_once('/').ok_or_else(cidr)?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| cidr())?;
     let prefix: u8 = prefix.parse().map_err(|_| cidr())?;
     if !(8..=24).contains(&prefix) {
-        return Err(bad(format!(
-            "/{prefix} is not allowed: the prefix must be /24 or wider (at most /8)"
-        )));
+        return Err(bad(format!("/{prefix} is not allowed: the prefix must be /24 or wider (at most /8)")));
     }
     let mask = u32::MAX << (32 - prefix);
     let net = Ipv4Addr::from(u32::from(addr) & mask);
     if net != addr {
-        return Err(bad(format!(
-            "host bits are set; did you mean {net}/{prefix}?"
-        )));
+        return Err(bad(format!("host bits are set; did you mean {net}/{prefix}?")));
     }
     let first = addr.octets()[0];
     if first == 0 || first == 127 || first >= 224 {
-        return Err(bad(
-            "0.0.0.0/8, 127.0.0.0/8 and 224.0.0.0/3 cannot hold a lab".to_string(),
-        ));
+        return Err(bad("0.0.0.0/8, 127.0.0.0/8 and 224.0.0.0/3 cannot hold a lab".to_string()));
     }
     Ok((net, prefix))
 }
 
 /// Check a sysctl the lab may set on the Linux peer (in `<NAME>-linux` only).
 pub fn validate_peer_sysctl(key: &str, value: &str) -> Result<(), LabError> {
-    let bad = |reason: &str| LabError::InvalidPeerSysctl {
-        key: key.to_string(),
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| LabError::InvalidPeerSysctl { key: key.to_string(), reason: reason.to_string() };
     if key == TW_RECYCLE {
         return Err(LabError::TwRecycle);
     }
-    if key.is_empty()
-        || !key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
-    {
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.') {
         return Err(bad("allowed characters are a-z, 0-9, '_' and '.'"));
     }
     if !(key.starts_with("net.ipv4.tcp_") || PEER_SYSCTL_EXTRA.contains(&key)) {
@@ -320,12 +278,7 @@ impl LabSpec {
     pub fn new(name: &str, subnet: Option<&str>) -> Result<LabSpec, LabError> {
         validate_name(name)?;
         let (subnet, prefix) = parse_subnet(subnet.unwrap_or(DEFAULT_SUBNET))?;
-        Ok(LabSpec {
-            name: name.to_string(),
-            subnet,
-            prefix,
-            peer_sysctls: Vec::new(),
-        })
+        Ok(LabSpec { name: name.to_string(), subnet, prefix, peer_sysctls: Vec::new() })
     }
 
     /// A fresh name `cl` + 6 hex digits (3 from the pid, 3 from a process-wide
@@ -399,21 +352,14 @@ impl LabSpec {
     fn steps(&self) -> Vec<Step> {
         let a = self.addrs();
         let (nl, nc) = (a.ns_linux.as_str(), a.ns_closelab.as_str());
-        let (vl, vc, tun) = (
-            a.veth_linux.as_str(),
-            a.veth_closelab.as_str(),
-            a.tun.as_str(),
-        );
+        let (vl, vc, tun) = (a.veth_linux.as_str(), a.veth_closelab.as_str(), a.tun.as_str());
         let ip = |ns: &str, args: &[&str]| {
             let mut argv = vec!["ip", "-n", ns];
             argv.extend_from_slice(args);
             Step::Ip(Cmd::new(&argv))
         };
-        let sysctl = |ns: &str, key: String, value: &str| Step::Sysctl {
-            ns: ns.to_string(),
-            key,
-            value: value.to_string(),
-        };
+        let sysctl =
+            |ns: &str, key: String, value: &str| Step::Sysctl { ns: ns.to_string(), key, value: value.to_string() };
         let linux_cidr = format!("{}/{}", a.linux, a.prefix);
         let router_cidr = format!("{}/{}", a.router, a.prefix);
         let endpoint = format!("{}/32", a.closelab);
@@ -424,12 +370,7 @@ impl LabSpec {
             Step::NetnsAdd(nc.to_string()),
             ip(nl, &["link", "set", "dev", "lo", "up"]),
             ip(nc, &["link", "set", "dev", "lo", "up"]),
-            ip(
-                nl,
-                &[
-                    "link", "add", vl, "type", "veth", "peer", "name", vc, "netns", nc,
-                ],
-            ),
+            ip(nl, &["link", "add", vl, "type", "veth", "peer", "name", vc, "netns", nc]),
             ip(nc, &["tuntap", "add", "dev", tun, "mode", "tun"]),
             ip(nc, &["link", "set", "dev", tun, "mtu", &mtu]),
             // Forward between the veth and the TUN, and answer ARP for the
@@ -473,9 +414,7 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(argv: &[&str]) -> Cmd {
-        Cmd {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-        }
+        Cmd { argv: argv.iter().map(|s| s.to_string()).collect() }
     }
 }
 
@@ -493,25 +432,14 @@ impl fmt::Display for Cmd {
 }
 
 fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
-    if plain {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
+    let plain = !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    if plain { arg.to_string() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
 }
 
 enum Step {
     NetnsAdd(String),
     Ip(Cmd),
-    Sysctl {
-        ns: String,
-        key: String,
-        value: String,
-    },
+    Sysctl { ns: String, key: String, value: String },
 }
 
 impl Step {
@@ -519,15 +447,9 @@ impl Step {
         match self {
             Step::NetnsAdd(ns) => Cmd::new(&["ip", "netns", "add", ns]),
             Step::Ip(cmd) => cmd.clone(),
-            Step::Sysctl { ns, key, value } => Cmd::new(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-w",
-                &format!("{key}={value}"),
-            ]),
+            Step::Sysctl { ns, key, value } => {
+                Cmd::new(&["ip", "netns", "exec", ns, "sysctl", "-w", &format!("{key}={value}")])
+            }
         }
     }
 }
@@ -536,9 +458,7 @@ impl Step {
 // Running commands
 
 fn is_executable(p: &Path) -> bool {
-    fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// A `Command` for iproute2's `ip`, found as [`check_ip_binary`] finds it
@@ -567,9 +487,7 @@ fn check_privileges() -> Result<(), LabError> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
     let cap_eff = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
     });
     let ok = match cap_eff {
         Some(caps) => caps & (1 << CAP_NET_ADMIN) != 0 && caps & (1 << CAP_SYS_ADMIN) != 0,
@@ -590,27 +508,16 @@ fn run_output(cmd: &Cmd) -> Result<String, LabError> {
         .args(&cmd.argv[1..])
         .stdin(Stdio::null())
         .output()
-        .map_err(|err| LabError::CmdSpawn {
-            cmd: cmd.to_string(),
-            err,
-        })?;
+        .map_err(|err| LabError::CmdSpawn { cmd: cmd.to_string(), err })?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let mut stderr: String = stderr
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
+    let mut stderr: String = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
     if stderr.is_empty() {
         stderr = format!("{}", out.status);
     }
-    Err(LabError::CmdFailed {
-        cmd: cmd.to_string(),
-        stderr,
-    })
+    Err(LabError::CmdFailed { cmd: cmd.to_string(), stderr })
 }
 
 /// How long [`Lab::up`] waits for the veth pair to be operationally up, and
@@ -622,12 +529,7 @@ pub const LINK_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub fn operstate(ns: &str, dev: &str) -> Result<String, LabError> {
     let out = run_output(&Cmd::new(&["ip", "-n", ns, "-o", "link", "show", "dev", dev]))?;
     let mut words = out.split_whitespace();
-    Ok(words
-        .by_ref()
-        .find(|w| *w == "state")
-        .and_then(|_| words.next())
-        .unwrap_or("UNKNOWN")
-        .to_string())
+    Ok(words.by_ref().find(|w| *w == "state").and_then(|_| words.next()).unwrap_or("UNKNOWN").to_string())
 }
 
 /// Wait until `dev` in `ns` is operationally UP, polling `ip link`.
@@ -646,10 +548,7 @@ pub fn wait_link_up(ns: &str, dev: &str, timeout: std::time::Duration) -> Result
     loop {
         let state = operstate(ns, dev)?;
         if state == "UP" {
-            log::debug!(
-                "lab: {dev} in {ns} up after {} us",
-                start.elapsed().as_micros()
-            );
+            log::debug!("lab: {dev} in {ns} up after {} us", start.elapsed().as_micros());
             return Ok(());
         }
         if start.elapsed() >= timeout {
@@ -672,8 +571,7 @@ fn run_step(step: &Step) -> Result<(), LabError> {
             match netns::write_sysctl(ns, key, value) {
                 // A kernel without IPv6 sends no IPv6 onto the TUN anyway.
                 Err(NetnsError::NoSuchSysctl { .. })
-                    if key.starts_with("net.ipv6.")
-                        && !Path::new("/proc/sys/net/ipv6/conf").exists() =>
+                    if key.starts_with("net.ipv6.") && !Path::new("/proc/sys/net/ipv6/conf").exists() =>
                 {
                     log::debug!("lab: skip {key}: no ipv6 in this kernel");
                     Ok(())
@@ -742,11 +640,7 @@ fn parse_state(text: &str) -> Option<StateFile> {
 
 fn write_state(spec: &LabSpec) -> Result<(), LabError> {
     let path = state_path(&spec.name);
-    let err = |op, err| LabError::StateFile {
-        path: path.clone(),
-        op,
-        err,
-    };
+    let err = |op, err| LabError::StateFile { path: path.clone(), op, err };
     fs::create_dir_all(STATE_DIR).map_err(|e| err("create the directory of", e))?;
     let tmp = Path::new(STATE_DIR).join(format!(".{}.tmp", spec.name));
     fs::write(&tmp, state_text(spec, std::process::id())).map_err(|e| err("write", e))?;
@@ -775,11 +669,7 @@ fn remove_state(name: &str) -> Result<bool, LabError> {
     match fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(LabError::StateFile {
-            path,
-            op: "remove",
-            err,
-        }),
+        Err(err) => Err(LabError::StateFile { path, op: "remove", err }),
     }
 }
 
@@ -810,10 +700,7 @@ impl Lab {
         let addrs = spec.addrs();
         for ns in [&addrs.ns_linux, &addrs.ns_closelab] {
             if netns::exists(ns) {
-                return Err(LabError::AlreadyExists {
-                    name: spec.name.clone(),
-                    ns: ns.clone(),
-                });
+                return Err(LabError::AlreadyExists { name: spec.name.clone(), ns: ns.clone() });
             }
         }
         log::info!("lab: up name={} subnet={}", spec.name, spec.cidr());
@@ -835,10 +722,7 @@ impl Lab {
                 // Lost a race with another `up` of the same name.
                 failure = Some(match &step {
                     Step::NetnsAdd(ns) if !created.contains(ns) && netns::exists(ns) => {
-                        LabError::AlreadyExists {
-                            name: spec.name.clone(),
-                            ns: ns.clone(),
-                        }
+                        LabError::AlreadyExists { name: spec.name.clone(), ns: ns.clone() }
                     }
                     _ => cause,
                 });
@@ -848,27 +732,17 @@ impl Lab {
         if failure.is_none() {
             // Not in the printed plan: carrier is on, but the veth pair only
             // transmits once the kernel has activated its qdiscs.
-            failure = [
-                (&addrs.ns_linux, &addrs.veth_linux),
-                (&addrs.ns_closelab, &addrs.veth_closelab),
-            ]
-            .into_iter()
-            .find_map(|(ns, dev)| wait_link_up(ns, dev, LINK_UP_TIMEOUT).err());
+            failure = [(&addrs.ns_linux, &addrs.veth_linux), (&addrs.ns_closelab, &addrs.veth_closelab)]
+                .into_iter()
+                .find_map(|(ns, dev)| wait_link_up(ns, dev, LINK_UP_TIMEOUT).err());
         }
         if let Some(cause) = failure {
             return Err(match rollback(&spec.name, &created, wrote_state) {
                 Ok(()) => cause,
-                Err(cleanup) => LabError::Rollback {
-                    cause: Box::new(cause),
-                    cleanup: Box::new(cleanup),
-                },
+                Err(cleanup) => LabError::Rollback { cause: Box::new(cause), cleanup: Box::new(cleanup) },
             });
         }
-        Ok(Lab {
-            spec,
-            addrs,
-            armed: true,
-        })
+        Ok(Lab { spec, addrs, armed: true })
     }
 
     pub fn addrs(&self) -> &LabAddrs {
@@ -955,10 +829,7 @@ pub fn dry_run_down(name: &str) -> Vec<Cmd> {
 /// `ip netns del`; the kernel frees it when that process exits.
 pub fn down(name: &str) -> Result<DownReport, LabError> {
     validate_name(name)?;
-    let mut report = DownReport {
-        name: name.to_string(),
-        ..DownReport::default()
-    };
+    let mut report = DownReport { name: name.to_string(), ..DownReport::default() };
     for ns in [format!("{name}-linux"), format!("{name}-closelab")] {
         if netns::exists(&ns) {
             check_ip_binary()?;
@@ -969,10 +840,7 @@ pub fn down(name: &str) -> Result<DownReport, LabError> {
     }
     report.state_file_removed = remove_state(name)?;
     if report.removed_anything() {
-        log::info!(
-            "lab: down name={name} removed={:?}",
-            report.namespaces_removed
-        );
+        log::info!("lab: down name={name} removed={:?}", report.namespaces_removed);
     }
     Ok(report)
 }
@@ -984,10 +852,7 @@ fn known_labs() -> Result<BTreeSet<String>, LabError> {
     match fs::read_dir(STATE_DIR) {
         Ok(dir) => {
             for entry in dir {
-                let entry = entry.map_err(|err| LabError::Scan {
-                    path: STATE_DIR.into(),
-                    err,
-                })?;
+                let entry = entry.map_err(|err| LabError::Scan { path: STATE_DIR.into(), err })?;
                 if let Some(name) = entry.file_name().to_str()
                     && validate_name(name).is_ok()
                 {
@@ -997,16 +862,10 @@ fn known_labs() -> Result<BTreeSet<String>, LabError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(err) => {
-            return Err(LabError::Scan {
-                path: STATE_DIR.into(),
-                err,
-            });
+            return Err(LabError::Scan { path: STATE_DIR.into(), err });
         }
     }
-    let all = netns::list().map_err(|err| LabError::Scan {
-        path: netns::NETNS_RUN_DIR.into(),
-        err,
-    })?;
+    let all = netns::list().map_err(|err| LabError::Scan { path: netns::NETNS_RUN_DIR.into(), err })?;
     for ns in &all {
         if let Some(name) = ns.strip_suffix("-linux")
             && validate_name(name).is_ok()
@@ -1059,18 +918,12 @@ pub fn status() -> Result<Vec<LabStatus>, LabError> {
         let state = read_state(&name);
         let (ns_linux, ns_closelab) = (format!("{name}-linux"), format!("{name}-closelab"));
         let ns_closelab_exists = netns::exists(&ns_closelab);
-        let endpoint_pids = if ns_closelab_exists {
-            endpoint_pids(&ns_closelab, &format!("{name}-t"))?
-        } else {
-            Vec::new()
-        };
+        let endpoint_pids =
+            if ns_closelab_exists { endpoint_pids(&ns_closelab, &format!("{name}-t"))? } else { Vec::new() };
         out.push(LabStatus {
             addrs: state.as_ref().map(|s| s.spec.addrs()),
             subnet: state.as_ref().map(|s| s.spec.cidr()),
-            peer_sysctls: state
-                .as_ref()
-                .map(|s| s.spec.peer_sysctls.clone())
-                .unwrap_or_default(),
+            peer_sysctls: state.as_ref().map(|s| s.spec.peer_sysctls.clone()).unwrap_or_default(),
             state_file: state_path(&name).exists(),
             created_pid: state.and_then(|s| s.created_pid),
             ns_linux_exists: netns::exists(&ns_linux),
@@ -1093,17 +946,10 @@ fn endpoint_pids(ns: &str, tun: &str) -> Result<Vec<u32>, LabError> {
         Err(e) => return Err(e.into()),
     };
     let iff = format!("iff:\t{tun}");
-    let proc_dir = fs::read_dir("/proc").map_err(|err| LabError::Scan {
-        path: "/proc".into(),
-        err,
-    })?;
+    let proc_dir = fs::read_dir("/proc").map_err(|err| LabError::Scan { path: "/proc".into(), err })?;
     let mut pids = Vec::new();
     for entry in proc_dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let base = entry.path();
@@ -1111,21 +957,13 @@ fn endpoint_pids(ns: &str, tun: &str) -> Result<Vec<u32>, LabError> {
             .into_iter()
             .flatten()
             .flatten()
-            .any(|t| {
-                fs::metadata(t.path().join("ns/net"))
-                    .map(|m| (m.dev(), m.ino()) == id)
-                    .unwrap_or(false)
-            });
+            .any(|t| fs::metadata(t.path().join("ns/net")).map(|m| (m.dev(), m.ino()) == id).unwrap_or(false));
         let has_tun = in_ns
-            || fs::read_dir(base.join("fd"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|fd| {
-                    fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/net/tun"))
-                        && fs::read_to_string(base.join("fdinfo").join(fd.file_name()))
-                            .is_ok_and(|info| info.lines().any(|l| l == iff))
-                });
+            || fs::read_dir(base.join("fd")).into_iter().flatten().flatten().any(|fd| {
+                fs::read_link(fd.path()).is_ok_and(|t| t == Path::new("/dev/net/tun"))
+                    && fs::read_to_string(base.join("fdinfo").join(fd.file_name()))
+                        .is_ok_and(|info| info.lines().any(|l| l == iff))
+            });
         if in_ns || has_tun {
             pids.push(pid);
         }
@@ -1141,8 +979,7 @@ mod tests {
 
     fn demo() -> LabSpec {
         let mut spec = LabSpec::new("demo", None).unwrap();
-        spec.add_peer_sysctl("net.ipv4.tcp_fin_timeout", "5")
-            .unwrap();
+        spec.add_peer_sysctl("net.ipv4.tcp_fin_timeout", "5").unwrap();
         spec
     }
 
@@ -1153,17 +990,7 @@ mod tests {
         for ok in ["demo", "a", "lab-1", "abcdefghij", "x9-"] {
             assert!(validate_name(ok).is_ok(), "{ok} refused");
         }
-        for bad in [
-            "",
-            "1abc",
-            "-a",
-            "Demo",
-            "abcdefghijk",
-            "a_b",
-            "a.b",
-            "a/b",
-            "é",
-        ] {
+        for bad in ["", "1abc", "-a", "Demo", "abcdefghijk", "a_b", "a.b", "a/b", "é"] {
             assert!(validate_name(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(
@@ -1174,14 +1001,8 @@ mod tests {
 
     #[test]
     fn test_subnet_parsing() {
-        assert_eq!(
-            parse_subnet(DEFAULT_SUBNET).unwrap(),
-            (Ipv4Addr::new(10, 201, 0, 0), 24)
-        );
-        assert_eq!(
-            parse_subnet("172.16.0.0/12").unwrap(),
-            (Ipv4Addr::new(172, 16, 0, 0), 12)
-        );
+        assert_eq!(parse_subnet(DEFAULT_SUBNET).unwrap(), (Ipv4Addr::new(10, 201, 0, 0), 24));
+        assert_eq!(parse_subnet("172.16.0.0/12").unwrap(), (Ipv4Addr::new(172, 16, 0, 0), 12));
         let err = |s: &str| parse_subnet(s).unwrap_err().to_string();
         assert_eq!(
             err("10.201.0.0/25"),
@@ -1191,18 +1012,8 @@ mod tests {
             err("10.201.0.5/24"),
             "invalid subnet \"10.201.0.5/24\": host bits are set; did you mean 10.201.0.0/24?"
         );
-        assert_eq!(
-            err("10.201.0.0"),
-            "invalid subnet \"10.201.0.0\": expected an IPv4 CIDR like 10.201.0.0/24"
-        );
-        for bad in [
-            "fd00::/64",
-            "10.201.0.0/x",
-            "10.0.0.0/7",
-            "127.0.0.0/8",
-            "224.0.0.0/8",
-            "",
-        ] {
+        assert_eq!(err("10.201.0.0"), "invalid subnet \"10.201.0.0\": expected an IPv4 CIDR like 10.201.0.0/24");
+        for bad in ["fd00::/64", "10.201.0.0/x", "10.0.0.0/7", "127.0.0.0/8", "224.0.0.0/8", ""] {
             assert!(parse_subnet(bad).is_err(), "{bad} accepted");
         }
     }
@@ -1218,10 +1029,7 @@ mod tests {
             (a.tun.as_str(), a.ns_linux.as_str(), a.ns_closelab.as_str()),
             ("demo-t", "demo-linux", "demo-closelab")
         );
-        assert_eq!(
-            (a.veth_linux.as_str(), a.veth_closelab.as_str()),
-            ("demo-vl", "demo-vc")
-        );
+        assert_eq!((a.veth_linux.as_str(), a.veth_closelab.as_str()), ("demo-vl", "demo-vc"));
         let wide = LabSpec::new("wide", Some("10.1.0.0/16")).unwrap().addrs();
         assert_eq!(wide.router, Ipv4Addr::new(10, 1, 255, 254));
         // The longest name still fits IFNAMSIZ (15 bytes + NUL).
@@ -1232,28 +1040,12 @@ mod tests {
     #[test]
     fn test_tw_recycle_refused() {
         let text = "net.ipv4.tcp_tw_recycle was removed in Linux 4.12 because it broke clients behind NAT; it cannot be set (use tcp_tw_reuse for outgoing connections, or fix who closes first)";
-        assert_eq!(
-            validate_peer_sysctl("net.ipv4.tcp_tw_recycle", "1")
-                .unwrap_err()
-                .to_string(),
-            text
-        );
-        assert_eq!(
-            parse_peer_sysctl("net.ipv4.tcp_tw_recycle=0")
-                .unwrap_err()
-                .to_string(),
-            text
-        );
+        assert_eq!(validate_peer_sysctl("net.ipv4.tcp_tw_recycle", "1").unwrap_err().to_string(), text);
+        assert_eq!(parse_peer_sysctl("net.ipv4.tcp_tw_recycle=0").unwrap_err().to_string(), text);
         let mut spec = demo();
-        assert_eq!(
-            spec.add_peer_sysctl("net.ipv4.tcp_tw_recycle", "1")
-                .unwrap_err()
-                .to_string(),
-            text
-        );
+        assert_eq!(spec.add_peer_sysctl("net.ipv4.tcp_tw_recycle", "1").unwrap_err().to_string(), text);
         // A spec built by hand is checked again by up().
-        spec.peer_sysctls
-            .push(("net.ipv4.tcp_tw_recycle".into(), "1".into()));
+        spec.peer_sysctls.push(("net.ipv4.tcp_tw_recycle".into(), "1".into()));
         assert_eq!(spec.validate().unwrap_err().to_string(), text);
     }
 
@@ -1266,15 +1058,11 @@ mod tests {
         assert!(parse_peer_sysctl("net.core.somaxconn = 4096").is_ok());
         assert!(parse_peer_sysctl("net.ipv4.ip_local_port_range=40000 40100").is_ok());
         assert_eq!(
-            parse_peer_sysctl("kernel.pid_max=10")
-                .unwrap_err()
-                .to_string(),
+            parse_peer_sysctl("kernel.pid_max=10").unwrap_err().to_string(),
             "cannot set peer sysctl \"kernel.pid_max\": only net.ipv4.tcp_*, net.core.somaxconn, net.ipv4.ip_local_port_range and net.ipv4.ip_local_reserved_ports can be set on the peer"
         );
         assert_eq!(
-            parse_peer_sysctl("net/ipv4/tcp_fin_timeout=5")
-                .unwrap_err()
-                .to_string(),
+            parse_peer_sysctl("net/ipv4/tcp_fin_timeout=5").unwrap_err().to_string(),
             "cannot set peer sysctl \"net/ipv4/tcp_fin_timeout\": allowed characters are a-z, 0-9, '_' and '.'"
         );
         assert!(parse_peer_sysctl("net.ipv4.tcp_fin_timeout").is_err());
@@ -1316,8 +1104,7 @@ mod tests {
         // Nothing in the plan runs outside the lab's two namespaces.
         for cmd in demo().plan_up() {
             let a = &cmd.argv;
-            let scoped = (a[1] == "-n" && a[2].starts_with("demo-"))
-                || (a[1] == "netns" && a[3].starts_with("demo-"));
+            let scoped = (a[1] == "-n" && a[2].starts_with("demo-")) || (a[1] == "netns" && a[3].starts_with("demo-"));
             assert!(scoped, "{cmd} is not scoped to the lab");
         }
     }
@@ -1325,25 +1112,13 @@ mod tests {
     #[test]
     fn test_dry_run_down() {
         let cmds: Vec<String> = dry_run_down("demo").iter().map(|c| c.to_string()).collect();
-        assert_eq!(
-            cmds,
-            [
-                "ip netns del demo-linux",
-                "ip netns del demo-closelab",
-                "rm -f /run/closelab/labs/demo"
-            ]
-        );
+        assert_eq!(cmds, ["ip netns del demo-linux", "ip netns del demo-closelab", "rm -f /run/closelab/labs/demo"]);
     }
 
     #[test]
     fn test_cmd_display_quotes() {
-        let cmd = Cmd::new(&[
-            "ip", "netns", "exec", "x", "sysctl", "-w", "a.b=1 2", "it's", "",
-        ]);
-        assert_eq!(
-            cmd.to_string(),
-            r"ip netns exec x sysctl -w 'a.b=1 2' 'it'\''s' ''"
-        );
+        let cmd = Cmd::new(&["ip", "netns", "exec", "x", "sysctl", "-w", "a.b=1 2", "it's", ""]);
+        assert_eq!(cmd.to_string(), r"ip netns exec x sysctl -w 'a.b=1 2' 'it'\''s' ''");
     }
 
     #[test]
@@ -1367,13 +1142,7 @@ mod tests {
              router_addr=10.201.0.254\ntun=demo-t\ncreated_pid=42\n\
              peer_sysctl=net.ipv4.tcp_fin_timeout=5\n"
         );
-        assert_eq!(
-            parse_state(&text),
-            Some(StateFile {
-                spec,
-                created_pid: Some(42)
-            })
-        );
+        assert_eq!(parse_state(&text), Some(StateFile { spec, created_pid: Some(42) }));
         assert_eq!(parse_state("name=demo\n"), None);
     }
 
@@ -1381,29 +1150,16 @@ mod tests {
 
     fn ip_ok(args: &[&str]) -> (bool, String) {
         let out = Command::new("ip").args(args).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
     }
 
     fn root_sysctl(key: &str) -> String {
-        fs::read_to_string(netns::sysctl_path(key).unwrap())
-            .unwrap()
-            .trim_end()
-            .to_string()
+        fs::read_to_string(netns::sysctl_path(key).unwrap()).unwrap().trim_end().to_string()
     }
 
     fn assert_gone(name: &str) {
-        assert!(
-            !netns::exists(&format!("{name}-linux")),
-            "{name}-linux left"
-        );
-        assert!(
-            !netns::exists(&format!("{name}-closelab")),
-            "{name}-closelab left"
-        );
+        assert!(!netns::exists(&format!("{name}-linux")), "{name}-linux left");
+        assert!(!netns::exists(&format!("{name}-closelab")), "{name}-closelab left");
         assert!(!state_path(name).exists(), "state file of {name} left");
     }
 
@@ -1416,43 +1172,21 @@ mod tests {
         let lab = Lab::up(LabSpec::unique()).unwrap();
         let a = lab.addrs().clone();
         let name = lab.name().to_string();
-        for (ns, dev) in [
-            (&a.ns_linux, &a.veth_linux),
-            (&a.ns_closelab, &a.veth_closelab),
-            (&a.ns_closelab, &a.tun),
-        ] {
+        for (ns, dev) in [(&a.ns_linux, &a.veth_linux), (&a.ns_closelab, &a.veth_closelab), (&a.ns_closelab, &a.tun)] {
             let (ok, out) = ip_ok(&["-n", ns, "link", "show", "dev", dev]);
             assert!(ok && out.contains(",UP"), "{dev} in {ns}: {out}");
         }
         let (_, route) = ip_ok(&["-n", &a.ns_closelab, "route", "show", "10.201.0.2/32"]);
         assert!(route.contains(&format!("dev {}", a.tun)), "{route}");
-        let (_, addrs) = ip_ok(&[
-            "-n",
-            &a.ns_linux,
-            "-4",
-            "addr",
-            "show",
-            "dev",
-            &a.veth_linux,
-        ]);
+        let (_, addrs) = ip_ok(&["-n", &a.ns_linux, "-4", "addr", "show", "dev", &a.veth_linux]);
         assert!(addrs.contains("inet 10.201.0.1/24"), "{addrs}");
         let (_, addrs) = ip_ok(&["-n", &a.ns_closelab, "-4", "addr", "show"]);
         assert!(addrs.contains("inet 10.201.0.254/24"), "{addrs}");
-        assert!(
-            !addrs.contains("10.201.0.2/"),
-            "endpoint address on a kernel interface: {addrs}"
-        );
-        assert_eq!(
-            netns::read_sysctl(&a.ns_closelab, "net.ipv4.ip_forward").unwrap(),
-            "1"
-        );
+        assert!(!addrs.contains("10.201.0.2/"), "endpoint address on a kernel interface: {addrs}");
+        assert_eq!(netns::read_sysctl(&a.ns_closelab, "net.ipv4.ip_forward").unwrap(), "1");
         let proxy = format!("net.ipv4.conf.{}.proxy_arp", a.veth_closelab);
         assert_eq!(netns::read_sysctl(&a.ns_closelab, &proxy).unwrap(), "1");
-        assert_eq!(
-            root_sysctl("net.ipv4.ip_forward"),
-            forward_before,
-            "root ns changed"
-        );
+        assert_eq!(root_sysctl("net.ipv4.ip_forward"), forward_before, "root ns changed");
 
         let st = status().unwrap();
         let me = st.iter().find(|s| s.name == name).expect("lab in status");
@@ -1475,11 +1209,10 @@ mod tests {
         let lab = Lab::up(LabSpec::unique()).unwrap();
         let a = lab.addrs().clone();
         let tun_name = a.tun.clone();
-        let tun = netns::in_netns(&a.ns_closelab, move || {
-            tun_tap::Iface::without_packet_info(&tun_name, tun_tap::Mode::Tun)
-        })
-        .unwrap()
-        .expect("attach to the lab's TUN");
+        let tun =
+            netns::in_netns(&a.ns_closelab, move || tun_tap::Iface::without_packet_info(&tun_name, tun_tap::Mode::Tun))
+                .unwrap()
+                .expect("attach to the lab's TUN");
         tun.set_non_blocking().unwrap();
         // Attaching turns the carrier on, but until the kernel has activated
         // the TUN's qdisc a packet forwarded to it is dropped (TX dropped 1)
@@ -1509,10 +1242,7 @@ mod tests {
                 Ok(n) => panic!("unexpected packet on the TUN: {:02x?}", &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Proxy ARP answers at once (proxy_delay=0); 2 s is generous.
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "no packet reached the TUN"
-                    );
+                    assert!(std::time::Instant::now() < deadline, "no packet reached the TUN");
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(e) => panic!("tun recv: {e}"),
@@ -1537,11 +1267,7 @@ mod tests {
         assert_eq!(netns::read_sysctl(&a.ns_linux, key).unwrap(), value);
         // A new namespace starts from the compiled-in default (60).
         assert_eq!(netns::read_sysctl(&a.ns_closelab, key).unwrap(), "60");
-        assert_eq!(
-            root_sysctl(key),
-            root_before,
-            "root namespace value changed"
-        );
+        assert_eq!(root_sysctl(key), root_before, "root namespace value changed");
         let st = status().unwrap();
         let me = st.iter().find(|s| s.name == lab.name()).unwrap();
         assert_eq!(me.peer_sysctls, vec![(key.to_string(), value.to_string())]);
@@ -1557,8 +1283,7 @@ mod tests {
         let name = spec.name.clone();
         // Valid by name, missing in the kernel: fails after both namespaces,
         // the veth and the TUN exist.
-        spec.add_peer_sysctl("net.ipv4.tcp_no_such_knob", "1")
-            .unwrap();
+        spec.add_peer_sysctl("net.ipv4.tcp_no_such_knob", "1").unwrap();
         let err = Lab::up(spec).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1598,22 +1323,13 @@ mod tests {
         let one = Lab::up(LabSpec::unique()).unwrap();
         let two = Lab::up(LabSpec::unique()).unwrap();
         assert_ne!(one.name(), two.name());
-        assert_eq!(
-            one.addrs().closelab,
-            two.addrs().closelab,
-            "same subnet, isolated"
-        );
+        assert_eq!(one.addrs().closelab, two.addrs().closelab, "same subnet, isolated");
         for lab in [&one, &two] {
-            assert!(
-                netns::exists(&lab.addrs().ns_linux) && netns::exists(&lab.addrs().ns_closelab)
-            );
+            assert!(netns::exists(&lab.addrs().ns_linux) && netns::exists(&lab.addrs().ns_closelab));
         }
         let (n1, n2) = (one.name().to_string(), two.name().to_string());
         one.down().unwrap();
-        assert!(
-            netns::exists(&two.addrs().ns_closelab),
-            "down of one removed the other"
-        );
+        assert!(netns::exists(&two.addrs().ns_closelab), "down of one removed the other");
         drop(two); // the guard removes it
         assert_gone(&n1);
         assert_gone(&n2);
@@ -1630,10 +1346,7 @@ mod tests {
         // As if `up` had crashed before writing the state file.
         assert!(remove_state(&name).unwrap());
         let st = status().unwrap();
-        let me = st
-            .iter()
-            .find(|s| s.name == name)
-            .expect("found by its namespaces");
+        let me = st.iter().find(|s| s.name == name).expect("found by its namespaces");
         assert!(!me.state_file && me.addrs.is_none() && me.ns_linux_exists);
         // Other tests' labs are running: only this one goes.
         let removed = down_all_matching(|n| n == name).unwrap();

@@ -11,7 +11,13 @@ fn line(out: &mut dyn Write, s: &str) -> Result<(), String> {
 
 /// `lab up`: builds the lab (or prints its `ip` commands) and says where
 /// everything is.
-pub fn up(name: Option<&str>, subnet: Option<&str>, peer_sysctl: &[String], dry_run: bool, out: &mut dyn Write) -> Result<(), String> {
+pub fn up(
+    name: Option<&str>,
+    subnet: Option<&str>,
+    peer_sysctl: &[String],
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<(), String> {
     let mut spec = match name {
         Some(n) => lab::LabSpec::new(n, subnet),
         None => lab::LabSpec::new(&lab::LabSpec::unique().name, subnet),
@@ -34,8 +40,20 @@ pub fn up(name: Option<&str>, subnet: Option<&str>, peer_sysctl: &[String], dry_
     let sysctls = l.spec().peer_sysctls.clone();
     l.keep();
     line(out, &format!("lab {n} is up"))?;
-    line(out, &format!("  Linux host:  {} in namespace {} (run programs there: closelab lab exec {n} -- CMD)", a.linux, a.ns_linux))?;
-    line(out, &format!("  closelab:    {} behind TUN {} in namespace {} (closelab listen --lab {n} --port 7000)", a.closelab, a.tun, a.ns_closelab))?;
+    line(
+        out,
+        &format!(
+            "  Linux host:  {} in namespace {} (run programs there: closelab lab exec {n} -- CMD)",
+            a.linux, a.ns_linux
+        ),
+    )?;
+    line(
+        out,
+        &format!(
+            "  closelab:    {} behind TUN {} in namespace {} (closelab listen --lab {n} --port 7000)",
+            a.closelab, a.tun, a.ns_closelab
+        ),
+    )?;
     for (k, v) in &sysctls {
         line(out, &format!("  sysctl:      {k}={v} in {} only", a.ns_linux))?;
     }
@@ -55,7 +73,11 @@ pub fn down(name: Option<&str>, all: bool, dry_run: bool, out: &mut dyn Write) -
         }
         (Some(n), false) => {
             let r = lab::down(n).map_err(|e| e.to_string())?;
-            if r.removed_anything() { line(out, &format!("lab {n} removed")) } else { line(out, &format!("lab {n}: nothing to remove")) }
+            if r.removed_anything() {
+                line(out, &format!("lab {n} removed"))
+            } else {
+                line(out, &format!("lab {n}: nothing to remove"))
+            }
         }
         (None, true) if dry_run => {
             for s in lab::status().map_err(|e| e.to_string())? {
@@ -94,7 +116,8 @@ pub fn status(out: &mut dyn Write) -> Result<(), String> {
         } else {
             format!("endpoints: pid {}", s.endpoint_pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "))
         };
-        let broken = if s.ns_linux_exists && s.ns_closelab_exists { "" } else { " (incomplete: run `closelab lab down`)" };
+        let broken =
+            if s.ns_linux_exists && s.ns_closelab_exists { "" } else { " (incomplete: run `closelab lab down`)" };
         line(out, &format!("{}: {addrs}; {endpoints}{broken}", s.name))?;
     }
     Ok(())

@@ -1,15 +1,15 @@
 //! Linux-only I/O edges. The only module allowed to open fds, read the clock, spawn processes or enter namespaces.
-pub mod sockdiag;
-pub mod run;
 pub mod control;
-pub mod tun;
+pub mod demo;
 pub mod lab;
 pub mod labcmd;
+pub mod ladder;
 pub mod netns;
-pub mod serve;
 pub mod observe;
 pub mod peer;
-pub mod story;
-pub mod demo;
+pub mod run;
 pub mod scenario;
-pub mod ladder;
+pub mod serve;
+pub mod sockdiag;
+pub mod story;
+pub mod tun;

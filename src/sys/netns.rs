@@ -52,12 +52,7 @@ pub enum NetnsError {
     /// The key has no file under `/proc/sys` in that namespace.
     NoSuchSysctl { ns: String, key: String },
     /// Reading or writing the sysctl failed.
-    Sysctl {
-        ns: String,
-        key: String,
-        value: Option<String>,
-        err: io::Error,
-    },
+    Sysctl { ns: String, key: String, value: Option<String>, err: io::Error },
     /// The named namespace is the one this process (or pid 1) runs in.
     RootNamespace { ns: String },
 }
@@ -68,64 +63,40 @@ impl fmt::Display for NetnsError {
             NetnsError::InvalidName { ns } => {
                 write!(f, "invalid network namespace name {ns:?}")
             }
-            NetnsError::NotFound { ns } => write!(
-                f,
-                "network namespace {ns} does not exist (no {NETNS_RUN_DIR}/{ns})"
-            ),
+            NetnsError::NotFound { ns } => write!(f, "network namespace {ns} does not exist (no {NETNS_RUN_DIR}/{ns})"),
             NetnsError::Open { ns, err } => {
                 write!(f, "cannot open network namespace {ns}: {}", io_cause(err))
             }
             NetnsError::Enter { ns, errno } => {
-                write!(
-                    f,
-                    "cannot enter network namespace {ns}: {}",
-                    errno.desc().to_lowercase()
-                )?;
+                write!(f, "cannot enter network namespace {ns}: {}", errno.desc().to_lowercase())?;
                 if *errno == Errno::EPERM {
                     write!(f, " (run as root or grant CAP_SYS_ADMIN)")?;
                 }
                 Ok(())
             }
-            NetnsError::Spawn { ns, err } => write!(
-                f,
-                "cannot start a thread for network namespace {ns}: {}",
-                io_cause(err)
-            ),
+            NetnsError::Spawn { ns, err } => {
+                write!(f, "cannot start a thread for network namespace {ns}: {}", io_cause(err))
+            }
             NetnsError::Panicked { ns } => {
                 write!(f, "code running in network namespace {ns} panicked")
             }
             NetnsError::InvalidKey { key, reason } => {
                 write!(f, "invalid sysctl key {key:?}: {reason}")
             }
-            NetnsError::InvalidValue { key, value } => write!(
-                f,
-                "invalid value {value:?} for sysctl {key}: newlines and control characters are not allowed"
-            ),
+            NetnsError::InvalidValue { key, value } => {
+                write!(f, "invalid value {value:?} for sysctl {key}: newlines and control characters are not allowed")
+            }
             NetnsError::NoSuchSysctl { ns, key } => write!(
                 f,
                 "sysctl {key} does not exist in network namespace {ns} (no /proc/sys/{})",
                 key.replace('.', "/")
             ),
-            NetnsError::Sysctl {
-                ns,
-                key,
-                value: Some(v),
-                err,
-            } => write!(
-                f,
-                "cannot set sysctl {key}={v} in network namespace {ns}: {}",
-                io_cause(err)
-            ),
-            NetnsError::Sysctl {
-                ns,
-                key,
-                value: None,
-                err,
-            } => write!(
-                f,
-                "cannot read sysctl {key} in network namespace {ns}: {}",
-                io_cause(err)
-            ),
+            NetnsError::Sysctl { ns, key, value: Some(v), err } => {
+                write!(f, "cannot set sysctl {key}={v} in network namespace {ns}: {}", io_cause(err))
+            }
+            NetnsError::Sysctl { ns, key, value: None, err } => {
+                write!(f, "cannot read sysctl {key} in network namespace {ns}: {}", io_cause(err))
+            }
             NetnsError::RootNamespace { ns } => write!(
                 f,
                 "refusing to write sysctls in network namespace {ns}: it is the namespace closelab or pid 1 runs in"
@@ -185,13 +156,8 @@ pub fn ns_id(ns: &str) -> Result<(u64, u64), NetnsError> {
     let path = ns_path(ns)?;
     match std::fs::metadata(&path) {
         Ok(m) => Ok((m.dev(), m.ino())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(NetnsError::NotFound { ns: ns.to_string() })
-        }
-        Err(err) => Err(NetnsError::Open {
-            ns: ns.to_string(),
-            err,
-        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NetnsError::NotFound { ns: ns.to_string() }),
+        Err(err) => Err(NetnsError::Open { ns: ns.to_string(), err }),
     }
 }
 
@@ -203,30 +169,19 @@ pub fn enter(ns_name: &str) -> Result<(), NetnsError> {
     let path = ns_path(ns_name)?;
     let file = File::open(&path).map_err(|err| {
         if err.kind() == io::ErrorKind::NotFound {
-            NetnsError::NotFound {
-                ns: ns_name.to_string(),
-            }
+            NetnsError::NotFound { ns: ns_name.to_string() }
         } else {
-            NetnsError::Open {
-                ns: ns_name.to_string(),
-                err,
-            }
+            NetnsError::Open { ns: ns_name.to_string(), err }
         }
     })?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| NetnsError::Enter {
-        ns: ns_name.to_string(),
-        errno,
-    })?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| NetnsError::Enter { ns: ns_name.to_string(), errno })?;
     log::debug!("netns: entered ns={ns_name}");
     Ok(())
 }
 
 /// Run `f` on a new thread inside the named network namespace and return its
 /// result. The thread ends with `f`, so the namespace change never leaks.
-pub fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, NetnsError> {
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, NetnsError> {
     let name = ns.to_string();
     let handle = std::thread::Builder::new()
         .name(format!("netns-{ns}"))
@@ -234,39 +189,24 @@ pub fn in_netns<T: Send + 'static>(
             enter(&name)?;
             Ok(f())
         })
-        .map_err(|err| NetnsError::Spawn {
-            ns: ns.to_string(),
-            err,
-        })?;
-    handle
-        .join()
-        .map_err(|_| NetnsError::Panicked { ns: ns.to_string() })?
+        .map_err(|err| NetnsError::Spawn { ns: ns.to_string(), err })?;
+    handle.join().map_err(|_| NetnsError::Panicked { ns: ns.to_string() })?
 }
 
 /// `net.ipv4.tcp_fin_timeout` → `/proc/sys/net/ipv4/tcp_fin_timeout`, after
 /// checking the key is a `net.*` key made of key characters.
 pub fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
-    let bad = |reason| NetnsError::InvalidKey {
-        key: key.to_string(),
-        reason,
-    };
+    let bad = |reason| NetnsError::InvalidKey { key: key.to_string(), reason };
     if !key.starts_with("net.") {
-        return Err(bad(
-            "only per-namespace net.* sysctls can be set in a namespace",
-        ));
+        return Err(bad("only per-namespace net.* sysctls can be set in a namespace"));
     }
     let mut path = PathBuf::from("/proc/sys");
     for part in key.split('.') {
         if part.is_empty() {
             return Err(bad("empty component"));
         }
-        if !part
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(bad(
-                "allowed characters are a-z, A-Z, 0-9, '_', '-' and '.'",
-            ));
+        if !part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(bad("allowed characters are a-z, A-Z, 0-9, '_', '-' and '.'"));
         }
         path.push(part);
     }
@@ -275,10 +215,7 @@ pub fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
 
 fn check_value(key: &str, value: &str) -> Result<(), NetnsError> {
     if value.is_empty() || value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(NetnsError::InvalidValue {
-            key: key.to_string(),
-            value: value.to_string(),
-        });
+        return Err(NetnsError::InvalidValue { key: key.to_string(), value: value.to_string() });
     }
     Ok(())
 }
@@ -299,36 +236,24 @@ pub fn write_sysctl(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> 
         // The entered thread vs the thread-group leader (/proc/self) and pid 1:
         // if they share the namespace, a write here would change the host.
         let here = "/proc/thread-self/ns/net";
-        if same_file(here, "/proc/self/ns/net") == Some(true)
-            || same_file(here, "/proc/1/ns/net") == Some(true)
-        {
+        if same_file(here, "/proc/self/ns/net") == Some(true) || same_file(here, "/proc/1/ns/net") == Some(true) {
             return Err(NetnsError::RootNamespace { ns: ns_s });
         }
         let mut file = match std::fs::OpenOptions::new().write(true).open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(NetnsError::NoSuchSysctl {
-                    ns: ns_s,
-                    key: key_s,
-                });
+                return Err(NetnsError::NoSuchSysctl { ns: ns_s, key: key_s });
             }
             Err(err) => {
-                return Err(NetnsError::Sysctl {
-                    ns: ns_s,
-                    key: key_s,
-                    value: Some(value_s),
-                    err,
-                });
+                return Err(NetnsError::Sysctl { ns: ns_s, key: key_s, value: Some(value_s), err });
             }
         };
         // One write(2) with the trailing newline, as sysctl(8) does.
-        io::Write::write_all(&mut file, format!("{value_s}\n").as_bytes()).map_err(|err| {
-            NetnsError::Sysctl {
-                ns: ns_s,
-                key: key_s,
-                value: Some(value_s),
-                err,
-            }
+        io::Write::write_all(&mut file, format!("{value_s}\n").as_bytes()).map_err(|err| NetnsError::Sysctl {
+            ns: ns_s,
+            key: key_s,
+            value: Some(value_s),
+            err,
         })
     })?
 }
@@ -340,16 +265,8 @@ pub fn read_sysctl(ns: &str, key: &str) -> Result<String, NetnsError> {
     let (ns_s, key_s) = (ns.to_string(), key.to_string());
     in_netns(ns, move || match std::fs::read_to_string(&path) {
         Ok(s) => Ok(s.trim_end_matches('\n').to_string()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NetnsError::NoSuchSysctl {
-            ns: ns_s,
-            key: key_s,
-        }),
-        Err(err) => Err(NetnsError::Sysctl {
-            ns: ns_s,
-            key: key_s,
-            value: None,
-            err,
-        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NetnsError::NoSuchSysctl { ns: ns_s, key: key_s }),
+        Err(err) => Err(NetnsError::Sysctl { ns: ns_s, key: key_s, value: None, err }),
     })?
 }
 
@@ -365,10 +282,7 @@ pub(crate) fn require_root(test: &str) -> bool {
     }
     // Written to the stderr handle, not eprintln!, so libtest's output capture
     // does not hide it in a passing run.
-    let _ = io::Write::write_all(
-        &mut io::stderr(),
-        format!("{test}: SKIPPED (needs root)\n").as_bytes(),
-    );
+    let _ = io::Write::write_all(&mut io::stderr(), format!("{test}: SKIPPED (needs root)\n").as_bytes());
     false
 }
 
@@ -387,10 +301,7 @@ mod tests {
         fn new() -> TestNs {
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let name = format!("clnstest{}-{id}", std::process::id());
-            let out = Command::new("ip")
-                .args(["netns", "add", &name])
-                .output()
-                .unwrap();
+            let out = Command::new("ip").args(["netns", "add", &name]).output().unwrap();
             assert!(out.status.success(), "ip netns add {name}: {out:?}");
             TestNs(name)
         }
@@ -403,10 +314,7 @@ mod tests {
     }
 
     fn root_value(key: &str) -> String {
-        std::fs::read_to_string(sysctl_path(key).unwrap())
-            .unwrap()
-            .trim_end()
-            .to_string()
+        std::fs::read_to_string(sysctl_path(key).unwrap()).unwrap().trim_end().to_string()
     }
 
     #[test]
@@ -419,13 +327,7 @@ mod tests {
             sysctl_path("net.ipv4.conf.demo-vc.proxy_arp").unwrap(),
             PathBuf::from("/proc/sys/net/ipv4/conf/demo-vc/proxy_arp")
         );
-        for bad in [
-            "kernel.pid_max",
-            "net..ipv4",
-            "net.ipv4.",
-            "net.ipv4/../../kernel",
-            "net.a b",
-        ] {
+        for bad in ["kernel.pid_max", "net..ipv4", "net.ipv4.", "net.ipv4/../../kernel", "net.a b"] {
             assert!(sysctl_path(bad).is_err(), "{bad} accepted");
         }
         assert_eq!(
@@ -465,13 +367,7 @@ mod tests {
         assert_eq!(read_sysctl(&ns.0, key).unwrap(), value);
         // Seen the same way by an independent process inside the namespace.
         let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.0,
-                "cat",
-                "/proc/sys/net/ipv4/tcp_fin_timeout",
-            ])
+            .args(["netns", "exec", &ns.0, "cat", "/proc/sys/net/ipv4/tcp_fin_timeout"])
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), value);
@@ -492,10 +388,7 @@ mod tests {
                 ns.0
             )
         );
-        assert!(matches!(
-            read_sysctl(&ns.0, "net.ipv4.nope"),
-            Err(NetnsError::NoSuchSysctl { .. })
-        ));
+        assert!(matches!(read_sysctl(&ns.0, "net.ipv4.nope"), Err(NetnsError::NoSuchSysctl { .. })));
     }
 
     #[test]
@@ -522,10 +415,7 @@ mod tests {
         assert_eq!(ifaces.len(), 1, "{thread_dev}");
         assert!(ifaces[0].starts_with("lo:"), "{thread_dev}");
         // This thread never moved.
-        assert_eq!(
-            std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
-            mine
-        );
+        assert_eq!(std::fs::read_link("/proc/thread-self/ns/net").unwrap(), mine);
     }
 
     #[test]
@@ -536,15 +426,11 @@ mod tests {
         // `ip netns attach NAME PID` names the namespace pid 1 lives in.
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("clnstestroot{}-{id}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "attach", &name, "1"])
-            .output()
-            .unwrap();
+        let out = Command::new("ip").args(["netns", "attach", &name, "1"]).output().unwrap();
         if !out.status.success() {
             let _ = io::Write::write_all(
                 &mut io::stderr(),
-                format!("test_refuses_root_namespace: SKIPPED (ip netns attach failed: {out:?})\n")
-                    .as_bytes(),
+                format!("test_refuses_root_namespace: SKIPPED (ip netns attach failed: {out:?})\n").as_bytes(),
             );
             return;
         }

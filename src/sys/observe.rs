@@ -45,10 +45,15 @@ impl Observer {
     /// Opens a sock_diag socket inside network namespace `ns`; it keeps
     /// reading that namespace from any thread.
     pub fn new(ns: &str, ports: &[u16]) -> Result<Observer, String> {
-        let diag = crate::sys::netns::in_netns(ns, Diag::new)
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        Ok(Observer { diag, ports: ports.iter().copied().collect(), prev: HashMap::new(), conns: HashMap::new(), pending: Vec::new(), last_dump: None })
+        let diag = crate::sys::netns::in_netns(ns, Diag::new).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        Ok(Observer {
+            diag,
+            ports: ports.iter().copied().collect(),
+            prev: HashMap::new(),
+            conns: HashMap::new(),
+            pending: Vec::new(),
+            last_dump: None,
+        })
     }
 
     /// Looks at Linux's sockets of interest and emits what changed.
@@ -70,12 +75,14 @@ impl Observer {
             known.extend(ep.tuples().filter(|t| ports.contains(&t.local.port())).map(|t| (t.remote, t.local)));
             for (local, remote) in known {
                 if let Some(s) = self.diag.lookup(local, remote).map_err(|e| e.to_string())?
-                    && wanted(&s) {
-                        now.insert((s.local, s.remote), s);
-                    }
+                    && wanted(&s)
+                {
+                    now.insert((s.local, s.remote), s);
+                }
             }
         }
-        let mut keys: Vec<_> = now.keys().chain(self.prev.keys()).copied().collect::<HashSet<_>>().into_iter().collect();
+        let mut keys: Vec<_> =
+            now.keys().chain(self.prev.keys()).copied().collect::<HashSet<_>>().into_iter().collect();
         keys.sort();
         // Held events first, in order, once their connection is known.
         let held = std::mem::take(&mut self.pending);
@@ -104,17 +111,34 @@ impl Observer {
             };
             match (self.prev.get(&key), now.get(&key)) {
                 (None, Some(new)) => {
-                    emit(sink, EventKind::State { from: TcpState::Closed, to: new.state, cause: crate::event::Cause::Observed });
+                    emit(
+                        sink,
+                        EventKind::State {
+                            from: TcpState::Closed,
+                            to: new.state,
+                            cause: crate::event::Cause::Observed,
+                        },
+                    );
                     timer_event(None, new, &mut |k| emit(&mut *sink, k));
                 }
                 (Some(old), Some(new)) => {
                     if old.state != new.state {
-                        emit(sink, EventKind::State { from: old.state, to: new.state, cause: crate::event::Cause::Observed });
+                        emit(
+                            sink,
+                            EventKind::State { from: old.state, to: new.state, cause: crate::event::Cause::Observed },
+                        );
                     }
                     timer_event(Some(old), new, &mut |k| emit(&mut *sink, k));
                 }
                 (Some(old), None) => {
-                    emit(sink, EventKind::State { from: old.state, to: TcpState::Closed, cause: crate::event::Cause::Observed });
+                    emit(
+                        sink,
+                        EventKind::State {
+                            from: old.state,
+                            to: TcpState::Closed,
+                            cause: crate::event::Cause::Observed,
+                        },
+                    );
                 }
                 (None, None) => {}
             }

@@ -270,7 +270,8 @@ fn connect_from(port: u16, to: SocketAddr) -> io::Result<TcpStream> {
     let family = if to.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(io::Error::from)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io::Error::from)?;
-    let local: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], port).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, port).into() };
+    let local: SocketAddr =
+        if to.is_ipv4() { ([0, 0, 0, 0], port).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, port).into() };
     socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(local)).map_err(io::Error::from)?;
     socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(to)).map_err(io::Error::from)?;
     Ok(TcpStream::from(fd))

@@ -59,8 +59,8 @@ impl Signals {
         mask.add(Signal::SIGINT);
         mask.add(Signal::SIGTERM);
         mask.thread_block().map_err(io::Error::from)?;
-        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let fd =
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
         Ok(Signals { fd })
     }
 
@@ -251,9 +251,10 @@ fn run_registered(
         }
         ep.drain_events(sink);
         if let Some(n) = stop.finished
-            && ep.finished() >= n {
-                return Ok(Outcome::Done);
-            }
+            && ep.finished() >= n
+        {
+            return Ok(Outcome::Done);
+        }
         let driver_at = match tick {
             Tick::Stop => return Ok(Outcome::Done),
             Tick::Continue(at) => at,

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use crate::event::{Event, EventKind, Side};
 use crate::fault::FaultRule;
-use crate::scenario::file::{self, Done, Mode, ScenarioSpec, Step};
 use crate::scenario;
+use crate::scenario::file::{self, Done, Mode, ScenarioSpec, Step};
 use crate::sys::lab::{Lab, LabAddrs, LabSpec};
 use crate::sys::peer::PeerStep;
 use crate::sys::run::{Clock, Outcome, Signals};
@@ -31,7 +31,8 @@ pub fn catalogue() -> Vec<ScenarioSpec> {
 /// containing `/`).
 pub fn load(name: &str) -> Result<ScenarioSpec, String> {
     if name.ends_with(".toml") || name.contains('/') {
-        let text = std::fs::read_to_string(name).map_err(|e| format!("cannot read scenario file {name}: {}", e.kind()))?;
+        let text =
+            std::fs::read_to_string(name).map_err(|e| format!("cannot read scenario file {name}: {}", e.kind()))?;
         return file::parse(&text).map_err(|e| format!("{name}: {e}"));
     }
     catalogue().into_iter().find(|s| s.name == name).ok_or_else(|| {
@@ -157,9 +158,13 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
     crate::sys::lab::check_ip_binary().map_err(|e| e.to_string())?;
     let mut pcap = match &opts.pcap {
         Some(path) => {
-            let f = File::create(path).map_err(|e| format!("cannot create pcap file {}: {}", path.display(), e.kind()))?;
+            let f =
+                File::create(path).map_err(|e| format!("cannot create pcap file {}: {}", path.display(), e.kind()))?;
             let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            Some(PcapSink::new(BufWriter::new(f), epoch).map_err(|e| format!("writing pcap file {}: {e}", path.display()))?)
+            Some(
+                PcapSink::new(BufWriter::new(f), epoch)
+                    .map_err(|e| format!("writing pcap file {}: {e}", path.display()))?,
+            )
         }
         None => None,
     };
@@ -179,16 +184,18 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
         for round in 1..=opts.repeat {
             port += 1;
             let sysctls = Sysctls::apply(&addrs.ns_linux, &sc.peer_sysctls)?;
-        if let Some(p) = pcap.as_mut() {
-            p.set_epoch(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
-        }
+            if let Some(p) = pcap.as_mut() {
+                p.set_epoch(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
+            }
             let story = story(sc, &addrs, port, opts.seed.wrapping_add(round as u64), pcap.is_some(), &opts.faults);
             let mut events: Vec<Event> = Vec::new();
             let note = Event {
                 t: 0.0,
                 side: Side::Closelab,
                 conn: None,
-                kind: EventKind::Note { text: format!("scenario {} (round {round}/{}): {}", sc.name, opts.repeat, sc.summary) },
+                kind: EventKind::Note {
+                    text: format!("scenario {} (round {round}/{}): {}", sc.name, opts.repeat, sc.summary),
+                },
             };
             let result = {
                 let mut js = JsonSink::new(&mut *out);
@@ -212,7 +219,8 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
                     crate::sys::lab::ip_command().args(["link", "set", "dev", &dev, "up"]).status()
                 });
                 // Its route comes back with it; give the link a moment.
-                let _ = crate::sys::lab::wait_link_up(&addrs.ns_linux, &addrs.veth_linux, crate::sys::lab::LINK_UP_TIMEOUT);
+                let _ =
+                    crate::sys::lab::wait_link_up(&addrs.ns_linux, &addrs.veth_linux, crate::sys::lab::LINK_UP_TIMEOUT);
             }
             let (failures, error) = match result {
                 Ok(r) if r.outcome == Outcome::Interrupted => {

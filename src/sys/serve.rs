@@ -52,8 +52,12 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut pcap = match &opts.output.pcap {
         Some(path) => {
-            let f = File::create(path).map_err(|e| format!("cannot create pcap file {}: {}", path.display(), io_reason(&e)))?;
-            Some(PcapSink::new(BufWriter::new(f), epoch).map_err(|e| format!("writing pcap file {}: {e}", path.display()))?)
+            let f = File::create(path)
+                .map_err(|e| format!("cannot create pcap file {}: {}", path.display(), io_reason(&e)))?;
+            Some(
+                PcapSink::new(BufWriter::new(f), epoch)
+                    .map_err(|e| format!("writing pcap file {}: {e}", path.display()))?,
+            )
         }
         None => None,
     };
@@ -69,7 +73,12 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
                 (Some(c), Some(note))
             }
             Err(e @ BindError::Busy { .. }) => return Err(e.to_string()),
-            Err(e) => (None, Some(format!("control socket unavailable ({e}): closelab ss and live close will not reach this endpoint"))),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "control socket unavailable ({e}): closelab ss and live close will not reach this endpoint"
+                )),
+            ),
         },
     };
     if let Some(ns) = &opts.netns {

@@ -38,8 +38,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NetlinkHeader,
-    NetlinkMessage,
+    NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NetlinkHeader, NetlinkMessage,
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, INET_DIAG_SHUTDOWN, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
@@ -135,11 +134,9 @@ impl fmt::Display for DiagError {
             DiagError::Open(e) => write!(f, "cannot open NETLINK_SOCK_DIAG socket: {e}"),
             DiagError::Send(e) => write!(f, "cannot send sock_diag request: {e}"),
             DiagError::Recv(e) => write!(f, "cannot receive sock_diag reply: {e}"),
-            DiagError::Kernel(errno) => write!(
-                f,
-                "kernel refused sock_diag request: {}",
-                io::Error::from_raw_os_error(*errno)
-            ),
+            DiagError::Kernel(errno) => {
+                write!(f, "kernel refused sock_diag request: {}", io::Error::from_raw_os_error(*errno))
+            }
             DiagError::Decode(what) => write!(f, "malformed sock_diag reply: {what}"),
         }
     }
@@ -178,20 +175,11 @@ impl Diag {
     pub fn new() -> Result<Diag, DiagError> {
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(DiagError::Open)?;
         socket.bind_auto().map_err(DiagError::Open)?;
-        socket
-            .connect(&NetlinkAddr::new(0, 0))
-            .map_err(DiagError::Open)?;
-        let timeout = nix::sys::time::TimeVal::new(
-            RECV_TIMEOUT.as_secs() as _,
-            RECV_TIMEOUT.subsec_micros() as _,
-        );
+        socket.connect(&NetlinkAddr::new(0, 0)).map_err(DiagError::Open)?;
+        let timeout = nix::sys::time::TimeVal::new(RECV_TIMEOUT.as_secs() as _, RECV_TIMEOUT.subsec_micros() as _);
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(|e| DiagError::Open(io::Error::from(e)))?;
-        Ok(Diag {
-            socket,
-            seq: 0,
-            buf: vec![0; RECV_BUF_LEN],
-        })
+        Ok(Diag { socket, seq: 0, buf: vec![0; RECV_BUF_LEN] })
     }
 
     /// Dump all TCP sockets (IPv4 then IPv6, every state).
@@ -237,24 +225,14 @@ impl Diag {
     ///   the interface; a socket bound with `SO_BINDTODEVICE` to a
     ///   non-link-local address is not found (its device is not in the
     ///   tuple).
-    pub fn lookup(
-        &mut self,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Result<Option<KernelSocket>, DiagError> {
-        Ok(self
-            .query_one(local, remote)?
-            .filter(|s| same_endpoint(s.local, local) && same_endpoint(s.remote, remote)))
+    pub fn lookup(&mut self, local: SocketAddr, remote: SocketAddr) -> Result<Option<KernelSocket>, DiagError> {
+        Ok(self.query_one(local, remote)?.filter(|s| same_endpoint(s.local, local) && same_endpoint(s.remote, remote)))
     }
 
     /// The kernel's raw answer to an exact query: the socket it found for
     /// the tuple, which may be a listener standing in for a missing
     /// connection (see [`Diag::lookup`]); `None` for `ENOENT`.
-    fn query_one(
-        &mut self,
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Result<Option<KernelSocket>, DiagError> {
+    fn query_one(&mut self, local: SocketAddr, remote: SocketAddr) -> Result<Option<KernelSocket>, DiagError> {
         let seq = self.next_seq();
         self.send(&lookup_request(local, remote, seq))?;
         loop {
@@ -268,9 +246,7 @@ impl Diag {
                         return Ok(Some(sock));
                     }
                     if progress == Progress::Done {
-                        return Err(DiagError::Decode(
-                            "NLMSG_DONE without a socket answering an exact query".into(),
-                        ));
+                        return Err(DiagError::Decode("NLMSG_DONE without a socket answering an exact query".into()));
                     }
                     // Only messages of an earlier, abandoned request: the
                     // answer is still to come.
@@ -298,20 +274,14 @@ impl Diag {
     /// Receive one datagram into `self.buf`; its length.
     fn recv_datagram(&mut self) -> Result<usize, DiagError> {
         let n = loop {
-            match self
-                .socket
-                .recv(&mut &mut self.buf[..], nix::libc::MSG_TRUNC)
-            {
+            match self.socket.recv(&mut &mut self.buf[..], nix::libc::MSG_TRUNC) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(DiagError::Recv(e)),
             }
         };
         if n > self.buf.len() {
-            return Err(DiagError::Decode(format!(
-                "datagram of {n} bytes truncated to {}",
-                self.buf.len()
-            )));
+            return Err(DiagError::Decode(format!("datagram of {n} bytes truncated to {}", self.buf.len())));
         }
         Ok(n)
     }
@@ -336,11 +306,7 @@ fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// `inet_diag_req_v2` for every TCP socket of `family`, as a netlink dump.
 fn dump_request(family: u8, seq: u32) -> Vec<u8> {
-    let socket_id = if family == AF_INET6 {
-        SocketId::new_v6()
-    } else {
-        SocketId::new_v4()
-    };
+    let socket_id = if family == AF_INET6 { SocketId::new_v6() } else { SocketId::new_v4() };
     inet_request(NLM_F_REQUEST | NLM_F_DUMP, family, socket_id, seq)
 }
 
@@ -351,9 +317,7 @@ const NO_COOKIE: [u8; 8] = [0xff; 8];
 /// query, not a dump). `idiag_src`/`idiag_sport` are the socket's own side.
 fn lookup_request(local: SocketAddr, remote: SocketAddr, seq: u32) -> Vec<u8> {
     let (family, source_address, destination_address, interface_id) = match (local, remote) {
-        (SocketAddr::V4(l), SocketAddr::V4(r)) => {
-            (AF_INET, IpAddr::V4(*l.ip()), IpAddr::V4(*r.ip()), 0)
-        }
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => (AF_INET, IpAddr::V4(*l.ip()), IpAddr::V4(*r.ip()), 0),
         _ => {
             let v6 = |a: SocketAddr| match a {
                 SocketAddr::V4(a) => a.ip().to_ipv6_mapped(),
@@ -366,12 +330,7 @@ fn lookup_request(local: SocketAddr, remote: SocketAddr, seq: u32) -> Vec<u8> {
                     _ => None,
                 })
                 .unwrap_or(0);
-            (
-                AF_INET6,
-                IpAddr::V6(v6(local)),
-                IpAddr::V6(v6(remote)),
-                scope,
-            )
+            (AF_INET6, IpAddr::V6(v6(local)), IpAddr::V6(v6(remote)), scope)
         }
     };
     let socket_id = SocketId {
@@ -436,28 +395,18 @@ fn u32_ne(b: &[u8], at: usize) -> u32 {
 /// Parse one netlink datagram of the dump answering request `seq`, appending
 /// sockets to `out`. Messages with another sequence number (left over from an
 /// earlier, abandoned dump on the same socket) are skipped.
-fn parse_datagram(
-    data: &[u8],
-    seq: u32,
-    out: &mut Vec<KernelSocket>,
-) -> Result<Progress, DiagError> {
+fn parse_datagram(data: &[u8], seq: u32, out: &mut Vec<KernelSocket>) -> Result<Progress, DiagError> {
     let mut off = 0;
     while off < data.len() {
         let rest = &data[off..];
         if rest.len() < NLMSG_HDR_LEN {
-            return Err(DiagError::Decode(format!(
-                "{} trailing bytes after the last netlink message",
-                rest.len()
-            )));
+            return Err(DiagError::Decode(format!("{} trailing bytes after the last netlink message", rest.len())));
         }
         let len = u32_ne(rest, 0) as usize;
         let kind = u16_ne(rest, 4);
         let msg_seq = u32_ne(rest, 8);
         if len < NLMSG_HDR_LEN || len > rest.len() {
-            return Err(DiagError::Decode(format!(
-                "netlink message length {len} with {} bytes left",
-                rest.len()
-            )));
+            return Err(DiagError::Decode(format!("netlink message length {len} with {} bytes left", rest.len())));
         }
         let payload = &rest[NLMSG_HDR_LEN..len];
         off += align4(len).min(rest.len());
@@ -478,10 +427,7 @@ fn parse_datagram(
             }
             NLMSG_ERROR => {
                 if payload.len() < 4 {
-                    return Err(DiagError::Decode(format!(
-                        "NLMSG_ERROR with {} byte payload",
-                        payload.len()
-                    )));
+                    return Err(DiagError::Decode(format!("NLMSG_ERROR with {} byte payload", payload.len())));
                 }
                 let code = u32_ne(payload, 0) as i32;
                 if code != 0 {
@@ -492,9 +438,7 @@ fn parse_datagram(
             NLMSG_OVERRUN => return Err(DiagError::Decode("NLMSG_OVERRUN".into())),
             SOCK_DIAG_BY_FAMILY => out.push(parse_inet_diag_msg(payload)?),
             other => {
-                return Err(DiagError::Decode(format!(
-                    "unexpected netlink message type {other}"
-                )));
+                return Err(DiagError::Decode(format!("unexpected netlink message type {other}")));
             }
         }
     }
@@ -530,11 +474,7 @@ fn socket_addr(family: u8, addr: &[u8], port_be: &[u8], if_index: u32) -> Socket
         octets.copy_from_slice(&addr[..16]);
         let ip = Ipv6Addr::from(octets);
         // The bound interface only matters as a scope for link-local addresses.
-        let scope = if ip.is_unicast_link_local() {
-            if_index
-        } else {
-            0
-        };
+        let scope = if ip.is_unicast_link_local() { if_index } else { 0 };
         SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope))
     }
 }
@@ -551,8 +491,7 @@ fn parse_inet_diag_msg(p: &[u8]) -> Result<KernelSocket, DiagError> {
     if family != AF_INET && family != AF_INET6 {
         return Err(DiagError::Decode(format!("address family {family}")));
     }
-    let state =
-        tcp_state(p[1]).ok_or_else(|| DiagError::Decode(format!("unknown TCP state {}", p[1])))?;
+    let state = tcp_state(p[1]).ok_or_else(|| DiagError::Decode(format!("unknown TCP state {}", p[1])))?;
     let timer_raw = p[2];
     let retrans = p[3] as u32;
     // struct inet_diag_sockid at 4: sport, dport (big-endian), src[16],
@@ -571,10 +510,7 @@ fn parse_inet_diag_msg(p: &[u8]) -> Result<KernelSocket, DiagError> {
         let len = u16_ne(attrs, 0) as usize;
         let kind = u16_ne(attrs, 2) & 0x3fff;
         if len < 4 || len > attrs.len() {
-            return Err(DiagError::Decode(format!(
-                "attribute length {len} with {} bytes left",
-                attrs.len()
-            )));
+            return Err(DiagError::Decode(format!("attribute length {len} with {} bytes left", attrs.len())));
         }
         if kind == INET_DIAG_SHUTDOWN && len >= 5 {
             shutdown = Some(attrs[4]);
@@ -582,31 +518,16 @@ fn parse_inet_diag_msg(p: &[u8]) -> Result<KernelSocket, DiagError> {
         attrs = &attrs[align4(len).min(attrs.len())..];
     }
 
-    let timer = TimerKind::from_raw(timer_raw).map(|kind| KernelTimer {
-        kind,
-        remaining_ms: expires as u64,
-        retrans,
-    });
+    let timer = TimerKind::from_raw(timer_raw).map(|kind| KernelTimer { kind, remaining_ms: expires as u64, retrans });
     let orphan = inode == 0
         && match state {
-            TcpState::TimeWait | TcpState::SynReceived | TcpState::Listen | TcpState::Closed => {
-                false
-            }
+            TcpState::TimeWait | TcpState::SynReceived | TcpState::Listen | TcpState::Closed => false,
             // Full sockets carry sk_shutdown: close() sets SEND_SHUTDOWN, a
             // connection waiting in an accept queue has not. Mini-sockets
             // (an orphaned FIN-WAIT-2 in timewait form) carry no attributes.
             _ => shutdown.is_none_or(|s| s & SEND_SHUTDOWN != 0),
         };
-    Ok(KernelSocket {
-        state,
-        local,
-        remote,
-        timer,
-        recv_q,
-        send_q,
-        inode,
-        orphan,
-    })
+    Ok(KernelSocket { state, local, remote, timer, recv_q, send_q, inode, orphan })
 }
 
 #[cfg(test)]
@@ -677,34 +598,12 @@ mod tests {
         let mut dgram = nlmsg(
             SOCK_DIAG_BY_FAMILY,
             6, // stale: another dump
-            &diag_msg(
-                AF_INET,
-                1,
-                0,
-                0,
-                (v4([1, 1, 1, 1]), 1),
-                (v4([2, 2, 2, 2]), 2),
-                0,
-                (0, 0),
-                1,
-                None,
-            ),
+            &diag_msg(AF_INET, 1, 0, 0, (v4([1, 1, 1, 1]), 1), (v4([2, 2, 2, 2]), 2), 0, (0, 0), 1, None),
         );
         dgram.extend(nlmsg(
             SOCK_DIAG_BY_FAMILY,
             7,
-            &diag_msg(
-                AF_INET,
-                5,
-                3,
-                0,
-                (v4([10, 0, 0, 1]), 40000),
-                (v4([10, 0, 0, 2]), 80),
-                59_000,
-                (0, 0),
-                0,
-                None,
-            ),
+            &diag_msg(AF_INET, 5, 3, 0, (v4([10, 0, 0, 1]), 40000), (v4([10, 0, 0, 2]), 80), 59_000, (0, 0), 0, None),
         ));
         dgram.extend(nlmsg(
             SOCK_DIAG_BY_FAMILY,
@@ -747,11 +646,7 @@ mod tests {
                 state: TcpState::FinWait2,
                 local: "10.0.0.1:40000".parse().unwrap(),
                 remote: "10.0.0.2:80".parse().unwrap(),
-                timer: Some(KernelTimer {
-                    kind: TimerKind::TimeWait,
-                    remaining_ms: 59_000,
-                    retrans: 0
-                }),
+                timer: Some(KernelTimer { kind: TimerKind::TimeWait, remaining_ms: 59_000, retrans: 0 }),
                 recv_q: 0,
                 send_q: 0,
                 inode: 0,
@@ -774,52 +669,18 @@ mod tests {
     fn kernel_errors_and_garbage_are_errors_not_panics() {
         let mut out = Vec::new();
         let err = nlmsg(NLMSG_ERROR, 1, &(-2i32).to_ne_bytes());
-        assert!(matches!(
-            parse_datagram(&err, 1, &mut out),
-            Err(DiagError::Kernel(2))
-        ));
+        assert!(matches!(parse_datagram(&err, 1, &mut out), Err(DiagError::Kernel(2))));
         let done = nlmsg(NLMSG_DONE, 1, &(-4i32).to_ne_bytes());
-        assert!(matches!(
-            parse_datagram(&done, 1, &mut out),
-            Err(DiagError::Kernel(4))
-        ));
+        assert!(matches!(parse_datagram(&done, 1, &mut out), Err(DiagError::Kernel(4))));
         let short = nlmsg(SOCK_DIAG_BY_FAMILY, 1, &[2, 1, 0]);
-        assert!(matches!(
-            parse_datagram(&short, 1, &mut out),
-            Err(DiagError::Decode(_))
-        ));
+        assert!(matches!(parse_datagram(&short, 1, &mut out), Err(DiagError::Decode(_))));
         let bad_state = nlmsg(
             SOCK_DIAG_BY_FAMILY,
             1,
-            &diag_msg(
-                AF_INET,
-                99,
-                0,
-                0,
-                (v4([0; 4]), 0),
-                (v4([0; 4]), 0),
-                0,
-                (0, 0),
-                0,
-                None,
-            ),
+            &diag_msg(AF_INET, 99, 0, 0, (v4([0; 4]), 0), (v4([0; 4]), 0), 0, (0, 0), 0, None),
         );
-        assert!(matches!(
-            parse_datagram(&bad_state, 1, &mut out),
-            Err(DiagError::Decode(_))
-        ));
-        let mut bad_attr = diag_msg(
-            AF_INET,
-            1,
-            0,
-            0,
-            (v4([0; 4]), 0),
-            (v4([0; 4]), 0),
-            0,
-            (0, 0),
-            0,
-            None,
-        );
+        assert!(matches!(parse_datagram(&bad_state, 1, &mut out), Err(DiagError::Decode(_))));
+        let mut bad_attr = diag_msg(AF_INET, 1, 0, 0, (v4([0; 4]), 0), (v4([0; 4]), 0), 0, (0, 0), 0, None);
         bad_attr.extend_from_slice(&[200, 0, 8, 0]);
         assert!(matches!(
             parse_datagram(&nlmsg(SOCK_DIAG_BY_FAMILY, 1, &bad_attr), 1, &mut out),
@@ -829,18 +690,7 @@ mod tests {
         let good = nlmsg(
             SOCK_DIAG_BY_FAMILY,
             1,
-            &diag_msg(
-                AF_INET,
-                1,
-                0,
-                0,
-                (v4([0; 4]), 0),
-                (v4([0; 4]), 0),
-                0,
-                (0, 0),
-                0,
-                Some(0),
-            ),
+            &diag_msg(AF_INET, 1, 0, 0, (v4([0; 4]), 0), (v4([0; 4]), 0), 0, (0, 0), 0, Some(0)),
         );
         for cut in 0..good.len() {
             let _ = parse_datagram(&good[..cut], 1, &mut out);
@@ -852,10 +702,7 @@ mod tests {
         }
         assert_eq!(
             DiagError::Kernel(2).to_string(),
-            format!(
-                "kernel refused sock_diag request: {}",
-                io::Error::from_raw_os_error(2)
-            )
+            format!("kernel refused sock_diag request: {}", io::Error::from_raw_os_error(2))
         );
         assert_eq!(TimerKind::Other(9).name(), "unknown");
         assert_eq!(TimerKind::Persist.name(), "persist");
@@ -875,11 +722,7 @@ mod tests {
 
     #[test]
     fn lookup_request_names_one_socket() {
-        let r = lookup_request(
-            "10.0.0.1:40000".parse().unwrap(),
-            "10.0.0.2:80".parse().unwrap(),
-            9,
-        );
+        let r = lookup_request("10.0.0.1:40000".parse().unwrap(), "10.0.0.2:80".parse().unwrap(), 9);
         assert_eq!(r.len(), NLMSG_HDR_LEN + 56);
         assert_eq!(u16_ne(&r, 4), SOCK_DIAG_BY_FAMILY);
         assert_eq!(u16_ne(&r, 6), NLM_F_REQUEST, "exact query: no NLM_F_DUMP");
@@ -897,27 +740,14 @@ mod tests {
         assert_eq!(&r[64..72], &[0xff; 8], "INET_DIAG_NOCOOKIE twice");
 
         // Mixed families: IPv6 with the IPv4 side mapped; scope → idiag_if.
-        let r = lookup_request(
-            "[fe80::1%7]:443".parse().unwrap(),
-            "192.0.2.1:5555".parse().unwrap(),
-            10,
-        );
+        let r = lookup_request("[fe80::1%7]:443".parse().unwrap(), "192.0.2.1:5555".parse().unwrap(), 10);
         assert_eq!(r[16], AF_INET6);
         assert_eq!(&r[28..44], &"fe80::1".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(
-            &r[44..60],
-            &Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets()
-        );
+        assert_eq!(&r[44..60], &Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets());
         assert_eq!(u32_ne(&r, 60), 7);
 
-        assert!(same_endpoint(
-            "[::ffff:127.0.0.1]:80".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap()
-        ));
-        assert!(!same_endpoint(
-            "0.0.0.0:80".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap()
-        ));
+        assert!(same_endpoint("[::ffff:127.0.0.1]:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap()));
+        assert!(!same_endpoint("0.0.0.0:80".parse().unwrap(), "127.0.0.1:80".parse().unwrap()));
     }
 
     // ---- the real kernel, in a private network namespace ----
@@ -949,22 +779,12 @@ mod tests {
         Ok(())
     }
 
-    fn find(
-        socks: &[KernelSocket],
-        local: SocketAddr,
-        remote: SocketAddr,
-    ) -> Option<&KernelSocket> {
-        socks
-            .iter()
-            .find(|s| s.local == local && s.remote == remote)
+    fn find(socks: &[KernelSocket], local: SocketAddr, remote: SocketAddr) -> Option<&KernelSocket> {
+        socks.iter().find(|s| s.local == local && s.remote == remote)
     }
 
     /// Dump until `pred` holds (loopback delivery is asynchronous), at most 1 s.
-    fn wait_for(
-        diag: &mut Diag,
-        what: &str,
-        pred: impl Fn(&[KernelSocket]) -> bool,
-    ) -> Vec<KernelSocket> {
+    fn wait_for(diag: &mut Diag, what: &str, pred: impl Fn(&[KernelSocket]) -> bool) -> Vec<KernelSocket> {
         let start = Instant::now();
         loop {
             let socks = diag.dump_tcp().expect("dump_tcp");
@@ -990,8 +810,7 @@ mod tests {
         std::thread::spawn(|| {
             // Created before unshare: stays bound to the original namespace.
             let mut host = Diag::new().expect("host Diag");
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("unshare(CLONE_NEWNET)");
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
             loopback_up().expect("bring lo up");
             let mut diag = Diag::new().expect("Diag in new netns");
 
@@ -1003,13 +822,9 @@ mod tests {
 
             let socks = wait_for(&mut diag, "ESTABLISHED pair", |s| {
                 find(s, client_addr, server_addr).map(|k| k.state) == Some(TcpState::Established)
-                    && find(s, server_addr, client_addr).map(|k| k.state)
-                        == Some(TcpState::Established)
+                    && find(s, server_addr, client_addr).map(|k| k.state) == Some(TcpState::Established)
             });
-            let l = socks
-                .iter()
-                .find(|s| s.state == TcpState::Listen)
-                .expect("listener");
+            let l = socks.iter().find(|s| s.state == TcpState::Listen).expect("listener");
             assert_eq!(l.local, server_addr);
             assert_eq!(l.remote, "0.0.0.0:0".parse().unwrap());
             assert_eq!(l.recv_q, 0, "accept queue empty after accept()");
@@ -1019,19 +834,14 @@ mod tests {
             let c = find(&socks, client_addr, server_addr).unwrap();
             assert_ne!(c.inode, 0);
             assert!(!c.orphan);
-            assert_eq!(
-                c.timer, None,
-                "idle ESTABLISHED without SO_KEEPALIVE has no timer"
-            );
+            assert_eq!(c.timer, None, "idle ESTABLISHED without SO_KEEPALIVE has no timer");
             // The namespace is private: the host's reader does not see it.
             let host_socks = host.dump_tcp().expect("host dump");
             assert!(find(&host_socks, client_addr, server_addr).is_none());
 
             // Data the server has not read shows in its Recv-Q.
             client.write_all(b"abc").unwrap();
-            wait_for(&mut diag, "Recv-Q 3", |s| {
-                find(s, server_addr, client_addr).map(|k| k.recv_q) == Some(3)
-            });
+            wait_for(&mut diag, "Recv-Q 3", |s| find(s, server_addr, client_addr).map(|k| k.recv_q) == Some(3));
             let mut three = [0u8; 3];
             server.read_exact(&mut three).unwrap();
 
@@ -1039,8 +849,7 @@ mod tests {
             drop(client);
             let socks = wait_for(&mut diag, "FIN-WAIT-2 / CLOSE-WAIT", |s| {
                 find(s, client_addr, server_addr).map(|k| k.state) == Some(TcpState::FinWait2)
-                    && find(s, server_addr, client_addr).map(|k| k.state)
-                        == Some(TcpState::CloseWait)
+                    && find(s, server_addr, client_addr).map(|k| k.state) == Some(TcpState::CloseWait)
             });
             let c = find(&socks, client_addr, server_addr).unwrap();
             eprintln!("orphaned FIN-WAIT-2 as the kernel reports it: {c:?}");
@@ -1080,8 +889,7 @@ mod tests {
             let queued_addr = queued.local_addr().unwrap();
             let socks = wait_for(&mut diag, "queued child", |s| {
                 find(s, server_addr, queued_addr).map(|k| k.state) == Some(TcpState::Established)
-                    && s.iter()
-                        .any(|k| k.state == TcpState::Listen && k.recv_q == 1)
+                    && s.iter().any(|k| k.state == TcpState::Listen && k.recv_q == 1)
             });
             let child = find(&socks, server_addr, queued_addr).unwrap();
             assert_eq!(child.inode, 0);
@@ -1091,11 +899,7 @@ mod tests {
             if let Ok(l6) = TcpListener::bind("[::1]:0") {
                 let a6 = l6.local_addr().unwrap();
                 let socks = diag.dump_tcp().unwrap();
-                assert!(
-                    socks
-                        .iter()
-                        .any(|s| s.state == TcpState::Listen && s.local == a6)
-                );
+                assert!(socks.iter().any(|s| s.state == TcpState::Listen && s.local == a6));
             }
         })
         .join()
@@ -1166,8 +970,7 @@ mod tests {
             return;
         }
         std::thread::spawn(|| {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("unshare(CLONE_NEWNET)");
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
             loopback_up().expect("bring lo up");
             let mut diag = Diag::new().expect("Diag in new netns");
             let any4: SocketAddr = "0.0.0.0:0".parse().unwrap();
@@ -1176,10 +979,7 @@ mod tests {
             let server_addr = listener.local_addr().unwrap();
 
             // A listener: remote 0.0.0.0:0.
-            let l = diag
-                .lookup(server_addr, any4)
-                .unwrap()
-                .expect("listener by (local, 0.0.0.0:0)");
+            let l = diag.lookup(server_addr, any4).unwrap().expect("listener by (local, 0.0.0.0:0)");
             assert_eq!(l.state, TcpState::Listen);
             assert_eq!((l.local, l.remote), (server_addr, any4));
             assert_ne!(l.inode, 0);
@@ -1189,21 +989,13 @@ mod tests {
             let (mut server, _) = listener.accept().unwrap();
 
             // ESTABLISHED, both ends, as the dump reports them.
-            let c = wait_lookup(
-                &mut diag,
-                client_addr,
-                server_addr,
-                "client ESTABLISHED",
-                |s| s.map(|k| k.state) == Some(TcpState::Established),
-            )
+            let c = wait_lookup(&mut diag, client_addr, server_addr, "client ESTABLISHED", |s| {
+                s.map(|k| k.state) == Some(TcpState::Established)
+            })
             .unwrap();
-            let s = wait_lookup(
-                &mut diag,
-                server_addr,
-                client_addr,
-                "server ESTABLISHED",
-                |s| s.map(|k| k.state) == Some(TcpState::Established),
-            )
+            let s = wait_lookup(&mut diag, server_addr, client_addr, "server ESTABLISHED", |s| {
+                s.map(|k| k.state) == Some(TcpState::Established)
+            })
             .unwrap();
             assert_eq!((c.local, c.remote), (client_addr, server_addr));
             assert_eq!((s.local, s.remote), (server_addr, client_addr));
@@ -1228,16 +1020,9 @@ mod tests {
             // A wildcard listener is found by its wildcard address only.
             let wild = TcpListener::bind("0.0.0.0:0").unwrap();
             let wild_port = wild.local_addr().unwrap().port();
-            let w = diag
-                .lookup(SocketAddr::from(([0, 0, 0, 0], wild_port)), any4)
-                .unwrap()
-                .expect("wildcard listener");
+            let w = diag.lookup(SocketAddr::from(([0, 0, 0, 0], wild_port)), any4).unwrap().expect("wildcard listener");
             assert_eq!(w.state, TcpState::Listen);
-            assert_eq!(
-                diag.lookup(SocketAddr::from(([127, 0, 0, 1], wild_port)), any4)
-                    .unwrap(),
-                None
-            );
+            assert_eq!(diag.lookup(SocketAddr::from(([127, 0, 0, 1], wild_port)), any4).unwrap(), None);
             drop(wild);
 
             // Active close by the client: orphaned FIN-WAIT-2 / CLOSE-WAIT.
@@ -1261,10 +1046,7 @@ mod tests {
             assert_eq!(s.recv_q, 1, "the unread FIN");
             assert!(!s.orphan);
             let dump = diag.dump_tcp().unwrap();
-            assert!(same_but_time_left(
-                find(&dump, client_addr, server_addr).unwrap(),
-                &c
-            ));
+            assert!(same_but_time_left(find(&dump, client_addr, server_addr).unwrap(), &c));
             assert_eq!(find(&dump, server_addr, client_addr), Some(&s));
 
             // Passive close: client TIME-WAIT, server gone.
@@ -1273,9 +1055,7 @@ mod tests {
                 s.map(|k| k.state) == Some(TcpState::TimeWait)
             })
             .unwrap();
-            wait_lookup(&mut diag, server_addr, client_addr, "server gone", |s| {
-                s.is_none()
-            });
+            wait_lookup(&mut diag, server_addr, client_addr, "server gone", |s| s.is_none());
             assert_eq!(c.inode, 0);
             assert!(!c.orphan);
             let t = c.timer.as_ref().expect("TIME-WAIT timer");
@@ -1283,10 +1063,7 @@ mod tests {
             assert_eq!(t.retrans, 0);
             assert!((50_000..=60_000).contains(&t.remaining_ms), "{t:?}");
             let dump = diag.dump_tcp().unwrap();
-            assert!(same_but_time_left(
-                find(&dump, client_addr, server_addr).unwrap(),
-                &c
-            ));
+            assert!(same_but_time_left(find(&dump, client_addr, server_addr).unwrap(), &c));
 
             // A pending request (SYN-RECV): with TCP_DEFER_ACCEPT the
             // listener drops the client's bare ACK, so the request socket
@@ -1309,30 +1086,15 @@ mod tests {
             }
             let pending = TcpStream::connect(server_addr).unwrap();
             let pending_addr = pending.local_addr().unwrap();
-            let r = wait_lookup(
-                &mut diag,
-                server_addr,
-                pending_addr,
-                "SYN-RECV request",
-                |s| s.is_some(),
-            )
-            .unwrap();
+            let r = wait_lookup(&mut diag, server_addr, pending_addr, "SYN-RECV request", |s| s.is_some()).unwrap();
             eprintln!("pending request as the kernel reports it: {r:?}");
             assert_eq!(r.state, TcpState::SynReceived);
             assert_eq!((r.local, r.remote), (server_addr, pending_addr));
             assert_eq!(r.inode, 0);
             assert!(!r.orphan);
             let dump = diag.dump_tcp().unwrap();
-            assert!(same_but_time_left(
-                find(&dump, server_addr, pending_addr).unwrap(),
-                &r
-            ));
-            assert_eq!(
-                diag.lookup(pending_addr, server_addr)
-                    .unwrap()
-                    .map(|k| k.state),
-                Some(TcpState::Established)
-            );
+            assert!(same_but_time_left(find(&dump, server_addr, pending_addr).unwrap(), &r));
+            assert_eq!(diag.lookup(pending_addr, server_addr).unwrap().map(|k| k.state), Some(TcpState::Established));
 
             // IPv6, and one family per dump.
             if let Ok(l6) = TcpListener::bind("[::1]:0") {
@@ -1348,11 +1110,7 @@ mod tests {
                 })
                 .unwrap();
                 assert_eq!((c.local, c.remote), (c6_addr, a6));
-                assert!(
-                    diag.lookup(a6, "[::1]:1".parse().unwrap())
-                        .unwrap()
-                        .is_none()
-                );
+                assert!(diag.lookup(a6, "[::1]:1".parse().unwrap()).unwrap().is_none());
                 let v6 = diag.dump_tcp_family(true).unwrap();
                 let v4 = diag.dump_tcp_family(false).unwrap();
                 assert!(v6.iter().all(|s| s.local.is_ipv6()));
@@ -1369,9 +1127,7 @@ mod tests {
                     let c4_addr = c4.local_addr().unwrap();
                     let (_a, _) = ds.accept().unwrap();
                     let mapped = |a: SocketAddr| match a {
-                        SocketAddr::V4(a) => {
-                            SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
-                        }
+                        SocketAddr::V4(a) => SocketAddr::new(IpAddr::V6(a.ip().to_ipv6_mapped()), a.port()),
                         v6 => v6,
                     };
                     let by_v6 = diag.lookup(mapped(to), mapped(c4_addr)).unwrap();

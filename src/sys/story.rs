@@ -125,7 +125,12 @@ impl Driver for StoryDriver {
         for m in self.peer.messages() {
             match m {
                 PeerMsg::Action { action: crate::event::AppAction::Listen, .. } if self.connect.is_some() => {
-                    tee.event(&Event { t, side: Side::Linux, conn: None, kind: EventKind::App { action: crate::event::AppAction::Listen } });
+                    tee.event(&Event {
+                        t,
+                        side: Side::Linux,
+                        conn: None,
+                        kind: EventKind::App { action: crate::event::AppAction::Listen },
+                    });
                     self.listening = true;
                 }
                 PeerMsg::Action { local, remote, action } => {
@@ -135,7 +140,9 @@ impl Driver for StoryDriver {
                     };
                     tee.event(&Event { t, side: Side::Linux, conn, kind: EventKind::App { action } });
                 }
-                PeerMsg::Note(text) => tee.event(&Event { t, side: Side::Linux, conn: None, kind: EventKind::Note { text } }),
+                PeerMsg::Note(text) => {
+                    tee.event(&Event { t, side: Side::Linux, conn: None, kind: EventKind::Note { text } })
+                }
                 PeerMsg::Error(e) => self.error = Some(e),
                 PeerMsg::Done => {}
             }
@@ -158,7 +165,13 @@ impl Driver for StoryDriver {
         }
         let events = self.recorder.0.borrow();
         let linux_open = self.observer.sockets().filter(|s| s.state != TcpState::Listen).count();
-        let view = StoryView { events: &events, ep, peer_done: self.peer.finished(), linux_open, t: (now - self.start).total_micros() as f64 / 1e6 };
+        let view = StoryView {
+            events: &events,
+            ep,
+            peer_done: self.peer.finished(),
+            linux_open,
+            t: (now - self.start).total_micros() as f64 / 1e6,
+        };
         let done = (self.done)(&view);
         drop(events);
         if done {
@@ -219,7 +232,13 @@ pub fn run_story(
 /// Opens the lab's persistent TUN from inside its closelab namespace (the
 /// fd keeps working from any thread) without configuring it: the lab did.
 pub fn open_lab_tun(addrs: &crate::sys::lab::LabAddrs) -> Result<TunDevice, String> {
-    let spec = crate::sys::tun::TunSpec { name: addrs.tun.clone(), mtu: 1500, peer_addrs: vec![], own_addrs: vec![], configure: false };
+    let spec = crate::sys::tun::TunSpec {
+        name: addrs.tun.clone(),
+        mtu: 1500,
+        peer_addrs: vec![],
+        own_addrs: vec![],
+        configure: false,
+    };
     let tun = crate::sys::netns::in_netns(&addrs.ns_closelab, move || TunDevice::open(&spec))
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -233,7 +252,8 @@ pub fn open_lab_tun(addrs: &crate::sys::lab::LabAddrs) -> Result<TunDevice, Stri
 /// closelab's endpoint settings in a lab: its address, the lab router as
 /// gateway.
 pub fn lab_endpoint(addrs: &crate::sys::lab::LabAddrs) -> EndpointConfig {
-    let cidr = crate::config::parse_cidr(&format!("{}/{}", addrs.closelab, addrs.prefix)).expect("lab address is valid");
+    let cidr =
+        crate::config::parse_cidr(&format!("{}/{}", addrs.closelab, addrs.prefix)).expect("lab address is valid");
     let mut cfg = EndpointConfig::new(cidr);
     cfg.gateways = vec![std::net::IpAddr::V4(addrs.router)];
     cfg

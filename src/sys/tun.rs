@@ -44,12 +44,23 @@ pub enum TunError {
 impl fmt::Display for TunError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            TunError::BadName(n) => write!(f, "invalid TUN name `{n}` (1 to 15 characters, letters, digits, `-`, `_`, `.`)"),
-            TunError::NoDevice => write!(f, "cannot open TUN device: /dev/net/tun does not exist (load the tun module: modprobe tun)"),
-            TunError::Permission(n) => write!(f, "cannot open TUN device {n}: permission denied (run as root or grant CAP_NET_ADMIN)"),
+            TunError::BadName(n) => {
+                write!(f, "invalid TUN name `{n}` (1 to 15 characters, letters, digits, `-`, `_`, `.`)")
+            }
+            TunError::NoDevice => {
+                write!(f, "cannot open TUN device: /dev/net/tun does not exist (load the tun module: modprobe tun)")
+            }
+            TunError::Permission(n) => {
+                write!(f, "cannot open TUN device {n}: permission denied (run as root or grant CAP_NET_ADMIN)")
+            }
             TunError::Busy(n) => write!(f, "cannot open TUN device {n}: name already in use by another process"),
-            TunError::NotTun(n) => write!(f, "cannot open TUN device {n}: name already in use by a network interface that is not a TUN device"),
-            TunError::AddressInUse { addr, dev } => write!(f, "address {addr} is already in use on {dev} in this network namespace"),
+            TunError::NotTun(n) => write!(
+                f,
+                "cannot open TUN device {n}: name already in use by a network interface that is not a TUN device"
+            ),
+            TunError::AddressInUse { addr, dev } => {
+                write!(f, "address {addr} is already in use on {dev} in this network namespace")
+            }
             TunError::NoIp => write!(f, "the `ip` binary (iproute2) was not found in PATH; install iproute2"),
             TunError::Command { cmd, stderr } => write!(f, "`{cmd}` failed: {stderr}"),
             TunError::Io { name, err } => write!(f, "TUN device {name}: {err}"),
@@ -139,9 +150,10 @@ impl TunDevice {
             for peer in &spec.peer_addrs {
                 let a: IpAddr = peer.address().into();
                 if let Some(dev) = holder_of(a)
-                    && dev != spec.name {
-                        return Err(TunError::AddressInUse { addr: a, dev });
-                    }
+                    && dev != spec.name
+                {
+                    return Err(TunError::AddressInUse { addr: a, dev });
+                }
             }
         }
         if !Path::new("/dev/net/tun").exists() {

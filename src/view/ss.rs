@@ -134,7 +134,15 @@ impl Row {
             // not a TCP timer ss would show.
             _ => None,
         };
-        Row { conn: Some(c.id), state: c.state, local: c.tuple.local, peer: Some(c.tuple.remote), recv_q, send_q, timer }
+        Row {
+            conn: Some(c.id),
+            state: c.state,
+            local: c.tuple.local,
+            peer: Some(c.tuple.remote),
+            recv_q,
+            send_q,
+            timer,
+        }
     }
 
     /// A LISTEN row for a port on one of closelab's addresses. closelab
@@ -205,15 +213,7 @@ impl Row {
                 Some(Timer { kind, remaining_ms: (remaining * 1000.0).round() as u64, count: count as u32 })
             }
         };
-        Ok(Row {
-            conn,
-            state,
-            local,
-            peer,
-            recv_q: u64_key(&v, "recv_q")?,
-            send_q: u64_key(&v, "send_q")?,
-            timer,
-        })
+        Ok(Row { conn, state, local, peer, recv_q: u64_key(&v, "recv_q")?, send_q: u64_key(&v, "send_q")?, timer })
     }
 }
 
@@ -298,7 +298,9 @@ pub fn table(rows: &[Row]) -> String {
     };
     let mut out = line(["State", "Recv-Q", "Send-Q", "Local Address", "Port", "Peer Address", "Port", "Timer", "Conn"]);
     for c in &cells {
-        out.push_str(&line([c.state, &c.recv_q, &c.send_q, &c.local.0, &c.local.1, &c.peer.0, &c.peer.1, &c.timer, &c.conn]));
+        out.push_str(&line([
+            c.state, &c.recv_q, &c.send_q, &c.local.0, &c.local.1, &c.peer.0, &c.peer.1, &c.timer, &c.conn,
+        ]));
     }
     out
 }
@@ -341,11 +343,7 @@ pub fn render(rows: Vec<Row>, summary: bool, json: bool, array: bool) -> String 
         (true, true) => counts(&rows).into_iter().map(|(s, n)| count_json(s, n)).collect(),
         (false, true) => rows.iter().map(Row::json).collect(),
     };
-    if array {
-        format!("[{}]\n", objects.join(","))
-    } else {
-        objects.into_iter().map(|o| o + "\n").collect()
-    }
+    if array { format!("[{}]\n", objects.join(",")) } else { objects.into_iter().map(|o| o + "\n").collect() }
 }
 
 // ---------------------------------------------------------------------------
@@ -519,7 +517,12 @@ impl Request {
             ["close", _] => Action::Close,
             ["abort", _] => Action::Abort,
             ["shutdown", _] => Action::Shutdown,
-            _ => return Err(format!("unknown request `{}` (expected ss, close CONN, abort CONN or shutdown CONN)", line.trim())),
+            _ => {
+                return Err(format!(
+                    "unknown request `{}` (expected ss, close CONN, abort CONN or shutdown CONN)",
+                    line.trim()
+                ));
+            }
         };
         Ok(Request::Act(action, ConnRef::parse(words[1])?))
     }
@@ -750,10 +753,7 @@ LISTEN   0      0      [fd00:201::2]:7000          [::]:*
 SYN-RECV 0      0      [fd00:201::2]:7000 [fd00:201::1]:50000 timer:(on,312ms,1) 7
 "
         );
-        assert_eq!(
-            table(&[]),
-            "State Recv-Q Send-Q Local Address:Port Peer Address:Port Timer Conn\n"
-        );
+        assert_eq!(table(&[]), "State Recv-Q Send-Q Local Address:Port Peer Address:Port Timer Conn\n");
     }
 
     #[test]
@@ -858,10 +858,7 @@ SYN-RECV 0      0      [fd00:201::2]:7000 [fd00:201::1]:50000 timer:(on,312ms,1)
 
     #[test]
     fn test_filter_errors_name_the_word() {
-        assert_eq!(
-            Filter::parse(&["time-wait"]).unwrap_err(),
-            "unknown filter `time-wait`: write `state time-wait`"
-        );
+        assert_eq!(Filter::parse(&["time-wait"]).unwrap_err(), "unknown filter `time-wait`: write `state time-wait`");
         assert!(Filter::parse(&["state"]).unwrap_err().starts_with("`state` needs a state name: "));
         assert!(Filter::parse(&["state", "nope"]).unwrap_err().starts_with("unknown state `nope`: "));
         assert!(Filter::parse(&["dport", ":7000"]).unwrap_err().starts_with("unknown filter `dport`: expected"));
