@@ -34,20 +34,21 @@
 //! Without `--bench` (e.g. `cargo test --benches`) it runs a small smoke
 //! version that checks the same things in a second.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
+use closelab::endpoint::device::MemoryDevice;
 use closelab::endpoint::{AppKind, ClosePolicy, Endpoint, EndpointConfig, Policy};
 use closelab::event::{ConnId, Event, Sink, TcpState};
 use closelab::wire::{self, FourTuple};
 use nix::libc;
 use nix::sys::socket::{setsockopt, sockopt};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::{Socket, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -320,54 +321,9 @@ impl Lab {
 
 // ---- shared SocketSet baseline ----
 
-/// A device with a receive queue that keeps what smoltcp transmits.
-struct QueueDevice {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
-
-impl phy::RxToken for RxToken {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        self.0.push(buf);
-        r
-    }
-}
-
-impl Device for QueueDevice {
-    type RxToken<'a> = RxToken;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((RxToken(p), TxToken(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = 1500;
-        caps
-    }
-}
-
 struct Shared {
     iface: Interface,
-    dev: QueueDevice,
+    dev: MemoryDevice,
     now: Instant,
     /// The busy connection (client 0) and its socket while not in a set.
     busy: (Peer, Option<Socket<'static>>),
@@ -383,7 +339,7 @@ struct Shared {
 impl Shared {
     fn new() -> Shared {
         let now = Instant::from_secs(1_000);
-        let mut dev = QueueDevice { rx: VecDeque::new(), tx: Vec::new() };
+        let mut dev = MemoryDevice::new(1500);
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = 0x5eed;
         let mut iface = Interface::new(config, &mut dev, now);

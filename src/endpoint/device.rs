@@ -1,26 +1,30 @@
-//! A one-shot smoltcp `Device`: it offers at most the one packet the
-//! endpoint is stepping with, and captures everything smoltcp transmits.
-//! Replies made during ingress (RSTs, challenge ACKs, the TIME-WAIT re-ACK)
-//! leave through the receive call's TxToken, so both paths capture.
+//! An in-memory smoltcp `Device` (medium IP): it offers the packets queued
+//! in `rx` and captures everything smoltcp transmits in `tx`. The endpoint
+//! queues at most the one packet it is stepping with; the benchmark's
+//! shared-`SocketSet` baseline uses it as a plain queue. Replies made during
+//! ingress (RSTs, challenge ACKs, the TIME-WAIT re-ACK) leave through the
+//! receive call's TxToken, so both paths capture.
+
+use std::collections::VecDeque;
 
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-pub(crate) struct StepDevice {
-    pub(crate) rx: Option<Vec<u8>>,
-    pub(crate) tx: Vec<Vec<u8>>,
+pub struct MemoryDevice {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: Vec<Vec<u8>>,
     mtu: usize,
 }
 
-impl StepDevice {
-    pub(crate) fn new(mtu: usize) -> StepDevice {
-        StepDevice { rx: None, tx: Vec::new(), mtu }
+impl MemoryDevice {
+    pub fn new(mtu: usize) -> MemoryDevice {
+        MemoryDevice { rx: VecDeque::new(), tx: Vec::new(), mtu }
     }
 }
 
-pub(crate) struct RxToken(Vec<u8>);
+pub struct RxToken(Vec<u8>);
 
-pub(crate) struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
+pub struct TxToken<'a>(&'a mut Vec<Vec<u8>>);
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -37,12 +41,12 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
-impl Device for StepDevice {
+impl Device for MemoryDevice {
     type RxToken<'a> = RxToken;
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        let p = self.rx.take()?;
+        let p = self.rx.pop_front()?;
         Some((RxToken(p), TxToken(&mut self.tx)))
     }
 

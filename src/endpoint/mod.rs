@@ -18,7 +18,7 @@
 //! pass `now` and ask [`Endpoint::poll_at`] when to come back.
 
 pub mod app;
-mod device;
+pub mod device;
 pub mod link;
 
 use std::cmp::Reverse;
@@ -34,7 +34,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 
 use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
-use device::StepDevice;
+use device::MemoryDevice;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
@@ -394,7 +394,7 @@ pub struct Endpoint {
     /// An empty set for segments that belong to no connection: smoltcp then
     /// answers as a closed port does (RST).
     empty: SocketSet<'static>,
-    dev: StepDevice,
+    dev: MemoryDevice,
     /// Scratch list for the application's calls in one step (kept to
     /// reuse its allocation).
     actions: Vec<AppAction>,
@@ -404,7 +404,7 @@ impl Endpoint {
     /// Creates an endpoint; `now` is the start of the run's clock (events'
     /// `t` counts from it).
     pub fn new(cfg: EndpointConfig, now: Instant) -> Endpoint {
-        let mut dev = StepDevice::new(cfg.mtu);
+        let mut dev = MemoryDevice::new(cfg.mtu);
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = cfg.seed;
         let mut iface = Interface::new(config, &mut dev, now);
@@ -858,9 +858,9 @@ impl Endpoint {
         if let Some(seg) = seg {
             self.segment_event(now, None, Dir::In, &packet, Ok(seg));
         }
-        self.dev.rx = Some(packet);
+        self.dev.rx.push_back(packet);
         self.iface.poll_ingress_single(now, &mut self.dev, &mut self.empty);
-        self.dev.rx = None;
+        self.dev.rx.clear();
         self.flush_tx(now, None);
     }
 
@@ -920,10 +920,10 @@ impl Endpoint {
             c.fin_seen |= seg.flags.fin;
             c.seq.received(&seg);
             self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
-            self.dev.rx = Some(packet);
+            self.dev.rx.push_back(packet);
             let c = self.conns.get_mut(&id).expect("stepped connection exists");
             self.iface.poll_ingress_single(now, &mut self.dev, &mut c.set);
-            self.dev.rx = None;
+            self.dev.rx.clear();
             self.note_state(now, id, Cause::Segment);
             self.flush_tx(now, Some(id));
             let c = &self.conns[&id];
