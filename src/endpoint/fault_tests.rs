@@ -6,28 +6,15 @@
 //! `~/.cargo/registry/src/*/smoltcp-0.14.0/src/socket/tcp.rs`.
 
 use super::link::{End, Link};
+use super::tests::{CLOSE, CONNECT, PORT, SEG, TIMER, ms, states, t0};
 use super::*;
-use crate::event::{AppAction, Cause, Event, EventKind, FaultAction, TcpState};
+use crate::event::{AppAction, Event, EventKind, FaultAction, TcpState};
 use crate::fault::FaultRule;
 
 use TcpState::*;
 
-const PORT: u16 = 7000;
 /// One-way latency of the link.
 const LATENCY_MS: u64 = 10;
-
-const SEG: Cause = Cause::Segment;
-const TIMER: Cause = Cause::Timer;
-const CLOSE: Cause = Cause::App(AppAction::Close);
-const CONNECT: Cause = Cause::App(AppAction::Connect);
-
-fn t0() -> Instant {
-    Instant::from_secs(1000)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// A sink endpoint (A is 10.0.0.1, the client; B is 10.0.0.2, the server)
 /// with a close policy and fault rules.
@@ -51,27 +38,10 @@ fn bench(server: EndpointConfig, client: EndpointConfig, send: usize) -> (Link, 
     (link, c)
 }
 
-/// (from, to, cause) of every state change of `conn`, in order.
-fn states(events: &[Event], conn: ConnId) -> Vec<(TcpState, TcpState, Cause)> {
-    events
-        .iter()
-        .filter(|e| e.conn == Some(conn))
-        .filter_map(|e| match e.kind {
-            EventKind::State { from, to, cause } => Some((from, to, cause)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// When `conn` entered `to` (first time).
+/// When `conn` entered `to` (first time); the test fails if it never did.
+#[track_caller]
 fn time_of(events: &[Event], conn: ConnId, to: TcpState) -> f64 {
-    events
-        .iter()
-        .find_map(|e| match e.kind {
-            EventKind::State { to: t, .. } if t == to && e.conn == Some(conn) => Some(e.t),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("conn {conn} never reached {to}"))
+    super::tests::time_of(events, conn, to).unwrap_or_else(|| panic!("conn {conn} never reached {to}"))
 }
 
 /// Times of the segments of `conn` seen by one end in direction `dir` that

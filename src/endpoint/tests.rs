@@ -8,17 +8,17 @@ use crate::wire::Flags;
 
 use TcpState::*;
 
-const PORT: u16 = 7000;
+pub(super) const PORT: u16 = 7000;
 
 fn cidr(s: &str) -> IpCidr {
     crate::config::parse_cidr(s).unwrap()
 }
 
-fn t0() -> Instant {
+pub(super) fn t0() -> Instant {
     Instant::from_secs(1000)
 }
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
@@ -49,7 +49,7 @@ fn bench(server: EndpointConfig, client: EndpointConfig, send: usize) -> Bench {
 
 /// (from, to, cause) of every state change of `conn`, in order.
 #[track_caller]
-fn states(events: &[Event], conn: ConnId) -> Vec<(TcpState, TcpState, Cause)> {
+pub(super) fn states(events: &[Event], conn: ConnId) -> Vec<(TcpState, TcpState, Cause)> {
     events
         .iter()
         .filter(|e| e.conn == Some(conn))
@@ -68,7 +68,7 @@ fn path(events: &[Event], conn: ConnId) -> Vec<TcpState> {
     v
 }
 
-fn time_of(events: &[Event], conn: ConnId, to: TcpState) -> Option<f64> {
+pub(super) fn time_of(events: &[Event], conn: ConnId, to: TcpState) -> Option<f64> {
     events.iter().find_map(|e| match e.kind {
         EventKind::State { to: t, .. } if t == to && e.conn == Some(conn) => Some(e.t),
         _ => None,
@@ -85,10 +85,10 @@ fn segments(events: &[Event]) -> Vec<(Dir, Flags, usize)> {
         .collect()
 }
 
-const SEG: Cause = Cause::Segment;
-const TIMER: Cause = Cause::Timer;
-const CLOSE: Cause = Cause::App(AppAction::Close);
-const CONNECT: Cause = Cause::App(AppAction::Connect);
+pub(super) const SEG: Cause = Cause::Segment;
+pub(super) const TIMER: Cause = Cause::Timer;
+pub(super) const CLOSE: Cause = Cause::App(AppAction::Close);
+pub(super) const CONNECT: Cause = Cause::App(AppAction::Connect);
 
 // Tests for the active close.
 
