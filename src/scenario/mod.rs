@@ -198,7 +198,7 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
                     _ => None,
                 })
             };
-            let Some((_, fin, _)) = segs(1).filter(|(d, s, _)| *d == Dir::Out && s.flags.fin).next_back() else {
+            let Some((_, fin, _)) = segs(1).rfind(|(d, s, _)| *d == Dir::Out && s.flags.fin) else {
                 return Err(fail("connection 1 sent no FIN".into(), None));
             };
             let rcv_nxt = fin.seq.wrapping_add(fin.len as u32).wrapping_add(1);
