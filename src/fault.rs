@@ -751,10 +751,8 @@ impl FaultPath {
 mod tests {
     use super::*;
     use crate::wire::{self, Flags};
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-    };
+
+    use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
 
     /// A real IPv4/TCP packet with tcpdump-style `flags`; `seq` identifies it.
     fn packet(flags: &str, seq: u32, len: usize) -> Vec<u8> {
@@ -785,24 +783,7 @@ mod tests {
             timestamp: None,
             payload: &payload,
         };
-        let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let caps = ChecksumCapabilities::default();
-        let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
-        ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
-            &IpAddress::Ipv4(src),
-            &IpAddress::Ipv4(dst),
-            &caps,
-        );
-        buf
+        crate::wire::ipv4_packet(&tcp)
     }
 
     fn t(ms: i64) -> Instant {

@@ -172,6 +172,32 @@ pub fn parse(packet: &[u8]) -> Result<Segment, ParseError> {
     })
 }
 
+/// A TCP segment from 10.0.0.1 to 10.0.0.2 as a real IPv4 packet with
+/// valid checksums, for tests.
+#[cfg(test)]
+pub(crate) fn ipv4_packet(tcp: &smoltcp::wire::TcpRepr) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Repr};
+    let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let caps = ChecksumCapabilities::default();
+    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
+        &IpAddress::Ipv4(src),
+        &IpAddress::Ipv4(dst),
+        &caps,
+    );
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,8 +87,7 @@ mod tests {
     use super::*;
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::{
-        IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr, TcpControl,
-        TcpPacket, TcpRepr, TcpSeqNumber,
+        IpAddress, IpProtocol, Ipv6Address, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
     };
 
     fn syn() -> TcpRepr<'static> {
@@ -111,24 +110,7 @@ mod tests {
     /// A real IPv4 SYN 10.0.0.1:40000 > 10.0.0.2:80 with valid checksums.
     fn syn_v4() -> Vec<u8> {
         let tcp = syn();
-        let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
-        let ip = Ipv4Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let caps = ChecksumCapabilities::default();
-        let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
-        ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
-            &IpAddress::Ipv4(src),
-            &IpAddress::Ipv4(dst),
-            &caps,
-        );
-        buf
+        crate::wire::ipv4_packet(&tcp)
     }
 
     /// The same SYN over IPv6, fd00::1 > fd00::2.
