@@ -256,6 +256,9 @@ pub enum FaultAction {
     Delayed,
     Duplicated,
     Reordered,
+    /// Still held by a rule (or slow motion) when the run or round ended:
+    /// never delivered.
+    Discarded,
 }
 
 impl FaultAction {
@@ -265,6 +268,7 @@ impl FaultAction {
             FaultAction::Delayed => "delayed",
             FaultAction::Duplicated => "duplicated",
             FaultAction::Reordered => "reordered",
+            FaultAction::Discarded => "discarded",
         }
     }
 }

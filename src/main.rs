@@ -333,6 +333,7 @@ fn close_policy(c: CloseArg) -> ClosePolicy {
 /// The validation step: what the user typed → typed configuration.
 fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Result<ServeOptions, String> {
     let app = AppKind::parse(app)?;
+    let mut linux_netns = None;
     let (addrs, peer_addrs, tun_name, netns, configure) = match &ep.lab {
         Some(lab) => {
             if ep.tun.is_some() || !ep.addr.is_empty() || !ep.peer_addr.is_empty() {
@@ -340,6 +341,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             }
             let info = closelab::sys::lab::load(lab).map_err(|e| e.to_string())?;
             let cidr = config::parse_cidr(&format!("{}/{}", info.closelab, info.prefix))?;
+            linux_netns = Some(info.ns_linux.clone());
             (vec![cidr], Vec::new(), info.tun.clone(), Some(info.ns_closelab.clone()), false)
         }
         None => {
@@ -426,6 +428,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         endpoint: cfg,
         tun,
         netns,
+        linux_netns,
         mode,
         stop: StopWhen { finished: ep.exit_after },
         output: Output { json: ep.json, pcap: ep.pcap },

@@ -571,3 +571,35 @@ fn test_smoltcp_fin_on_duplicate_data_then_dup_acks_hangs_fin_wait_1() {
         .collect();
     assert_eq!(b_fins, vec![1460, 1460]);
 }
+
+// 5. The end of a run: what the fault path still holds.
+
+#[test]
+fn test_discard_held_writes_each_held_segment_as_discarded() {
+    // A delays its FIN by 1 s; the run ends 100 ms after the close, while
+    // the FIN is still held: it is written as discarded (with its segment
+    // and the rule), never delivered, and nothing is held afterwards.
+    let client = cfg("10.0.0.1/24", ClosePolicy::Active, Some(ms(50)), &["delay 1s out fin"]);
+    let server = cfg("10.0.0.2/24", ClosePolicy::Passive, None, &[]);
+    let (mut link, c) = bench(server, client, 0);
+    let end = t0() + ms(150);
+    link.run_until(end);
+    assert!(link.a.holds_packets(), "the FIN is held at the end");
+    assert_eq!(link.a.discard_held(end, "discarded at end of round"), 1);
+    assert!(!link.a.holds_packets());
+    let ev = link.a.take_events();
+    let discarded: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Fault { action: FaultAction::Discarded, dir, seg, rule, detail } => {
+                Some((e.conn, *dir, seg.as_ref().map(|s| s.flags.fin), *rule, detail.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        discarded,
+        vec![(Some(c), Dir::Out, Some(true), 1, "discarded at end of round (held by rule 1)".to_string())]
+    );
+    assert_eq!(link.a.discard_held(end, "again"), 0);
+}

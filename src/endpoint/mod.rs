@@ -36,7 +36,7 @@ use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
 
-use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, Side, Sink, TcpState};
+use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
 
@@ -601,6 +601,33 @@ impl Endpoint {
     pub fn poll_at(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         [timer, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())].into_iter().flatten().min()
+    }
+
+    /// Whether fault rules or slow motion hold a packet right now.
+    pub fn holds_packets(&self) -> bool {
+        self.faults.holds_any() || self.slow.as_ref().is_some_and(|s| s.holds_any())
+    }
+
+    /// Ends a run: every packet fault rules or slow motion still hold is
+    /// dropped and written as a `discarded` fault event with its segment and
+    /// `why` (nothing vanishes without a word). Returns how many.
+    pub fn discard_held(&mut self, now: Instant, why: &str) -> usize {
+        let mut held = self.faults.take_held();
+        if let Some(slow) = &mut self.slow {
+            held.extend(slow.take_held());
+        }
+        let n = held.len();
+        for (dir, packet, rule) in held {
+            let seg = wire::parse(&packet).ok();
+            let conn = seg.as_ref().and_then(|s| {
+                let tuple = if dir == Dir::Out { s.tuple_at_sender() } else { s.tuple_at_receiver() };
+                self.by_tuple.get(&tuple).copied()
+            });
+            let holder = if rule == 0 { "slow motion".to_string() } else { format!("rule {rule}") };
+            let detail = format!("{why} (held by {holder})");
+            self.emit(now, conn, EventKind::Fault { action: FaultAction::Discarded, dir, seg, rule, detail }, None);
+        }
+        n
     }
 
     /// The next packet for the wire.

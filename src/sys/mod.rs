@@ -4,6 +4,7 @@ pub mod demo;
 pub mod lab;
 pub mod labcmd;
 pub mod ladder;
+pub mod linger;
 pub mod netns;
 pub mod observe;
 pub mod peer;

@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::event::{Event, EventKind, Side};
+use crate::event::{ConnId, Dir, Event, EventKind, Side, Sink};
 use crate::fault::FaultRule;
 use crate::scenario;
 use crate::scenario::file::{self, Done, Mode, ScenarioSpec, Step};
@@ -18,6 +18,7 @@ use crate::sys::run::{Clock, Outcome, Signals};
 use crate::sys::story::{Story, StoryView, lab_endpoint, open_lab_tun, run_story};
 use crate::view::json::{JsonSink, quote};
 use crate::view::{PcapSink, Tee};
+use crate::wire::{FourTuple, Segment};
 
 /// The built-in catalogue, parsed (they are tested to parse).
 pub fn catalogue() -> Vec<ScenarioSpec> {
@@ -155,6 +156,14 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
     } else {
         names.iter().map(|n| load(n)).collect::<Result<_, _>>()?
     };
+    let rounds = chosen.len().saturating_mul(opts.repeat);
+    if rounds > MAX_ROUNDS {
+        return Err(format!(
+            "{} scenario(s) × --repeat {} is {rounds} rounds; at most {MAX_ROUNDS} (each round takes its own port)",
+            chosen.len(),
+            opts.repeat
+        ));
+    }
     crate::sys::lab::check_ip_binary().map_err(|e| e.to_string())?;
     let mut pcap = match &opts.pcap {
         Some(path) => {
@@ -180,6 +189,7 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
     let mut table = Vec::new();
     let mut port = 7100u16;
     let mut interrupted = false;
+    let mut earlier = Earlier::default();
     'outer: for sc in &chosen {
         for round in 1..=opts.repeat {
             port += 1;
@@ -207,9 +217,11 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
                     sinks.push(p);
                 }
                 let mut tee = Tee(sinks);
-                crate::event::Sink::event(&mut tee, &note);
-                run_story(story, &addrs.ns_linux, &tun, clock, signals, &mut tee)
+                tee.event(&note);
+                let mut late = LateLabel { inner: &mut tee, earlier: &earlier };
+                run_story(story, &addrs.ns_linux, &tun, clock, signals, &mut late)
             };
+            earlier.add(format!("{} round {round}", sc.name), port, &events);
             drop(sysctls);
             // A scenario that took the Linux link down gets it back, also
             // when it failed half-way.
@@ -271,6 +283,97 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
         w(out, &format!("{n_pass}/{} passed", table.len()))?;
     }
     Ok(n_pass == table.len())
+}
+
+/// Most rounds one run may have: each takes its own port (7101 up), so that
+/// no round's 4-tuples are an earlier round's.
+pub const MAX_ROUNDS: usize = 10_000;
+
+/// What earlier rounds of this run used, to name a late segment's round.
+#[derive(Default)]
+struct Earlier {
+    /// The round's port (closelab's listening port or the Linux listener's)
+    /// → `scenario round N`.
+    by_port: std::collections::HashMap<u16, String>,
+    /// closelab's view of a 4-tuple → round and connection number.
+    by_tuple: std::collections::HashMap<FourTuple, (String, ConnId)>,
+}
+
+impl Earlier {
+    fn add(&mut self, label: String, port: u16, events: &[Event]) {
+        for e in events {
+            if let (EventKind::Segment { dir, seg }, Some(c)) = (&e.kind, e.conn) {
+                self.by_tuple.entry(closelab_tuple(*dir, seg)).or_insert_with(|| (label.clone(), c));
+            }
+        }
+        self.by_port.insert(port, label);
+    }
+
+    /// `scenario round N (#c)` for a segment of an earlier round.
+    fn label(&self, dir: Dir, seg: &Segment) -> Option<String> {
+        let tuple = closelab_tuple(dir, seg);
+        if let Some((label, c)) = self.by_tuple.get(&tuple) {
+            return Some(format!("{label} (#{c})"));
+        }
+        self.by_port.get(&tuple.local.port()).or_else(|| self.by_port.get(&tuple.remote.port())).cloned()
+    }
+}
+
+/// The 4-tuple as closelab sees it (`local` is closelab's end).
+fn closelab_tuple(dir: Dir, seg: &Segment) -> FourTuple {
+    match dir {
+        Dir::Out => seg.tuple_at_sender(),
+        Dir::In => seg.tuple_at_receiver(),
+    }
+}
+
+/// Passes events on, except that a segment of no connection whose 4-tuple
+/// belongs to an earlier round (it arrived after that round ended, or is
+/// closelab's answer to such a one) becomes a note naming that round: it is
+/// neither counted in this round's expectations nor shown as this round's.
+/// Raw packets pass unchanged (the pcap has every segment).
+struct LateLabel<'a> {
+    inner: &'a mut dyn Sink,
+    earlier: &'a Earlier,
+}
+
+impl Sink for LateLabel<'_> {
+    fn event(&mut self, ev: &Event) {
+        let (dir, seg, fault) = match &ev.kind {
+            EventKind::Segment { dir, seg } => (*dir, seg, None),
+            EventKind::Fault { action, dir, seg: Some(seg), rule, detail } => {
+                (*dir, seg, Some(format!("fault {} by rule {rule} {detail}: ", action.name())))
+            }
+            _ => return self.inner.event(ev),
+        };
+        let label = match ev.conn {
+            None => self.earlier.label(dir, seg),
+            Some(_) => None,
+        };
+        let Some(label) = label else { return self.inner.event(ev) };
+        let what = match (dir, &fault) {
+            (Dir::Out, None) => "closelab's answer (closed port) to a late segment of",
+            _ => "late segment of",
+        };
+        let mut text = format!(
+            "{what} {label}: {}{} {} > {} [{}] seq {}",
+            fault.unwrap_or_default(),
+            dir.name(),
+            seg.src,
+            seg.dst,
+            seg.flags,
+            seg.seq
+        );
+        if seg.flags.ack {
+            text.push_str(&format!(" ack {}", seg.ack));
+        }
+        text.push_str(&format!(" len {} (that round had ended)", seg.len));
+        self.inner.event(&Event { t: ev.t, side: ev.side, conn: None, kind: EventKind::Note { text } });
+    }
+
+    fn packet(&mut self, t: f64, dir: Dir, raw: &[u8]) {
+        self.inner.packet(t, dir, raw)
+    }
 }
 
 /// The human report of one run: the ladder, each expectation, the verdict.

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::event::{Event, EventKind, Side, Sink};
 use crate::sys::control::{BindError, Control, Target};
-use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen};
+use smoltcp::time::Instant;
+
+use crate::sys::linger::{Linger, SegmentClock, discard_in_flight};
+use crate::sys::observe::Observer;
+use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen, Tick};
 use crate::sys::tun::{TunDevice, TunSpec};
 use crate::view::json::JsonSink;
 use crate::view::text::TextSink;
@@ -36,6 +40,9 @@ pub struct ServeOptions {
     pub tun: TunSpec,
     /// Network namespace to enter before opening the TUN (a lab's).
     pub netns: Option<String>,
+    /// A lab's Linux namespace: its sockets on the run's port are observed
+    /// (sock_diag) and shown as `linux` events, as the demo does.
+    pub linux_netns: Option<String>,
     pub mode: Mode,
     pub stop: StopWhen,
     pub output: Output,
@@ -46,6 +53,18 @@ pub struct ServeOptions {
 
 /// Runs until done or interrupted. Errors are one line naming the cause.
 pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write) -> Result<Outcome, String> {
+    // Before entering closelab's namespace (either way works: the observer
+    // enters the Linux one on a thread of its own).
+    let mut observer = match &opts.linux_netns {
+        Some(ns) => {
+            let port = match &opts.mode {
+                Mode::Listen { port } => *port,
+                Mode::Connect(plan) => plan.remote.port(),
+            };
+            Some(Observer::new(ns, &[port]).map_err(|e| format!("observing the Linux side in {ns}: {e}"))?)
+        }
+        None => None,
+    };
     if let Some(ns) = &opts.netns {
         crate::sys::netns::enter(ns).map_err(|e| e.to_string())?;
     }
@@ -89,7 +108,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     let clock = Clock::new();
     opts.endpoint.capture = opts.output.pcap.is_some();
     let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
-    let mut driver: Box<dyn Driver> = match &opts.mode {
+    let mut inner: Box<dyn Driver> = match &opts.mode {
         Mode::Listen { port } => {
             ep.listen(*port);
             Box::new(Idle)
@@ -107,7 +126,8 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
                 opts.endpoint.app,
                 format!("{:?}", opts.endpoint.policy.close).to_lowercase()
             ),
-            Mode::Connect(p) => format!("connecting to {} ({} connection(s))", p.remote, p.count),
+            Mode::Connect(p) if p.count == 1 => format!("connecting to {} (1 connection)", p.remote),
+            Mode::Connect(p) => format!("connecting to {} ({} connections, one after the other)", p.remote, p.count),
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };
@@ -117,13 +137,36 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     if let Some(text) = control_note {
         main.event(&Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text } });
     }
+    let last_segment = SegmentClock::default();
     let outcome = {
-        let mut sinks: Vec<&mut dyn Sink> = vec![main.as_sink(), &mut summary];
+        let mut last = last_segment.clone();
+        let mut sinks: Vec<&mut dyn Sink> = vec![main.as_sink(), &mut summary, &mut last];
         if let Some(p) = pcap.as_mut() {
             sinks.push(p);
         }
         let mut tee = Tee(sinks);
-        run::run_with(&mut ep, clock, &tun, signals, &mut tee, driver.as_mut(), opts.stop.clone(), control.as_mut())
+        let mut driver = Observing { inner: inner.as_mut(), observer: observer.as_mut(), error: None };
+        let mut outcome =
+            run::run_with(&mut ep, clock, &tun, signals, &mut tee, &mut driver, opts.stop.clone(), control.as_mut());
+        if let Some(e) = driver.error.take() {
+            outcome = Err(io::Error::other(e));
+        }
+        if matches!(outcome, Ok(Outcome::Done)) {
+            // Done by its own rule: record until both sides are quiet.
+            let mut idle = Idle;
+            let mut linger = Lingering {
+                run: Observing { inner: &mut idle, observer: observer.as_mut(), error: None },
+                linger: Linger::new(opts.endpoint.slow),
+                last: last_segment,
+            };
+            outcome = run::run_with(&mut ep, clock, &tun, signals, &mut tee, &mut linger, StopWhen::default(), None);
+        }
+        // Whatever is still on its way is written down, not lost silently.
+        discard_in_flight(&tun, &mut ep, clock.now(), &mut tee);
+        if let Some(o) = observer.as_mut() {
+            o.flush(&ep, &mut tee);
+        }
+        outcome
     };
     main.summary(&summary.summary);
     if let Some(e) = main.error() {
@@ -133,6 +176,55 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
     }
     outcome.map_err(|e| e.to_string())
+}
+
+/// How often the Linux side is looked at (as in the demo).
+const OBSERVE_EVERY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(2);
+
+/// A driver plus, in a lab, the Linux side's observer.
+struct Observing<'a> {
+    inner: &'a mut dyn Driver,
+    observer: Option<&'a mut Observer>,
+    error: Option<String>,
+}
+
+impl Driver for Observing<'_> {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick> {
+        let tick = self.inner.tick(now, ep, sink)?;
+        let Some(o) = self.observer.as_deref_mut() else { return Ok(tick) };
+        if let Err(e) = o.poll(ep.secs(now), ep, sink) {
+            self.error = Some(format!("observing the Linux side: {e}"));
+            return Ok(Tick::Stop);
+        }
+        Ok(match tick {
+            Tick::Stop => Tick::Stop,
+            Tick::Continue(at) => {
+                let next = now + OBSERVE_EVERY;
+                Tick::Continue(Some(at.map_or(next, |a| a.min(next))))
+            }
+        })
+    }
+}
+
+/// After the run: keeps it going (observer included) until both sides are
+/// quiet.
+struct Lingering<'a> {
+    run: Observing<'a>,
+    linger: Linger,
+    last: SegmentClock,
+}
+
+impl Driver for Lingering<'_> {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick> {
+        if self.run.tick(now, ep, sink)? == Tick::Stop {
+            return Ok(Tick::Stop);
+        }
+        let busy = ep.holds_packets() || self.run.observer.as_deref().is_some_and(|o| o.retransmitting());
+        if self.linger.over(ep.secs(now), self.last.0.get(), busy) {
+            return Ok(Tick::Stop);
+        }
+        Ok(Tick::Continue(Some(now + OBSERVE_EVERY)))
+    }
 }
 
 /// The main output (text or JSON) with its summary line and error.

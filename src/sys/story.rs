@@ -12,6 +12,7 @@ use smoltcp::time::{Duration, Instant};
 
 use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::event::{ConnId, Event, EventKind, Side, Sink, TcpState};
+use crate::sys::linger::{Linger, discard_in_flight, last_segment};
 use crate::sys::observe::Observer;
 use crate::sys::peer::{Peer, PeerMsg, PeerStep};
 use crate::sys::run::{self, Clock, Driver, Outcome, Signals, StopWhen, Tick};
@@ -113,6 +114,8 @@ struct StoryDriver {
     listening: bool,
     /// closelab's connections opened so far.
     opened: Vec<ConnId>,
+    /// Keeps recording after the end condition until both sides are quiet.
+    linger: Linger,
 }
 
 const OBSERVE_EVERY: Duration = Duration::from_millis(2);
@@ -160,7 +163,6 @@ impl Driver for StoryDriver {
             self.error = Some(format!("observing the Linux side: {e}"));
         }
         if self.error.is_some() {
-            self.observer.flush(ep, tee);
             return Ok(Tick::Stop);
         }
         let events = self.recorder.0.borrow();
@@ -172,11 +174,17 @@ impl Driver for StoryDriver {
             linux_open,
             t: (now - self.start).total_micros() as f64 / 1e6,
         };
-        let done = (self.done)(&view);
+        // Once the end condition has held, the story is over: it only
+        // records until both sides are quiet.
+        let done = self.linger.started() || (self.done)(&view);
+        let last = last_segment(&events);
         drop(events);
         if done {
-            self.observer.flush(ep, tee);
-            return Ok(Tick::Stop);
+            let busy = !self.peer.finished() || ep.holds_packets() || self.observer.retransmitting();
+            if self.linger.over(t, last, busy) || now >= self.deadline {
+                return Ok(Tick::Stop);
+            }
+            return Ok(Tick::Continue(Some(now + OBSERVE_EVERY)));
         }
         if now >= self.deadline {
             self.error = Some("story did not finish in time".into());
@@ -197,6 +205,7 @@ pub fn run_story(
 ) -> Result<StoryResult, String> {
     let observer = Observer::new(ns_linux, &story.observe_ports)?;
     let start = clock.now();
+    let linger = Linger::new(story.endpoint.slow);
     let mut ep = Endpoint::new(story.endpoint, start);
     if story.connect.is_none() {
         ep.listen(story.port);
@@ -214,11 +223,18 @@ pub fn run_story(
         connect: story.connect,
         listening: false,
         opened: Vec::new(),
+        linger,
     };
     let outcome = {
         let mut rec = recorder.clone();
         let mut tee = Tee(vec![sink, &mut rec]);
-        run::run(&mut ep, clock, tun, signals, &mut tee, &mut driver, StopWhen::default()).map_err(|e| e.to_string())?
+        let outcome = run::run(&mut ep, clock, tun, signals, &mut tee, &mut driver, StopWhen::default())
+            .map_err(|e| e.to_string())?;
+        // What is still on its way is written down, not carried into the
+        // next story; Linux events held for their connection come out too.
+        discard_in_flight(tun, &mut ep, clock.now(), &mut tee);
+        driver.observer.flush(&ep, &mut tee);
+        outcome
     };
     if let Some(e) = driver.error.take() {
         return Err(e);

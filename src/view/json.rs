@@ -314,6 +314,7 @@ pub fn parse_record(s: &str) -> Result<Record, String> {
                 "delayed" => FaultAction::Delayed,
                 "duplicated" => FaultAction::Duplicated,
                 "reordered" => FaultAction::Reordered,
+                "discarded" => FaultAction::Discarded,
                 other => return Err(format!("unknown fault action {}", quote(other))),
             };
             let has_seg = ["src", "dst", "flags", "seq", "ack", "win", "len"].iter().any(|k| o.has(k));
