@@ -19,6 +19,7 @@
 
 pub mod app;
 pub mod device;
+pub mod http;
 pub mod link;
 
 use std::cmp::Reverse;
