@@ -18,6 +18,7 @@
 //! pass `now` and ask [`Endpoint::poll_at`] when to come back.
 
 pub mod app;
+pub mod crawl;
 pub mod device;
 pub mod http;
 pub mod link;
@@ -109,6 +110,15 @@ impl EndpointConfig {
             slow: None,
         }
     }
+}
+
+/// A finished HTTP exchange of the client app: the response, or why there
+/// is none (the connection was then aborted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpDone {
+    pub conn: ConnId,
+    pub path: String,
+    pub result: Result<http::Response, http::HttpError>,
 }
 
 /// Errors of [`Endpoint::connect`].
@@ -399,6 +409,8 @@ pub struct Endpoint {
     /// Scratch list for the application's calls in one step (kept to
     /// reuse its allocation).
     actions: Vec<AppAction>,
+    /// HTTP exchanges finished since [`Endpoint::take_http`] was last called.
+    http_done: Vec<HttpDone>,
 }
 
 impl Endpoint {
@@ -445,6 +457,7 @@ impl Endpoint {
             empty: SocketSet::new(Vec::new()),
             dev,
             actions: Vec::new(),
+            http_done: Vec::new(),
             cfg,
         }
     }
@@ -546,6 +559,37 @@ impl Endpoint {
         self.do_close(now, id, call);
         self.step(now, id, None);
         true
+    }
+
+    /// Sends an HTTP request on a client connection (app `HttpClient`).
+    /// Returns false if the connection is gone, closed, or not a client.
+    pub fn http_send(&mut self, now: Instant, id: ConnId, path: &str, request: &[u8]) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else { return false };
+        if !c.app.http_send(path.to_string(), request) {
+            return false;
+        }
+        self.step(now, id, None);
+        true
+    }
+
+    /// A request sent on this client connection waits for its response.
+    pub fn http_busy(&self, id: ConnId) -> bool {
+        self.conns.get(&id).and_then(|c| c.app.client.as_ref()).is_some_and(|c| c.busy())
+    }
+
+    /// HTTP exchanges finished since the last call, in order.
+    pub fn take_http(&mut self) -> Vec<HttpDone> {
+        std::mem::take(&mut self.http_done)
+    }
+
+    /// Whether the peer's FIN has arrived on a connection.
+    pub fn peer_closed(&self, id: ConnId) -> Option<bool> {
+        self.conns.get(&id).map(|c| c.peer_fin)
+    }
+
+    /// A line of free text in the event stream (a driver's note).
+    pub fn note(&mut self, now: Instant, conn: Option<ConnId>, text: String) {
+        self.emit(now, conn, EventKind::Note { text }, None);
     }
 
     /// A packet read from the wire.
@@ -959,6 +1003,10 @@ impl Endpoint {
         let mut actions = std::mem::take(&mut self.actions);
         let sock = c.set.get_mut::<tcp::Socket>(c.handle);
         c.app.io(sock, &mut actions);
+        let done = match c.app.client.as_mut() {
+            Some(cl) if !cl.results.is_empty() => std::mem::take(&mut cl.results),
+            _ => Vec::new(),
+        };
         let (call, _) = c.app.due_close(now, c.peer_fin);
         if self.cfg.data_events {
             for &a in &actions {
@@ -967,6 +1015,21 @@ impl Endpoint {
         }
         actions.clear();
         self.actions = actions;
+        for (path, result) in done {
+            let text = match &result {
+                Ok(r) => format!(
+                    "http: GET {path} -> {} {}, {} body bytes ({}), {}",
+                    r.status,
+                    r.reason,
+                    r.body_len,
+                    r.framing.name(),
+                    if r.keep_alive { "keep-alive" } else { "server closes" }
+                ),
+                Err(e) => format!("http: GET {path} failed: {e} (connection aborted)"),
+            };
+            self.emit(now, Some(id), EventKind::Note { text }, None);
+            self.http_done.push(HttpDone { conn: id, path, result });
+        }
         if let Some(call) = call {
             self.do_close(now, id, call);
         }
