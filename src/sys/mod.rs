@@ -1,5 +1,6 @@
 //! Linux-only I/O edges. The only module allowed to open fds, read the clock, spawn processes or enter namespaces.
 pub mod control;
+pub mod crawl;
 pub mod demo;
 pub mod lab;
 pub mod labcmd;
@@ -13,3 +14,4 @@ pub mod serve;
 pub mod sockdiag;
 pub mod story;
 pub mod tun;
+pub mod webserver;

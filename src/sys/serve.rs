@@ -18,8 +18,12 @@ use crate::view::{PcapSink, SummarySink, Tee};
 /// What the endpoint does on its own.
 #[derive(Clone, Debug)]
 pub enum Mode {
-    Listen { port: u16 },
+    Listen {
+        port: u16,
+    },
     Connect(ConnectPlan),
+    /// The HTTP crawler (`connect --app get:…`).
+    Crawl(crate::endpoint::crawl::CrawlConfig),
 }
 
 /// Where the event stream goes.
@@ -95,6 +99,10 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             Box::new(Idle)
         }
         Mode::Connect(plan) => Box::new(Connector::new(plan.clone(), opts.stop.finished.is_none())),
+        Mode::Crawl(c) => Box::new(crate::sys::crawl::CrawlDriver::new(
+            crate::endpoint::crawl::Crawler::new(c.clone()),
+            opts.stop.finished.is_none(),
+        )),
     };
     let mut summary = SummarySink::new(Side::Closelab);
     let started = format!(
@@ -108,6 +116,15 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
                 format!("{:?}", opts.endpoint.policy.close).to_lowercase()
             ),
             Mode::Connect(p) => format!("connecting to {} ({} connection(s))", p.remote, p.count),
+            Mode::Crawl(c) => format!(
+                "crawling http://{}: {} URL(s), pool {}, {}, on error {}, budget {} connections",
+                c.remote,
+                c.paths.len(),
+                c.pool,
+                c.mode.name(),
+                format!("{:?}", c.on_error).to_lowercase(),
+                c.budget
+            ),
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };
