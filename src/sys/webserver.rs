@@ -26,8 +26,8 @@ pub const WEB_DIR: &str = "/run/closelab/web";
 
 /// The generated root: `/files/0001.txt` … `/files/NNNN.txt` exist,
 /// `/big/1m.bin` and `/big/4m.bin` carry closelab's byte pattern
-/// (byte i is i % 251), `/chunked/…` serves the same files with chunked
-/// encoding where the server can (nginx, Apache), and nothing under
+/// (byte i is i % 251), nginx serves the same files under `/chunked/`
+/// with chunked encoding (through its SSI filter), and nothing under
 /// `/missing/` exists.
 pub const FILES: usize = 200;
 pub const BIG: [(&str, usize); 2] = [("1m.bin", 1 << 20), ("4m.bin", 4 << 20)];
@@ -155,8 +155,6 @@ LoadModule mpm_event_module {m}/mod_mpm_event.so
 LoadModule authz_core_module {m}/mod_authz_core.so
 LoadModule mime_module {m}/mod_mime.so
 LoadModule dir_module {m}/mod_dir.so
-LoadModule alias_module {m}/mod_alias.so
-LoadModule include_module {m}/mod_include.so
 ServerRoot {d}
 ServerName closelab-lab
 Listen {ip}:{port}
@@ -183,13 +181,7 @@ DocumentRoot {r}
 </Directory>
 <Directory {r}>
     Require all granted
-    Options +Includes
 </Directory>
-# Same files, through the INCLUDES filter: no Content-Length, chunked.
-Alias /chunked/ {r}/big/
-<Location /chunked/>
-    SetOutputFilter INCLUDES
-</Location>
 "
     )
 }
@@ -450,7 +442,7 @@ pub fn serve_cmd(spec: &ServeSpec, out: &mut dyn Write) -> Result<(), String> {
             format!(
                 "  doc root {}: /files/0001.txt … /files/{FILES:04}.txt, /big/1m.bin, /big/4m.bin{}; nothing under /missing/",
                 r.root.display(),
-                if r.kind == ServerKind::Python { "" } else { ", /chunked/1m.bin (chunked)" }
+                if r.kind == ServerKind::Nginx { ", /chunked/1m.bin and /chunked/4m.bin (chunked)" } else { "" }
             ),
         )?;
     } else {
