@@ -1018,11 +1018,12 @@ impl Endpoint {
         for (path, result) in done {
             let text = match &result {
                 Ok(r) => format!(
-                    "http: GET {path} -> {} {}, {} body bytes ({}), {}",
+                    "http: GET {path} -> {} {}, {} body bytes ({}, fnv1a {:016x}), {}",
                     r.status,
                     r.reason,
                     r.body_len,
                     r.framing.name(),
+                    r.checksum,
                     if r.keep_alive { "keep-alive" } else { "server closes" }
                 ),
                 Err(e) => format!("http: GET {path} failed: {e} (connection aborted)"),
