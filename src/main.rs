@@ -100,13 +100,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ScenarioCmd,
     },
-    /// Build a lab, run four close stories on real packets with both sides' states, tear it down.
+    /// Build a lab, run seven close stories on real packets with both sides' states, tear it down.
     Demo {
         /// Leave the lab up afterwards for exploring.
         #[arg(long)]
         keep: bool,
-        /// Run only story N (1: closelab closes first, 2: Linux closes first, 3: CLOSE_WAIT leak, 4: web server TIME-WAIT).
-        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        /// Run only story N (1: closelab closes first, 2: Linux closes first, 3: CLOSE_WAIT leak, 4: web server TIME-WAIT,
+        /// 5: the crawler's leak against Apache, 6: the crawler releasing, 7: keep-alive and the "2 hours" folklore).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
         only: Option<u8>,
         /// Print the event stream as JSON lines instead of ladders.
         #[arg(long)]

@@ -1,6 +1,7 @@
 //! Linux-only I/O edges. The only module allowed to open fds, read the clock, spawn processes or enter namespaces.
 pub mod control;
 pub mod crawl;
+pub mod crawlstory;
 pub mod demo;
 pub mod lab;
 pub mod labcmd;

@@ -95,6 +95,7 @@ fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: b
                 Some(crate::sys::story::Connect { to: linux, send, count, local_port })
             }
         },
+        crawl: None,
     }
 }
 
