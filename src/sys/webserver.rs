@@ -419,6 +419,18 @@ pub fn stop(lab: &str) -> Result<Vec<ServerKind>, String> {
     Ok(stopped)
 }
 
+/// Stops one server of a lab (a scenario's, after its run) and removes
+/// its directory.
+pub fn stop_kind(lab: &str, kind: ServerKind) -> Result<bool, String> {
+    let dir = dir_of(lab, kind);
+    if !dir.exists() {
+        return Ok(false);
+    }
+    let was = stop_dir(&dir)?;
+    fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    Ok(was)
+}
+
 /// Servers running in a lab (for `lab status`).
 pub fn running(lab: &str) -> Vec<(ServerKind, u32)> {
     [ServerKind::Apache, ServerKind::Nginx, ServerKind::Python]
