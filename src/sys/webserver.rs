@@ -462,6 +462,7 @@ pub fn serve_cmd(spec: &ServeSpec, out: &mut dyn Write) -> Result<(), String> {
     }
     let ka = match (r.kind, spec.keepalive_timeout) {
         (ServerKind::Python, _) => "no keep-alive (HTTP/1.0: the server closes after every response)".to_string(),
+        (_, Some(d)) if d.subsec_millis() == 0 => format!("keep-alive timeout {}s", d.as_secs()),
         (_, Some(d)) => format!("keep-alive timeout {}", secs_ms(d)),
         (ServerKind::Apache, None) => "keep-alive timeout 5s (Apache's default)".into(),
         (ServerKind::Nginx, None) => "keep-alive timeout 75s (nginx's default)".into(),
