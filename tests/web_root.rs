@@ -281,6 +281,10 @@ fn test_lab_down_stops_the_servers() {
     let lab = LabGuard::up(&[]);
     let pids =
         [serve(&lab, "apache", &[]), serve(&lab, "nginx", &["--port", "81"]), serve(&lab, "python", &["--port", "82"])];
+    let status = String::from_utf8_lossy(&run_ok(&mut closelab(&["lab", "status"])).stdout).into_owned();
+    for (kind, pid) in ["apache", "nginx", "python"].iter().zip(pids) {
+        assert!(status.contains(&format!("  web server: {kind} (pid {pid}, closelab lab serve)")), "{status}");
+    }
     let again = util::run(&mut closelab(&["lab", "serve", lab.name(), "nginx", "--port", "81"]));
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("nginx already runs in lab"));
