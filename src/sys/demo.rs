@@ -1,4 +1,4 @@
-//! `closelab demo`: builds a lab with a unique name, runs four stories on
+//! `closelab demo`: builds a lab with a unique name, runs seven stories on
 //! real packets (closelab closes first, Linux closes first, the CLOSE_WAIT
 //! leak, a web server collecting TIME-WAIT), prints a ladder with both
 //! sides' states for each, and tears the lab down, also on Ctrl-C or error
@@ -84,7 +84,7 @@ fn endpoint(addrs: &LabAddrs, app: AppKind, policy: Policy, opts: &DemoOptions) 
     cfg
 }
 
-/// The four stories, for a lab with these addresses.
+/// The seven stories, for a lab with these addresses (5 to 7 from crawlstory).
 pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
     let server = |port| SocketAddr::new(IpAddr::V4(addrs.closelab), port);
     let ms = Duration::from_millis;
