@@ -3,11 +3,10 @@
 //! opens in tcpdump, and a scenario file with a wrong expectation exits 1
 //! naming it.
 
-mod util;
-
 use std::process::{Command, Output};
 
-use util::{BIN, describe, require_root, unique_lab_name};
+use crate::util;
+use crate::util::{BIN, describe, require_root, unique_lab_name};
 
 fn scenario(args: &[&str]) -> (Command, String) {
     let lab = unique_lab_name();

@@ -6,7 +6,6 @@
 //! Every test that touches the network gets its own namespace (`clt` + pid +
 //! counter, like ripgrep's `NEXT_ID`), so tests run in parallel and the TUN
 //! device can be called `cl0` everywhere.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};

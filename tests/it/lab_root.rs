@@ -12,14 +12,12 @@
 //! it would remove the labs of tests running in parallel (see
 //! tests/demo_root.rs, which tests it with `--dry-run`).
 
-mod util;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use util::{
+use crate::util::{
     Closelab, LabGuard, assert_lab_gone, closelab, expect_error, has_run, lab_leftovers, require_root, root_links, run,
     run_ok, side_state_path, str_of, unique_lab_name,
 };

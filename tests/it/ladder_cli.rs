@@ -5,8 +5,6 @@
 //! a fault that drops the server's last ACK once. Files go to a directory
 //! per test, removed on drop.
 
-mod util;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +17,8 @@ use closelab::fault::FaultRule;
 use closelab::view::json;
 use smoltcp::time::{Duration, Instant};
 
-use util::{cmdline, describe, expect_error, run};
+use crate::util;
+use crate::util::{cmdline, describe, expect_error, run};
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
