@@ -979,7 +979,7 @@ fn endpoint_pids(ns: &str, tun: &str) -> Result<Vec<u32>, LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netns::require_root;
+    use crate::testing::require_root;
 
     fn demo() -> LabSpec {
         let mut spec = LabSpec::new("demo", None).unwrap();

@@ -659,10 +659,8 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         match res {
             Ok(o) => assert!(o.status.success(), "{name}: python3 refuses it: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{name}: cannot run python3 in CI: {e}"),
             Err(e) => {
-                use std::io::Write;
-                let _ = std::io::stderr().write_all(format!("SKIPPED python3 check of {name}: {e}\n").as_bytes());
+                crate::testing::skip_or_fail(&format!("python3 check of {name}"), &format!("cannot run python3: {e}"));
             }
         }
     }
@@ -802,12 +800,6 @@ mod tests {
         let got = ladder(&[], None);
         assert_well_formed("empty", &got);
         assert!(got.contains(">closelab</text>") && got.contains(">linux</text>"));
-    }
-
-    #[test]
-    fn test_ladder_deterministic() {
-        let v = with_second_conn();
-        assert_eq!(ladder(&v, None), ladder(&v.clone(), None));
     }
 
     // Tests for the counts plot.

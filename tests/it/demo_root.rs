@@ -17,14 +17,12 @@
 //! the same removal per lab (`down --all` is `down` of every known name; the
 //! library's `test_down_all_without_state_file` covers the name discovery).
 
-mod util;
-
 use std::time::{Duration, Instant};
 
 use closelab::view::json::Json;
 use nix::sys::signal::Signal;
 
-use util::{
+use crate::util::{
     Closelab, LabGuard, assert_lab_gone, closelab, has_run, lab_leftovers, require_root, run_ok, side_state_path,
     str_of, t_of, unique_lab_name,
 };

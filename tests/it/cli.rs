@@ -6,11 +6,10 @@
 //! (`unshare --net`), so a validation bug that let closelab start serving
 //! could not create a TUN device in the host's namespace.
 
-mod util;
-
 use std::process::Command;
 
-use util::{BIN, expect_error};
+use crate::util;
+use crate::util::{BIN, expect_error};
 
 /// `closelab ARGS…`, in a fresh anonymous network namespace when root.
 fn closelab(args: &[&str]) -> Command {
