@@ -10,25 +10,18 @@
 //! Needs root (SKIPPED otherwise, a failure under `CI=true`) and the servers
 //! (scripts/setup installs apache2 and nginx; missing ones skip the same way).
 
-mod util;
-
 use std::time::{Duration, Instant};
 
+use crate::util::{Closelab, Finished, LabGuard, closelab, require_root, run_ok, str_of};
 use nix::sys::signal::Signal;
-use util::{Closelab, Finished, LabGuard, closelab, require_root, run_ok, str_of};
 
 const LINUX: &str = "10.201.0.1";
 
+/// The server's binary is installed (in sbin, outside a user's PATH);
+/// otherwise skipped, or failed under CI (scripts/setup installs them).
 fn have(test: &str, bin: &str) -> bool {
     let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| std::path::Path::new(d).join(bin).exists());
-    if found {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {bin} is not installed (scripts/setup installs it)");
-    }
-    eprintln!("SKIPPED {test}: needs {bin}");
-    false
+    found || closelab::testing::skip_or_fail(test, &format!("needs {bin} (scripts/setup installs it)"))
 }
 
 fn fnv1a(data: &[u8]) -> u64 {
@@ -259,7 +252,7 @@ fn test_keepalive_ends_leaked_close_wait_once_linux_forgot() {
     // Probes are answered while Apache's FIN-WAIT-2 lives; the first one
     // after it expired draws an RST.
     let closed = c.wait_for("conn 1 closed by the peer's RST", |v| {
-        util::is_state(v) && v.get("conn").and_then(|c| c.as_u64()) == Some(1) && str_of(v, "to") == "CLOSED"
+        crate::util::is_state(v) && v.get("conn").and_then(|c| c.as_u64()) == Some(1) && str_of(v, "to") == "CLOSED"
     });
     assert_eq!(str_of(&closed, "from"), "CLOSE-WAIT");
     assert_eq!(str_of(&closed, "cause"), "segment");
@@ -285,7 +278,7 @@ fn test_lab_down_stops_the_servers() {
     for (kind, pid) in ["apache", "nginx", "python"].iter().zip(pids) {
         assert!(status.contains(&format!("  web server: {kind} (pid {pid}, closelab lab serve)")), "{status}");
     }
-    let again = util::run(&mut closelab(&["lab", "serve", lab.name(), "nginx", "--port", "81"]));
+    let again = crate::util::run(&mut closelab(&["lab", "serve", lab.name(), "nginx", "--port", "81"]));
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("nginx already runs in lab"));
     run_ok(&mut closelab(&["lab", "down", lab.name()]));

@@ -3,11 +3,9 @@
 //! each command runs in a throwaway network namespace (`unshare --net`), so
 //! a validation bug could not start anything in the host's namespace.
 
-mod util;
-
 use std::process::Command;
 
-use util::{BIN, expect_error};
+use crate::util::{BIN, expect_error};
 
 fn closelab(args: &[&str]) -> Command {
     let mut c = if nix::unistd::geteuid().is_root() {
