@@ -435,10 +435,15 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             (addrs, peers, tun, None, true)
         }
     };
-    if let Mode::Connect(plan) = &mode
-        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4())
+    let remote = match &mode {
+        Mode::Connect(plan) => Some(plan.remote),
+        Mode::Crawl(c) => Some(c.remote),
+        Mode::Listen { .. } => None,
+    };
+    if let Some(remote) = remote
+        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == remote.is_ipv4())
     {
-        return Err(format!("cannot connect to {}: no --addr of the same IP family", plan.remote));
+        return Err(format!("cannot connect to {remote}: no --addr of the same IP family"));
     }
     let dur = |s: &Option<String>| s.as_deref().map(config::parse_duration).transpose();
     let mut cfg = EndpointConfig::new(addrs[0]);
@@ -584,6 +589,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let remote = config::parse_socket_addr(&remote)?;
             let send = config::parse_bytes(&send)?;
             if app.starts_with("get:") || http.urls.is_some() {
+                if send != 0 || count != 1 {
+                    return Err("--send and --count do not apply to the HTTP crawler (its URLs decide)".into());
+                }
                 let crawl = crawl_config(remote, &app, &http, &mut ep)?;
                 let opts = serve_options(ep, "sink", close, Mode::Crawl(crawl))?;
                 return endpoint(crawl_endpoint(opts));

@@ -51,6 +51,9 @@ fn test_crawler_numbers_validated() {
     expect_error(&mut crawl(&["--app", "get:/a", "--http-timeout", "5"]), "invalid duration `5`");
     expect_error(&mut crawl(&["--app", "get:/a", "--http", "2"]), "invalid value '2' for '--http");
     expect_error(&mut crawl(&["--app", "get:/a", "--on-error", "ignore"]), "invalid value 'ignore' for '--on-error");
+    expect_error(&mut crawl(&["--app", "get:/a", "--count", "3"]), "--send and --count do not apply");
+    let mut v6 = closelab(&["connect", "[fd00::1]:80", "--tun", "cl0", "--addr", "10.201.0.2/24", "--app", "get:/a"]);
+    expect_error(&mut v6, "no --addr of the same IP family");
 }
 
 #[test]
