@@ -193,7 +193,6 @@ enum Held {
     Draining {
         since: Instant,
     },
-    Leaked,
 }
 
 #[derive(Clone, Debug)]
@@ -215,12 +214,17 @@ pub enum CrawlTick {
 pub struct Crawler {
     cfg: CrawlConfig,
     next: usize,
+    /// Connections in use (at most `pool`): every scan is over these only.
     conns: Vec<Conn>,
+    /// Leaked connections: held, never looked at again.
+    leaked: Vec<ConnId>,
     next_start: Option<Instant>,
     pub stats: CrawlStats,
     done: bool,
-    /// Every exchange, in order (tests and stories look at them).
+    /// Every exchange, in order, when `record` is set (tests look at them;
+    /// a long crawl does not keep one entry per URL).
     pub exchanges: Vec<HttpDone>,
+    pub record: bool,
 }
 
 impl Crawler {
@@ -229,10 +233,12 @@ impl Crawler {
             cfg,
             next: 0,
             conns: Vec::new(),
+            leaked: Vec::new(),
             next_start: None,
             stats: CrawlStats::default(),
             done: false,
             exchanges: Vec::new(),
+            record: false,
         }
     }
 
@@ -242,12 +248,12 @@ impl Crawler {
 
     /// Connections the crawler holds (its open "fds"), leaked ones included.
     pub fn held(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.leaked.len()
     }
 
     /// The connections leaked so far.
     pub fn leaked(&self) -> Vec<ConnId> {
-        self.conns.iter().filter(|c| c.held == Held::Leaked).map(|c| c.id).collect()
+        self.leaked.clone()
     }
 
     pub fn is_done(&self) -> bool {
@@ -275,12 +281,8 @@ impl Crawler {
             .any(|c| matches!(c.held, Held::Opening { .. } | Held::Busy { .. } | Held::Draining { .. }));
         if self.next >= self.cfg.paths.len() && !active {
             for c in std::mem::take(&mut self.conns) {
-                if c.held == Held::Leaked {
-                    self.conns.push(c);
-                } else {
-                    // The crawler is done: HttpClient.close() closes the pool.
-                    ep.close(now, c.id);
-                }
+                // The crawler is done: HttpClient.close() closes the pool.
+                ep.close(now, c.id);
             }
             self.done = true;
             let line = self.stats.line(self.cfg.paths.len());
@@ -301,7 +303,6 @@ impl Crawler {
                     }
                 }
                 Held::Draining { since } => at.push(*since + self.cfg.timeout),
-                Held::Leaked => {}
             }
         }
         if self.next < self.cfg.paths.len() {
@@ -324,7 +325,8 @@ impl Crawler {
                 let good = (200..300).contains(&r.status);
                 if !good && self.cfg.on_error == OnError::Leak {
                     // The bug: the error path returns without releasing.
-                    self.conns[i].held = Held::Leaked;
+                    self.conns.remove(i);
+                    self.leaked.push(d.conn);
                     self.stats.leaked += 1;
                     ep.note(
                         now,
@@ -351,7 +353,13 @@ impl Crawler {
                 self.conns.remove(i);
             }
         }
-        self.exchanges.push(d);
+        self.record(d);
+    }
+
+    fn record(&mut self, d: HttpDone) {
+        if self.record {
+            self.exchanges.push(d);
+        }
     }
 
     /// Connections that went away under the crawler, and timeouts.
@@ -391,7 +399,7 @@ impl Crawler {
                         Some(id),
                         format!("http: GET {path} failed: {} (connection aborted)", HttpError::Timeout),
                     );
-                    self.exchanges.push(HttpDone { conn: id, path, result: Err(HttpError::Timeout) });
+                    self.record(HttpDone { conn: id, path, result: Err(HttpError::Timeout) });
                     continue;
                 }
                 Held::Busy { path, .. } if gone && !ep.http_busy(c.id) => {
@@ -423,7 +431,7 @@ impl Crawler {
     fn fail(&mut self, now: Instant, ep: &mut Endpoint, id: ConnId, path: String, why: &str) {
         self.stats.errors += 1;
         ep.note(now, Some(id), format!("http: GET {path} failed: {why}"));
-        self.exchanges.push(HttpDone { conn: id, path, result: Err(HttpError::Truncated(why.to_string())) });
+        self.record(HttpDone { conn: id, path, result: Err(HttpError::Truncated(why.to_string())) });
     }
 
     fn evict(&mut self, now: Instant, ep: &mut Endpoint) {
@@ -482,11 +490,10 @@ impl Crawler {
                 self.advance(now);
                 continue;
             }
-            let in_use = self.conns.iter().filter(|c| c.held != Held::Leaked).count();
-            if in_use >= self.cfg.pool {
+            if self.conns.len() >= self.cfg.pool {
                 return;
             }
-            if self.conns.len() >= self.cfg.budget {
+            if self.held() >= self.cfg.budget {
                 // The fd limit: socket() fails with EMFILE.
                 self.stats.no_fd += 1;
                 ep.note(
@@ -494,11 +501,11 @@ impl Crawler {
                     None,
                     format!(
                         "http: GET {path} failed: too many open files ({} connections held, --max-conns {})",
-                        self.conns.len(),
+                        self.held(),
                         self.cfg.budget
                     ),
                 );
-                self.exchanges.push(HttpDone {
+                self.record(HttpDone {
                     conn: 0,
                     path,
                     result: Err(HttpError::Truncated("too many open files".into())),
@@ -516,7 +523,7 @@ impl Crawler {
                 Err(e) => {
                     self.stats.errors += 1;
                     ep.note(now, None, format!("http: GET {path} failed: cannot connect to {}: {e}", self.cfg.remote));
-                    self.exchanges.push(HttpDone { conn: 0, path, result: Err(HttpError::Truncated(e.to_string())) });
+                    self.record(HttpDone { conn: 0, path, result: Err(HttpError::Truncated(e.to_string())) });
                 }
             }
             self.advance(now);

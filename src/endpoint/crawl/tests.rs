@@ -40,6 +40,7 @@ fn crawl(server: AppKind, close: ClosePolicy, close_after: Option<Duration>, c: 
     let a = Endpoint::new(cfg("10.0.0.1/24", AppKind::HttpClient, ClosePolicy::Never, None), t0());
     let mut link = Link::new(a, b, t0(), ms(5));
     let mut crawler = Crawler::new(c);
+    crawler.record = true;
     let end = t0() + Duration::from_secs(3600);
     let mut events = Vec::new();
     let mut server_events = Vec::new();
@@ -306,4 +307,19 @@ fn test_parse_get_and_url_list() {
     assert_eq!(parse_url_list("u", "/a\nb\n").unwrap_err(), "u:2: invalid path `b`: it must start with /");
     assert!(parse_url_list("u", "https://x/a").unwrap_err().contains("https is not supported"));
     assert_eq!(parse_url_list("u", "# only\n").unwrap_err(), "u: no URL in the file");
+}
+
+#[test]
+fn test_crawl_many_leaks_count_exactly() {
+    let list: Vec<String> = (0..500).map(|i| format!("/missing/{i}")).collect();
+    let mut c = CrawlConfig::new(SERVER.parse().unwrap(), list);
+    c.on_error = OnError::Leak;
+    c.budget = 100;
+    c.pool = 4;
+    let r = crawl(AppKind::Http, ClosePolicy::Passive, None, c, Duration::from_secs(1));
+    let s = &r.crawler.stats;
+    assert_eq!((s.leaked, s.no_fd, s.opened, s.responses()), (100, 400, 100, 100));
+    assert_eq!(r.crawler.held(), 100);
+    // The server never closes them: all ESTABLISHED, none closed by the crawler.
+    assert!(r.crawler.leaked().iter().all(|id| r.link.a.state(*id) == Some(Established)));
 }
