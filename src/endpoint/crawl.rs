@@ -431,7 +431,7 @@ impl Crawler {
     fn fail(&mut self, now: Instant, ep: &mut Endpoint, id: ConnId, path: String, why: &str) {
         self.stats.errors += 1;
         ep.note(now, Some(id), format!("http: GET {path} failed: {why}"));
-        self.record(HttpDone { conn: id, path, result: Err(HttpError::Truncated(why.to_string())) });
+        self.record(HttpDone { conn: id, path, result: Err(HttpError::Connection(why.to_string())) });
     }
 
     fn evict(&mut self, now: Instant, ep: &mut Endpoint) {
@@ -508,7 +508,7 @@ impl Crawler {
                 self.record(HttpDone {
                     conn: 0,
                     path,
-                    result: Err(HttpError::Truncated("too many open files".into())),
+                    result: Err(HttpError::Connection("too many open files".into())),
                 });
                 self.advance(now);
                 continue;
@@ -523,7 +523,7 @@ impl Crawler {
                 Err(e) => {
                     self.stats.errors += 1;
                     ep.note(now, None, format!("http: GET {path} failed: cannot connect to {}: {e}", self.cfg.remote));
-                    self.record(HttpDone { conn: 0, path, result: Err(HttpError::Truncated(e.to_string())) });
+                    self.record(HttpDone { conn: 0, path, result: Err(HttpError::Connection(e.to_string())) });
                 }
             }
             self.advance(now);

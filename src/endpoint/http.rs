@@ -92,6 +92,9 @@ pub enum HttpError {
     Unsolicited(usize),
     /// No complete response within the crawler's timeout.
     Timeout,
+    /// No exchange at all: the connection was refused or reset, or none
+    /// could be opened (the budget is spent: "too many open files").
+    Connection(String),
 }
 
 impl fmt::Display for HttpError {
@@ -106,6 +109,7 @@ impl fmt::Display for HttpError {
             HttpError::Truncated(e) => write!(f, "connection closed {e}"),
             HttpError::Unsolicited(n) => write!(f, "{n} bytes arrived with no request outstanding"),
             HttpError::Timeout => write!(f, "no complete response in time"),
+            HttpError::Connection(e) => f.write_str(e),
         }
     }
 }

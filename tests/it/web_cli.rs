@@ -86,4 +86,5 @@ fn test_lab_serve_errors() {
     );
     expect_error(&mut closelab(&["lab", "serve", "x", "nginx", "--port", "0"]), "invalid port 0");
     expect_error(&mut closelab(&["lab", "serve", "Bad_Name", "nginx"]), "invalid lab name");
+    expect_error(&mut closelab(&["lab", "serve", "nolab9", "nginx"]), "nolab9");
 }
