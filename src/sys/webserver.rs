@@ -127,10 +127,18 @@ pub fn write_root(root: &Path) -> Result<(), String> {
     }
     let p = root.join("index.html");
     fs::write(&p, "<html><body>closelab lab web server</body></html>\n").map_err(|e| err(&p, e))?;
-    // The servers' workers run as nobody: everything world-readable.
+    // The servers' workers run as nobody: everything world-readable,
+    // whatever the umask.
     for p in [root.to_path_buf(), root.join("files"), root.join("big")] {
         set_mode(&p, 0o755)?;
     }
+    for i in 1..=FILES {
+        set_mode(&root.join(format!("files/{i:04}.txt")), 0o644)?;
+    }
+    for (name, _) in BIG {
+        set_mode(&root.join("big").join(name), 0o644)?;
+    }
+    set_mode(&root.join("index.html"), 0o644)?;
     Ok(())
 }
 
