@@ -588,6 +588,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::Connect { remote, send, count, mut ep, app, close, http } => {
             let remote = config::parse_socket_addr(&remote)?;
             let send = config::parse_bytes(&send)?;
+            if app == "http" {
+                return Err(
+                    "--app http is closelab's HTTP server (it answers requests and sends none): to fetch from a server use --app get:/PATH[,/PATH…] or --urls FILE"
+                        .into(),
+                );
+            }
             if app.starts_with("get:") || http.urls.is_some() {
                 if send != 0 || count != 1 {
                     return Err("--send and --count do not apply to the HTTP crawler (its URLs decide)".into());

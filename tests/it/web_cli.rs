@@ -33,6 +33,7 @@ fn test_get_paths_validated() {
         "closelab: invalid path `files/1`: it must start with /"
     );
     expect_error(&mut crawl(&["--app", "get:"]), "names no path");
+    expect_error(&mut crawl(&["--app", "http"]), "to fetch from a server use --app get:/PATH");
     expect_error(&mut crawl(&["--app", "get:/a b"]), "escape it as %XX");
     expect_error(
         &mut closelab(&["listen", "--tun", "cl0", "--addr", "10.201.0.2/24", "--port", "80", "--app", "get:/a"]),
