@@ -398,6 +398,7 @@ fn close_policy(c: CloseArg) -> ClosePolicy {
 /// The validation step: what the user typed → typed configuration.
 fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Result<ServeOptions, String> {
     let app = AppKind::parse(app)?;
+    let mut linux_ns = None;
     let (addrs, peer_addrs, tun_name, netns, configure) = match &ep.lab {
         Some(lab) => {
             if ep.tun.is_some() || !ep.addr.is_empty() || !ep.peer_addr.is_empty() {
@@ -405,6 +406,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             }
             let info = closelab::sys::lab::load(lab).map_err(|e| e.to_string())?;
             let cidr = config::parse_cidr(&format!("{}/{}", info.closelab, info.prefix))?;
+            linux_ns = Some(info.ns_linux.clone());
             (vec![cidr], Vec::new(), info.tun.clone(), Some(info.ns_closelab.clone()), false)
         }
         None => {
@@ -496,6 +498,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         endpoint: cfg,
         tun,
         netns,
+        linux_ns,
         mode,
         stop: StopWhen { finished: ep.exit_after },
         output: Output { json: ep.json, pcap: ep.pcap },

@@ -40,6 +40,9 @@ pub struct ServeOptions {
     pub tun: TunSpec,
     /// Network namespace to enter before opening the TUN (a lab's).
     pub netns: Option<String>,
+    /// The lab's Linux namespace: the crawler observes the server's sockets
+    /// there (NETLINK_SOCK_DIAG), so both ends are in the timeline.
+    pub linux_ns: Option<String>,
     pub mode: Mode,
     pub stop: StopWhen,
     pub output: Output,
@@ -99,10 +102,17 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             Box::new(Idle)
         }
         Mode::Connect(plan) => Box::new(Connector::new(plan.clone(), opts.stop.finished.is_none())),
-        Mode::Crawl(c) => Box::new(crate::sys::crawl::CrawlDriver::new(
-            crate::endpoint::crawl::Crawler::new(c.clone()),
-            opts.stop.finished.is_none(),
-        )),
+        Mode::Crawl(c) => {
+            let observer = match &opts.linux_ns {
+                Some(ns) => Some(crate::sys::observe::Observer::new(ns, &[c.remote.port()])?),
+                None => None,
+            };
+            Box::new(crate::sys::crawl::CrawlDriver::new(
+                crate::endpoint::crawl::Crawler::new(c.clone()),
+                opts.stop.finished.is_none(),
+                observer,
+            ))
+        }
     };
     let mut summary = SummarySink::new(Side::Closelab);
     let started = format!(

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Closelab, Finished, LabGuard, closelab, require_root, run_ok, str_of};
+use crate::util::{Closelab, Finished, LabGuard, closelab, require_root, run_ok, side_state_path, str_of};
 use nix::sys::signal::Signal;
 
 const LINUX: &str = "10.201.0.1";
@@ -143,8 +143,11 @@ fn test_python_http10_server_closes_each() {
     // HTTP/1.0: the server closes first, every time; closelab, the passive
     // closer, goes CLOSE-WAIT -> LAST-ACK and never holds TIME-WAIT.
     for conn in 1..=3 {
-        let path = f.states(conn);
+        let path = side_state_path(&f.events(), "closelab", conn);
         assert_eq!(path, ["CLOSED", "SYN-SENT", "ESTABLISHED", "CLOSE-WAIT", "LAST-ACK", "CLOSED"], "conn {conn}{f}");
+        // python, the active closer, holds the TIME-WAIT (observed in its namespace).
+        let linux = side_state_path(&f.events(), "linux", conn);
+        assert!(linux.iter().any(|s| s == "FIN-WAIT-1"), "linux conn {conn}: {linux:?}{f}");
     }
 }
 
@@ -213,7 +216,14 @@ fn test_leak_story_close_wait_per_404_then_too_many_open_files() {
     assert!(counts.starts_with("crawl: 50 URLs, 30 responses (24 x 200, 6 x 404)"), "{counts}");
     assert!(counts.contains("20 failed: too many open files"), "{counts}");
     for conn in 1..=6 {
-        assert_eq!(f.states(conn).last().map(String::as_str), Some("CLOSE-WAIT"), "conn {conn}{f}");
+        let cl = side_state_path(&f.events(), "closelab", conn);
+        assert_eq!(cl.last().map(String::as_str), Some("CLOSE-WAIT"), "conn {conn}{f}");
+        // The same connection on Apache's side, observed through sock_diag:
+        // FIN-WAIT-2 for seconds (its FIN-WAIT-1 lasts microseconds and may
+        // fall between two samples), then forgotten.
+        let lx = side_state_path(&f.events(), "linux", conn);
+        assert!(lx.iter().any(|s| s == "FIN-WAIT-2"), "linux conn {conn}: {lx:?}{f}");
+        assert_eq!(lx.last().map(String::as_str), Some("CLOSED"), "linux conn {conn}: {lx:?}{f}");
     }
 }
 
@@ -235,8 +245,9 @@ fn test_release_story_one_connection_time_wait_on_crawler() {
     assert_eq!(got.iter().filter(|e| e.1 == 404).count(), 10, "{f}");
     // One keep-alive connection served all 50; the crawler closed it at
     // the end, first, and held its TIME-WAIT.
-    assert_eq!(f.states(1), ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "TIME-WAIT", "CLOSED"], "{f}");
-    assert!(f.state_events(2).is_empty(), "{f}");
+    let path = side_state_path(&f.events(), "closelab", 1);
+    assert_eq!(path, ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "TIME-WAIT", "CLOSED"], "{f}");
+    assert!(side_state_path(&f.events(), "closelab", 2).is_empty(), "{f}");
 }
 
 #[test]
@@ -252,7 +263,10 @@ fn test_keepalive_ends_leaked_close_wait_once_linux_forgot() {
     // Probes are answered while Apache's FIN-WAIT-2 lives; the first one
     // after it expired draws an RST.
     let closed = c.wait_for("conn 1 closed by the peer's RST", |v| {
-        crate::util::is_state(v) && v.get("conn").and_then(|c| c.as_u64()) == Some(1) && str_of(v, "to") == "CLOSED"
+        crate::util::is_state(v)
+            && str_of(v, "side") == "closelab"
+            && v.get("conn").and_then(|c| c.as_u64()) == Some(1)
+            && str_of(v, "to") == "CLOSED"
     });
     assert_eq!(str_of(&closed, "from"), "CLOSE-WAIT");
     assert_eq!(str_of(&closed, "cause"), "segment");
