@@ -215,3 +215,27 @@ fn test_help_and_version() {
     assert!(help.contains("--exit-after"), "{help}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+// Tests for files the user names.
+
+/// A FIFO as scenario file used to block in open() for ever (with SIGINT and
+/// SIGTERM blocked); /dev/zero was read until the OOM killer came. Both are
+/// one error line now (run's own 30 s guard turns a hang into a failure).
+#[test]
+fn test_scenario_file_must_be_regular() {
+    let dir = std::env::temp_dir().join(format!("closelab-cli-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("s.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let f = fifo.to_str().unwrap().to_string();
+    let line = expect_error(&mut closelab(&["scenario", "run", &f]), "not a regular file (a FIFO)");
+    assert_eq!(line, format!("closelab: cannot read scenario file {f}: not a regular file (a FIFO)"));
+    expect_error(&mut closelab(&["scenario", "run", "/dev/zero"]), "not a regular file (a character device)");
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'#'; (1 << 20) + 1]).unwrap();
+    expect_error(&mut closelab(&["scenario", "run", big.to_str().unwrap()]), "larger than 1048576 bytes");
+    expect_error(&mut closelab(&["ladder", "/dev/zero"]), "cannot read /dev/zero: not a regular file");
+    expect_error(&mut closelab(&["ladder", f.as_str()]), "not a regular file (a FIFO)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
