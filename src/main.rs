@@ -424,6 +424,8 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             } else {
                 for p in &ep.peer_addr {
                     let ip = config::parse_ip(p)?;
+                    let own_cidr = addrs.iter().find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4()).copied();
+                    config::check_peer(ip, own_cidr.as_ref()).map_err(|e| format!("--peer-addr: {e}"))?;
                     let own = addrs
                         .iter()
                         .find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4())
@@ -447,6 +449,14 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     {
         return Err(format!("cannot connect to {remote}: no --addr of the same IP family"));
     }
+    if let Mode::Connect(plan) = &mode {
+        let ip = plan.remote.ip();
+        let own = addrs.iter().find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4());
+        config::check_peer(ip, own).map_err(|e| format!("cannot connect to {}: {e}", plan.remote))?;
+        if own.is_some_and(|a| IpAddr::from(a.address()) == ip) {
+            return Err(format!("cannot connect to {}: that is closelab's own address", plan.remote));
+        }
+    }
     let dur = |s: &Option<String>| s.as_deref().map(config::parse_duration).transpose();
     let mut cfg = EndpointConfig::new(addrs[0]);
     cfg.addrs = addrs.clone();
@@ -459,21 +469,13 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 32) | 1
     });
-    cfg.buffer = config::parse_bytes(&ep.buffer)?;
-    if cfg.buffer == 0 {
-        return Err("--buffer must be at least 1 byte".into());
-    }
+    cfg.buffer = config::parse_buffer(&ep.buffer)?;
     if ep.max_conns == 0 {
         return Err("--max-conns must be at least 1".into());
     }
     cfg.max_conns = ep.max_conns;
-    cfg.keep_alive = dur(&ep.keepalive)?;
-    cfg.user_timeout = dur(&ep.timeout)?;
-    if cfg.user_timeout == Some(smoltcp::time::Duration::ZERO) {
-        return Err(
-            "--timeout must be longer than 0s (it resets a connection after that long without an answer)".into()
-        );
-    }
+    cfg.keep_alive = ep.keepalive.as_deref().map(config::parse_keepalive).transpose()?;
+    cfg.user_timeout = ep.timeout.as_deref().map(|t| config::parse_timer(t, "timeout")).transpose()?;
     cfg.slow = dur(&ep.slow)?;
     cfg.app = app;
     cfg.policy =

@@ -42,6 +42,9 @@ use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, Side, Sink, 
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
 
+/// Shortest wait before a timer that just fired may fire again.
+pub const MIN_REFIRE: Duration = Duration::from_millis(1);
+
 /// What to do with a bare SYN for a 4-tuple that is in TIME-WAIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeWaitSyn {
@@ -633,6 +636,7 @@ impl Endpoint {
                     }
                     self.step(now, id, None);
                     progressed = true;
+                    self.no_refire(now, id);
                 }
             }
             if !progressed {
@@ -640,6 +644,21 @@ impl Endpoint {
             }
         }
         log::warn!("endpoint: poll did not settle at t={}", self.secs(now));
+    }
+
+    /// The guard against a timer that fires again at the same instant: a
+    /// connection whose timer step leaves it due at `now` again (nothing
+    /// will change by stepping it at the same instant) waits
+    /// [`MIN_REFIRE`] instead, so no timer can spin the loop.
+    fn no_refire(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.deadline.is_some_and(|at| at <= now) {
+            let at = now + MIN_REFIRE;
+            c.deadline = Some(at);
+            c.generation += 1;
+            self.timers.push(Reverse((at, id, c.generation)));
+            log::debug!("endpoint: conn={id} timer due again at once, deferred to t={}", self.secs(at));
+        }
     }
 
     /// When to call [`poll`](Self::poll) next.
@@ -917,7 +936,8 @@ impl Endpoint {
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
         );
         sock.set_timeout(Some(self.cfg.handshake_timeout));
-        sock.set_keep_alive(self.cfg.keep_alive);
+        // Linux's TCP_KEEPIDLE minimum: a shorter keep-alive probes without end.
+        sock.set_keep_alive(self.cfg.keep_alive.map(|d| d.max(crate::config::MIN_KEEPALIVE)));
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(sock);
         let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send);

@@ -355,11 +355,11 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         None => None,
     };
     let keep_alive = match &c.keepalive {
-        Some(s) => Some(field!(s, dur)),
+        Some(s) => Some(field!(s, crate::config::parse_keepalive)),
         None => None,
     };
     let user_timeout = match &c.timeout {
-        Some(s) => Some(field!(s, dur)),
+        Some(s) => Some(field!(s, |v: &str| crate::config::parse_timer(v, "timeout"))),
         None => None,
     };
     let time_wait_syn = match c.time_wait_syn.as_ref().map(|m| (m, m.get_ref().as_str())) {

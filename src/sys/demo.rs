@@ -262,6 +262,10 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
     };
     spec.add_peer_sysctl("net.ipv4.tcp_fin_timeout", &opts.fin_timeout.to_string()).map_err(|e| e.to_string())?;
     let lab = Lab::up(spec).map_err(|e| e.to_string())?;
+    if signals.interrupted() {
+        // Dropping the lab removes it.
+        return Ok(Outcome::Interrupted);
+    }
     let addrs = lab.addrs().clone();
     let w = |out: &mut dyn Write, s: &str| writeln!(out, "{s}").map_err(|e| format!("writing output: {e}"));
     let mut json = JsonSink::new(Vec::new());

@@ -31,8 +31,7 @@ pub fn catalogue() -> Vec<ScenarioSpec> {
 /// containing `/`).
 pub fn load(name: &str) -> Result<ScenarioSpec, String> {
     if name.ends_with(".toml") || name.contains('/') {
-        let text =
-            std::fs::read_to_string(name).map_err(|e| format!("cannot read scenario file {name}: {}", e.kind()))?;
+        let text = crate::sys::files::read_scenario(std::path::Path::new(name)).map_err(|e| e.to_string())?;
         return file::parse(&text).map_err(|e| format!("{name}: {e}"));
     }
     catalogue().into_iter().find(|s| s.name == name).ok_or_else(|| {
@@ -185,6 +184,9 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
     } else {
         names.iter().map(|n| load(n)).collect::<Result<_, _>>()?
     };
+    if signals.interrupted() {
+        return Err("interrupted".into());
+    }
     crate::sys::lab::check_ip_binary().map_err(|e| e.to_string())?;
     let mut pcap = match &opts.pcap {
         Some(path) => {
@@ -203,6 +205,10 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
         None => LabSpec::unique(),
     };
     let lab = Lab::up(spec).map_err(|e| e.to_string())?;
+    if signals.interrupted() {
+        // Dropping the lab removes it.
+        return Err("interrupted".into());
+    }
     let addrs = lab.addrs().clone();
     let tun = open_lab_tun(&addrs)?;
     let clock = Clock::new();
