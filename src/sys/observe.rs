@@ -82,7 +82,13 @@ impl Observer {
             // Known sockets: the ones seen last time and every connection
             // closelab has (Linux's end is its remote end).
             let mut known: HashSet<(SocketAddr, SocketAddr)> = self.prev.keys().copied().collect();
-            known.extend(ep.tuples().filter(|t| ports.contains(&t.local.port())).map(|t| (t.remote, t.local)));
+            // closelab as a server (its port observed) or as a client
+            // (the Linux server's port observed).
+            known.extend(
+                ep.tuples()
+                    .filter(|t| ports.contains(&t.local.port()) || ports.contains(&t.remote.port()))
+                    .map(|t| (t.remote, t.local)),
+            );
             if known.len() > LOOKUPS_MAX {
                 // Many connections: one dump costs less than their lookups.
                 self.last_dump = None;

@@ -22,8 +22,12 @@ use crate::view::{PcapSink, SummarySink, Tee};
 /// What the endpoint does on its own.
 #[derive(Clone, Debug)]
 pub enum Mode {
-    Listen { port: u16 },
+    Listen {
+        port: u16,
+    },
     Connect(ConnectPlan),
+    /// The HTTP crawler (`connect --app get:…`).
+    Crawl(crate::endpoint::crawl::CrawlConfig),
 }
 
 /// Where the event stream goes.
@@ -40,9 +44,9 @@ pub struct ServeOptions {
     pub tun: TunSpec,
     /// Network namespace to enter before opening the TUN (a lab's).
     pub netns: Option<String>,
-    /// A lab's Linux namespace: its sockets on the run's port are observed
-    /// (sock_diag) and shown as `linux` events, as the demo does.
-    pub linux_netns: Option<String>,
+    /// The lab's Linux namespace: the crawler observes the server's sockets
+    /// there (NETLINK_SOCK_DIAG), so both ends are in the timeline.
+    pub linux_ns: Option<String>,
     pub mode: Mode,
     pub stop: StopWhen,
     pub output: Output,
@@ -55,15 +59,17 @@ pub struct ServeOptions {
 pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write) -> Result<Outcome, String> {
     // Before entering closelab's namespace (either way works: the observer
     // enters the Linux one on a thread of its own).
-    let mut observer = match &opts.linux_netns {
-        Some(ns) => {
-            let port = match &opts.mode {
-                Mode::Listen { port } => *port,
-                Mode::Connect(plan) => plan.remote.port(),
-            };
+    // (The crawler observes the Linux side itself.)
+    let observed_port = match &opts.mode {
+        Mode::Listen { port } => Some(*port),
+        Mode::Connect(plan) => Some(plan.remote.port()),
+        _ => None,
+    };
+    let mut observer = match (&opts.linux_ns, observed_port) {
+        (Some(ns), Some(port)) => {
             Some(Observer::new(ns, &[port]).map_err(|e| format!("observing the Linux side in {ns}: {e}"))?)
         }
-        None => None,
+        _ => None,
     };
     if let Some(ns) = &opts.netns {
         crate::sys::netns::enter(ns).map_err(|e| e.to_string())?;
@@ -114,6 +120,17 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             Box::new(Idle)
         }
         Mode::Connect(plan) => Box::new(Connector::new(plan.clone(), opts.stop.finished.is_none())),
+        Mode::Crawl(c) => {
+            let observer = match &opts.linux_ns {
+                Some(ns) => Some(crate::sys::observe::Observer::new(ns, &[c.remote.port()])?),
+                None => None,
+            };
+            Box::new(crate::sys::crawl::CrawlDriver::new(
+                crate::endpoint::crawl::Crawler::new(c.clone()),
+                opts.stop.finished.is_none(),
+                observer,
+            ))
+        }
     };
     let mut summary = SummarySink::new(Side::Closelab);
     let started = format!(
@@ -128,6 +145,15 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             ),
             Mode::Connect(p) if p.count == 1 => format!("connecting to {} (1 connection)", p.remote),
             Mode::Connect(p) => format!("connecting to {} ({} connections, one after the other)", p.remote, p.count),
+            Mode::Crawl(c) => format!(
+                "crawling http://{}: {} URL(s), pool {}, {}, on error {}, budget {} connections",
+                c.remote,
+                c.paths.len(),
+                c.pool,
+                c.mode.name(),
+                format!("{:?}", c.on_error).to_lowercase(),
+                c.budget
+            ),
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };

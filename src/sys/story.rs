@@ -29,6 +29,8 @@ pub struct StoryView<'a> {
     pub linux_open: usize,
     /// Seconds since the story started.
     pub t: f64,
+    /// The story's crawler, if it has one.
+    pub crawler: Option<&'a crate::endpoint::crawl::Crawler>,
 }
 
 impl StoryView<'_> {
@@ -70,6 +72,9 @@ pub struct Story {
     /// closelab connects to a Linux listener once the Linux script has
     /// called listen(); `None`: closelab listens on `port`.
     pub connect: Option<Connect>,
+    /// closelab runs this HTTP crawler from the start (against a server
+    /// already running on the Linux host, e.g. from `lab serve`).
+    pub crawl: Option<crate::endpoint::crawl::CrawlConfig>,
 }
 
 /// closelab's side as a client: where to, what to send first, how many
@@ -116,6 +121,7 @@ struct StoryDriver {
     opened: Vec<ConnId>,
     /// Keeps recording after the end condition until both sides are quiet.
     linger: Linger,
+    crawler: Option<crate::endpoint::crawl::Crawler>,
 }
 
 const OBSERVE_EVERY: Duration = Duration::from_millis(2);
@@ -159,6 +165,9 @@ impl Driver for StoryDriver {
                 }
             }
         }
+        if let Some(c) = self.crawler.as_mut() {
+            c.tick(now, ep);
+        }
         if let Err(e) = self.observer.poll(t, ep, tee) {
             self.error = Some(format!("observing the Linux side: {e}"));
         }
@@ -173,6 +182,7 @@ impl Driver for StoryDriver {
             peer_done: self.peer.finished(),
             linux_open,
             t: (now - self.start).total_micros() as f64 / 1e6,
+            crawler: self.crawler.as_ref(),
         };
         // Once the end condition has held, the story is over: it only
         // records until both sides are quiet.
@@ -207,7 +217,7 @@ pub fn run_story(
     let start = clock.now();
     let linger = Linger::new(story.endpoint.slow);
     let mut ep = Endpoint::new(story.endpoint, start);
-    if story.connect.is_none() {
+    if story.connect.is_none() && story.crawl.is_none() {
         ep.listen(story.port);
     }
     let peer = Peer::spawn(ns_linux, story.peer, story.timeout);
@@ -224,6 +234,7 @@ pub fn run_story(
         listening: false,
         opened: Vec::new(),
         linger,
+        crawler: story.crawl.map(crate::endpoint::crawl::Crawler::new),
     };
     let outcome = {
         let mut rec = recorder.clone();
