@@ -13,6 +13,7 @@ mod endpoint_root;
 mod lab_root;
 mod ladder_cli;
 mod pcap_root;
+mod records_root;
 mod scenario_root;
 mod ss_root;
 mod web_cli;
