@@ -118,8 +118,8 @@ enum Cmd {
         /// Lab name (default: unique).
         #[arg(long)]
         name: Option<String>,
-        /// IPv4 subnet of the lab.
-        #[arg(long)]
+        /// IPv4 subnet of the lab (Linux host .1, closelab .2).
+        #[arg(long, default_value = closelab::sys::lab::DEFAULT_SUBNET)]
         subnet: Option<String>,
         /// Seed for closelab's initial sequence numbers.
         #[arg(long, default_value_t = 1)]
@@ -217,7 +217,7 @@ enum LabCmd {
         #[arg(long)]
         name: Option<String>,
         /// IPv4 subnet of the wire (Linux host .1, closelab .2).
-        #[arg(long)]
+        #[arg(long, default_value = closelab::sys::lab::DEFAULT_SUBNET)]
         subnet: Option<String>,
         /// TCP sysctl for the Linux namespace only, e.g. net.ipv4.tcp_fin_timeout=5 (repeatable).
         #[arg(long = "peer-sysctl")]
@@ -226,12 +226,17 @@ enum LabCmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Remove a lab (idempotent), or every closelab lab with --all.
+    /// Remove a lab (idempotent), stopping the endpoints running in it, or every closelab lab with --all.
     Down {
+        /// The lab to remove (as given to `lab up --name`; `lab status` lists them).
         name: Option<String>,
-        /// Remove every closelab lab left behind (after a crash or kill -9).
+        /// Remove every closelab lab left behind (after a crash or kill -9); labs with running
+        /// endpoints are skipped unless --force.
         #[arg(long)]
         all: bool,
+        /// With --all: also remove labs whose endpoints are running (they are stopped).
+        #[arg(long)]
+        force: bool,
         /// Print the exact ip commands instead of running them.
         #[arg(long)]
         dry_run: bool,
@@ -256,7 +261,9 @@ enum LabCmd {
     },
     /// Run a command on the lab's Linux host, e.g. `closelab lab exec demo -- curl http://10.201.0.2:7000/`.
     Exec {
+        /// The lab whose Linux host runs the command.
         name: String,
+        /// The command and its arguments (after `--`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
@@ -269,6 +276,7 @@ enum ScenarioCmd {
     /// Run scenarios by name, your own scenario files (FILE.toml), or `all`, in a fresh lab;
     /// exit 0 if every expectation holds, 1 if one fails.
     Run {
+        /// Scenario names (`closelab scenario list`), scenario files (FILE.toml), or `all`.
         #[arg(required = true)]
         names: Vec<String>,
         /// Machine-readable report: events and one verdict object per run, as JSON lines.
@@ -684,7 +692,7 @@ fn lab(cmd: LabCmd) -> Result<ExitCode, String> {
         LabCmd::Up { name, subnet, peer_sysctl, dry_run } => {
             labcmd::up(name.as_deref(), subnet.as_deref(), &peer_sysctl, dry_run, &mut out)?
         }
-        LabCmd::Down { name, all, dry_run } => labcmd::down(name.as_deref(), all, dry_run, &mut out)?,
+        LabCmd::Down { name, all, force, dry_run } => labcmd::down(name.as_deref(), all, force, dry_run, &mut out)?,
         LabCmd::Status => labcmd::status(&mut out)?,
         LabCmd::Serve { name, server, keepalive_timeout, root, port } => {
             use closelab::sys::webserver::{ServeSpec, ServerKind, serve_cmd};

@@ -316,7 +316,8 @@ fn test_lab_status_lists_running_endpoint_pid() {
     server.next_line("closelab's first line (TUN attached)");
     let pid = server.pid().as_raw();
     let line = lab.status_line().expect("lab in status");
-    assert!(line.ends_with(&format!("; endpoints: pid {pid}")), "expected pid {pid}: {line}");
+    assert!(line.contains(&format!("; endpoints: pid {pid} (")), "expected pid {pid}: {line}");
+    assert!(line.contains("listen --lab"), "the endpoint's command line is shown: {line}");
     server.signal(Signal::SIGINT);
     server.finish(Duration::from_secs(10)).assert_code(0);
     let line = lab.status_line().expect("lab in status");

@@ -224,3 +224,22 @@ fn test_listen_lab_json_has_linux_side_state_events() {
     );
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn test_lab_down_stops_the_running_endpoint_and_says_which() {
+    if !require_root("records: lab down stops endpoints") {
+        return;
+    }
+    let lab = LabGuard::up(&[]);
+    let mut l = Closelab::spawn(&mut closelab(&["listen", "--lab", lab.name(), "--port", "7000", "--json"]));
+    l.next_line("closelab's first line");
+    let pid = l.pid().as_raw();
+    let out = crate::util::run_ok(&mut closelab(&["lab", "down", lab.name()]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&format!("stopped endpoint pid {pid} (")), "{text}");
+    assert!(text.contains(&format!("lab {} removed", lab.name())), "{text}");
+    // The endpoint exited (SIGTERM: its normal path, exit 0) and left no process.
+    l.finish(crate::util::RUN_TIMEOUT).assert_code(0);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "endpoint pid {pid} still exists");
+    crate::util::assert_lab_gone(lab.name());
+}
