@@ -324,10 +324,13 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
         return Err("interrupted".into());
     }
     if !opts.json && table.len() > 1 {
-        w(out, "scenario                       result")?;
+        let label =
+            |name: &str, round: usize| if opts.repeat > 1 { format!("{name} #{round}") } else { name.to_string() };
+        // The column fits the longest label (time-wait-assassination-rfc1337 #10 …).
+        let width = table.iter().map(|(n, r, _)| label(n, *r).chars().count()).max().unwrap_or(0).max("scenario".len());
+        w(out, &format!("{:<width$}  result", "scenario"))?;
         for (name, round, pass) in &table {
-            let label = if opts.repeat > 1 { format!("{name} #{round}") } else { name.to_string() };
-            w(out, &format!("{label:<30} {}", if *pass { "PASS" } else { "FAIL" }))?;
+            w(out, &format!("{:<width$}  {}", label(name, *round), if *pass { "PASS" } else { "FAIL" }))?;
         }
     }
     let n_pass = table.iter().filter(|(_, _, p)| *p).count();

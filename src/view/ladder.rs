@@ -462,8 +462,8 @@ pub(crate) mod tests {
     /// A complete active close by closelab (the server) with absolute
     /// numbers: handshake, 5 bytes each way, closelab closes, Linux
     /// (CLOSE-WAIT, LAST-ACK) closes too, closelab's last ACK is dropped,
-    /// Linux retransmits its FIN and TIME-WAIT re-ACKs it (CONTEXT.md: what
-    /// TIME-WAIT is for).
+    /// Linux retransmits its FIN and TIME-WAIT re-ACKs it (what TIME-WAIT
+    /// is for: re-ACKing a retransmitted FIN whose last ACK was lost).
     pub(crate) fn active_close() -> Vec<Event> {
         use TcpState::*;
         let (ci, li) = (C_ISN, L_ISN);

@@ -92,7 +92,7 @@ fn control_path(cl: &mut Closelab) -> String {
     str_of(&note, "text")["control socket: ".len()..].to_string()
 }
 
-/// The awk one-liner of CONTEXT.md over `lines`, its output sorted (awk's
+/// The `netstat -n | awk '/^tcp/ {++S[$NF]} …'` one-liner over `lines`, its output sorted (awk's
 /// `for (a in S)` order is unspecified).
 fn netstat_awk(lines: &str) -> Vec<String> {
     let mut child = Command::new("awk")
