@@ -103,7 +103,11 @@ pub fn parse_file_name(name: &str) -> Option<(Target, Option<String>)> {
 fn flag_of(name: &str) -> String {
     match parse_file_name(name) {
         Some((Target::Tun(t), None)) => format!("--tun {t}"),
-        Some((Target::Tun(t), Some(ns))) => format!("--tun {t} (network namespace {ns})"),
+        // What to type: from the host, `--tun T` names the host's TUN T.
+        Some((Target::Tun(t), Some(ns))) => match ns.strip_prefix("netns-") {
+            Some(inode) => format!("`closelab ss --tun {t}` run inside its unnamed network namespace (inode {inode})"),
+            None => format!("`ip netns exec {ns} closelab ss --tun {t}`"),
+        },
         Some((Target::Lab(l), _)) => format!("--lab {l}"),
         None => name.to_string(),
     }
@@ -759,7 +763,7 @@ mod tests {
         assert_eq!(choose(&["lab-demo.sock".into()]), Ok("lab-demo.sock".into()));
         assert_eq!(
             choose(&["lab-demo.sock".into(), "tun-cl0.sock".into(), "tun-cl0@ns1.sock".into()]).unwrap_err(),
-            "several closelab endpoints are running: pick one with --lab demo, --tun cl0, --tun cl0 (network namespace ns1)"
+            "several closelab endpoints are running: pick one with --lab demo, --tun cl0, `ip netns exec ns1 closelab ss --tun cl0`"
         );
     }
 

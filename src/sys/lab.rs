@@ -76,6 +76,12 @@ pub enum LabError {
     },
     IpNotFound,
     NotRoot,
+    /// Run inside another network namespace (e.g. under `ip netns exec`),
+    /// whose private mount of /run/netns would hold the lab's namespace
+    /// files: the host would see dead references.
+    NotInHostNetns {
+        ns: String,
+    },
     CmdSpawn {
         cmd: String,
         err: io::Error,
@@ -135,6 +141,11 @@ impl fmt::Display for LabError {
             LabError::NotRoot => {
                 write!(f, "not root: creating network namespaces needs root or CAP_NET_ADMIN plus CAP_SYS_ADMIN")
             }
+            LabError::NotInHostNetns { ns } => write!(
+                f,
+                "cannot build a lab from inside network namespace {ns} (e.g. under `ip netns exec`): \
+                 its namespaces would be invisible or dead on the host; run closelab lab up from the host's namespace"
+            ),
             LabError::CmdSpawn { cmd, err } => {
                 write!(f, "cannot run `{cmd}`: {}", io_cause(err))
             }
@@ -496,6 +507,17 @@ fn check_privileges() -> Result<(), LabError> {
     if ok { Ok(()) } else { Err(LabError::NotRoot) }
 }
 
+/// Labs are built from the host's network namespace only: `ip netns exec`
+/// also gives its command a private mount of /run/netns, so namespaces named
+/// there are dead references on the host ("Peer netns reference is
+/// invalid").
+fn check_host_netns() -> Result<(), LabError> {
+    match crate::sys::control::netns_label() {
+        Ok(Some(ns)) => Err(LabError::NotInHostNetns { ns }),
+        _ => Ok(()),
+    }
+}
+
 fn run(cmd: &Cmd) -> Result<(), LabError> {
     run_output(cmd).map(|_| ())
 }
@@ -697,6 +719,7 @@ impl Lab {
         spec.validate()?;
         check_ip_binary()?;
         check_privileges()?;
+        check_host_netns()?;
         let addrs = spec.addrs();
         for ns in [&addrs.ns_linux, &addrs.ns_closelab] {
             if netns::exists(ns) {

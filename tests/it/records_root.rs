@@ -243,3 +243,23 @@ fn test_lab_down_stops_the_running_endpoint_and_says_which() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "endpoint pid {pid} still exists");
     crate::util::assert_lab_gone(lab.name());
 }
+
+#[test]
+fn test_lab_up_inside_ip_netns_exec_refuses_and_creates_nothing() {
+    if !require_root("records: lab up inside ip netns exec") {
+        return;
+    }
+    let outer = crate::util::Netns::new();
+    let name = unique_lab_name();
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", outer.name(), BIN, "lab", "up", "--name", &name]);
+    let out = c.output().expect("run ip netns exec");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("closelab: cannot build a lab from inside network namespace {}", outer.name())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    crate::util::assert_lab_gone(&name);
+}
