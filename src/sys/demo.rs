@@ -376,18 +376,62 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
         p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
     }
     if opts.keep && outcome == Outcome::Done {
+        let name = lab.name().to_string();
+        lab.keep();
+        let pid = keep_endpoint(&name)?;
         note(
             out,
             opts.json,
-            format!("lab {} left up (--keep); remove it with `closelab lab down {}`", lab.name(), lab.name()),
+            format!(
+                "lab {name} left up (--keep) with an endpoint (pid {pid}: closelab listen --lab {name} --port {KEEP_PORT} \
+                 --close never, CLOSE-WAIT stays as in story 3): make a connection with \
+                 `closelab lab exec {name} -- python3 -c \"import socket; s=socket.create_connection(('{}', {KEEP_PORT})); s.close()\"`, \
+                 look with `closelab ss --lab {name}`; `closelab lab down {name}` stops the endpoint and removes the lab",
+                addrs.closelab
+            ),
         )?;
-        lab.keep();
     } else {
         let name = lab.name().to_string();
         lab.down().map_err(|e| e.to_string())?;
         note(out, opts.json, format!("lab {name} removed"))?;
     }
     Ok(outcome)
+}
+
+/// The port of the endpoint `demo --keep` leaves running.
+pub const KEEP_PORT: u16 = 7003;
+
+/// Starts the endpoint `--keep` leaves in the lab: this binary's
+/// `listen --lab NAME --port 7003 --close never` in its own process group
+/// (Ctrl-C in the terminal does not reach it; `lab down` stops it), its
+/// output discarded. Returns its pid once its control socket is there.
+fn keep_endpoint(name: &str) -> Result<u32, String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find closelab's own binary: {e}"))?;
+    let port = KEEP_PORT.to_string();
+    let child = std::process::Command::new(exe)
+        .args(["listen", "--lab", name, "--port", &port, "--close", "never"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the kept endpoint: {e}"))?;
+    let pid = child.id();
+    let sock = crate::sys::control::socket_path(&crate::sys::control::Target::Lab(name.to_string()))
+        .map_err(|e| format!("cannot find the kept endpoint's control socket: {e}"))?;
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        if start.elapsed() > StdDuration::from_secs(10) {
+            return Err(format!(
+                "the kept endpoint (pid {pid}) did not start; `closelab lab down {name}` removes the lab"
+            ));
+        }
+        std::thread::sleep(StdDuration::from_millis(20));
+    }
+    // Not waited for: it outlives the demo, and `lab down` stops it.
+    drop(child);
+    Ok(pid)
 }
 
 fn ladder(events: &[Event]) -> String {

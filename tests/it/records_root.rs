@@ -263,3 +263,35 @@ fn test_lab_up_inside_ip_netns_exec_refuses_and_creates_nothing() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     crate::util::assert_lab_gone(&name);
 }
+
+#[test]
+fn test_demo_keep_leaves_a_running_endpoint_that_lab_down_stops() {
+    if !require_root("records: demo --keep leaves an endpoint") {
+        return;
+    }
+    let name = unique_lab_name();
+    let lab = LabGuard::new(&name);
+    let out = crate::util::run_ok(&mut closelab(&["demo", "--keep", "--only", "1", "--name", &name]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&format!("lab {name} left up (--keep) with an endpoint (pid ")), "{text}");
+    let line = lab.status_line().expect("kept lab in status");
+    assert!(line.contains("endpoints: pid ") && line.contains("listen --lab"), "{line}");
+    // closelab ss reaches it (it is a real endpoint, listening on 7003).
+    let ss = crate::util::run_ok(&mut closelab(&["ss", "--lab", &name]));
+    assert!(String::from_utf8_lossy(&ss.stdout).contains(":7003"), "{}", String::from_utf8_lossy(&ss.stdout));
+    let pid: u32 = line
+        .split("endpoints: pid ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("pid");
+    let down = crate::util::run_ok(&mut closelab(&["lab", "down", &name]));
+    assert!(String::from_utf8_lossy(&down.stdout).contains(&format!("stopped endpoint pid {pid} (")));
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < crate::util::WAIT {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z"), "endpoint pid {pid} still running: {stat}");
+    crate::util::assert_lab_gone(&name);
+}
