@@ -150,7 +150,28 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             sinks.push(p);
         }
         let mut tee = Tee(sinks);
-        run::run_with(&mut ep, clock, &tun, signals, &mut tee, driver.as_mut(), opts.stop.clone(), control.as_mut())
+        let outcome = run::run_with(
+            &mut ep,
+            clock,
+            &tun,
+            signals,
+            &mut tee,
+            driver.as_mut(),
+            opts.stop.clone(),
+            control.as_mut(),
+        );
+        if matches!(opts.mode, Mode::Crawl(_)) && matches!(outcome, Ok(Outcome::Interrupted)) {
+            // The crawler's connections are closed, not dropped: a server
+            // must not be left retransmitting to a vanished client.
+            let mut stop = crate::sys::crawl::GracefulStop::new();
+            let r = run::run_after_signal(&mut ep, clock, &tun, signals, &mut tee, &mut stop);
+            if !matches!(r, Ok(Outcome::Done)) {
+                // A second signal: RST at once.
+                ep.abort_all(clock.now());
+                let _ = run::run_after_signal(&mut ep, clock, &tun, signals, &mut tee, &mut Flush);
+            }
+        }
+        outcome
     };
     main.summary(&summary.summary);
     if let Some(e) = main.error() {
@@ -160,6 +181,20 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
     }
     outcome.map_err(|e| e.to_string())
+}
+
+/// A driver that stops at once: one loop pass writes what is queued.
+struct Flush;
+
+impl Driver for Flush {
+    fn tick(
+        &mut self,
+        _now: smoltcp::time::Instant,
+        _ep: &mut Endpoint,
+        _sink: &mut dyn Sink,
+    ) -> io::Result<run::Tick> {
+        Ok(run::Tick::Stop)
+    }
 }
 
 /// The main output (text or JSON) with its summary line and error.
