@@ -545,6 +545,48 @@ impl Endpoint {
         self.app_call(now, id, CloseCall::Close)
     }
 
+    /// Connections that still involve the peer: neither closed nor in
+    /// TIME-WAIT (nor listening).
+    pub fn open_count(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| !matches!(c.state, TcpState::TimeWait | TcpState::Closed | TcpState::Listen))
+            .count()
+    }
+
+    /// Shutting down: accept no new connection and close() every connection
+    /// the application has not closed yet (FIN after queued data). Returns
+    /// how many were closed.
+    pub fn close_all(&mut self, now: Instant) -> usize {
+        self.listen_ports.clear();
+        let ids: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.app.closed.is_none() && !matches!(c.state, TcpState::TimeWait | TcpState::Closed))
+            .map(|c| c.id)
+            .collect();
+        for &id in &ids {
+            self.app_call(now, id, CloseCall::Close);
+        }
+        ids.len()
+    }
+
+    /// The end of a shutdown: RST for every connection still open (see
+    /// [`Endpoint::open_count`]), so the peer forgets it instead of
+    /// retransmitting to an endpoint that is gone. Returns how many.
+    pub fn abort_all(&mut self, now: Instant) -> usize {
+        let ids: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| !matches!(c.state, TcpState::TimeWait | TcpState::Closed | TcpState::Listen))
+            .map(|c| c.id)
+            .collect();
+        for &id in &ids {
+            self.app_call(now, id, CloseCall::Abort);
+        }
+        ids.len()
+    }
+
     /// Application abort (RST) on a connection, by hand.
     pub fn abort(&mut self, now: Instant, id: ConnId) -> bool {
         self.app_call(now, id, CloseCall::Abort)

@@ -75,3 +75,56 @@ impl Driver for CrawlDriver {
         }
     }
 }
+
+/// After Ctrl-C: close every open connection (FIN), give the peer
+/// [`GRACE`] to finish the close, then RST whatever is still open, so the
+/// server is never left in FIN-WAIT-1 or ESTABLISHED towards an endpoint
+/// that is gone. A second signal ends the grace at once (the run loop
+/// returns; the caller then aborts).
+pub struct GracefulStop {
+    deadline: Option<Instant>,
+}
+
+/// How long the peer gets to answer our FINs after Ctrl-C.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+impl GracefulStop {
+    pub fn new() -> GracefulStop {
+        GracefulStop { deadline: None }
+    }
+}
+
+impl Default for GracefulStop {
+    fn default() -> Self {
+        GracefulStop::new()
+    }
+}
+
+impl Driver for GracefulStop {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, _sink: &mut dyn Sink) -> io::Result<Tick> {
+        let deadline = match self.deadline {
+            Some(d) => d,
+            None => {
+                let n = ep.close_all(now);
+                let open = ep.open_count();
+                if open > 0 || n > 0 {
+                    ep.note(
+                        now,
+                        None,
+                        format!("interrupted: closing {n} connection(s) (FIN); RST for any still open after {GRACE}"),
+                    );
+                }
+                *self.deadline.insert(now + GRACE)
+            }
+        };
+        if ep.open_count() == 0 {
+            return Ok(Tick::Stop);
+        }
+        if now >= deadline {
+            let n = ep.abort_all(now);
+            ep.note(now, None, format!("interrupted: {n} connection(s) still open after {GRACE}: RST"));
+            return Ok(Tick::Stop);
+        }
+        Ok(Tick::Continue(Some(deadline)))
+    }
+}

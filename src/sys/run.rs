@@ -152,6 +152,36 @@ pub fn run_with(
     stop: StopWhen,
     control: Option<&mut Control>,
 ) -> io::Result<Outcome> {
+    run_counting(ep, clock, tun, signals, sink, driver, stop, control, 0)
+}
+
+/// The loop once more after a signal ended it (a graceful stop closing the
+/// connections): only a further signal interrupts it.
+pub fn run_after_signal(
+    ep: &mut Endpoint,
+    clock: Clock,
+    tun: &TunDevice,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+    driver: &mut dyn Driver,
+) -> io::Result<Outcome> {
+    let seen = signals.count();
+    run_counting(ep, clock, tun, signals, sink, driver, StopWhen::default(), None, seen)
+}
+
+/// [`run_with`], ignoring the first `seen` signals at the start.
+#[allow(clippy::too_many_arguments)]
+fn run_counting(
+    ep: &mut Endpoint,
+    clock: Clock,
+    tun: &TunDevice,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+    driver: &mut dyn Driver,
+    stop: StopWhen,
+    control: Option<&mut Control>,
+    seen: u32,
+) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     let tun_fd = tun.raw_fd();
     poll.registry().register(&mut SourceFd(&tun_fd), TUN, Interest::READABLE)?;
@@ -161,7 +191,7 @@ pub fn run_with(
     if let Some(fd) = &ctl_fd {
         poll.registry().register(&mut SourceFd(fd), CONTROL, Interest::READABLE)?;
     }
-    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop, control);
+    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop, control, seen);
     // The fds outlive this loop (the demo reuses the TUN for every story).
     let _ = poll.registry().deregister(&mut SourceFd(&tun_fd));
     let _ = poll.registry().deregister(&mut SourceFd(&sig_fd));
@@ -182,10 +212,11 @@ fn run_registered(
     driver: &mut dyn Driver,
     stop: StopWhen,
     mut control: Option<&mut Control>,
+    seen: u32,
 ) -> io::Result<Outcome> {
     let tun_fd = tun.raw_fd();
     // A signal during setup (taken by the watchdog) ends the run at once.
-    if signals.interrupted() {
+    if signals.interrupted() && signals.count() > seen {
         return Ok(Outcome::Interrupted);
     }
     let mut events = Events::with_capacity(64);

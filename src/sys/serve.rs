@@ -177,6 +177,17 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         if let Some(e) = driver.error.take() {
             outcome = Err(io::Error::other(e));
         }
+        if matches!(opts.mode, Mode::Crawl(_)) && matches!(outcome, Ok(Outcome::Interrupted)) {
+            // The crawler's connections are closed, not dropped: a server
+            // must not be left retransmitting to a vanished client.
+            let mut stop = crate::sys::crawl::GracefulStop::new();
+            let r = run::run_after_signal(&mut ep, clock, &tun, signals, &mut tee, &mut stop);
+            if !matches!(r, Ok(Outcome::Done)) {
+                // A second signal: RST at once.
+                ep.abort_all(clock.now());
+                let _ = run::run_after_signal(&mut ep, clock, &tun, signals, &mut tee, &mut Flush);
+            }
+        }
         if matches!(outcome, Ok(Outcome::Done)) {
             // Done by its own rule: record until both sides are quiet.
             let mut idle = Idle;
@@ -250,6 +261,20 @@ impl Driver for Lingering<'_> {
             return Ok(Tick::Stop);
         }
         Ok(Tick::Continue(Some(now + OBSERVE_EVERY)))
+    }
+}
+
+/// A driver that stops at once: one loop pass writes what is queued.
+struct Flush;
+
+impl Driver for Flush {
+    fn tick(
+        &mut self,
+        _now: smoltcp::time::Instant,
+        _ep: &mut Endpoint,
+        _sink: &mut dyn Sink,
+    ) -> io::Result<run::Tick> {
+        Ok(run::Tick::Stop)
     }
 }
 

@@ -216,8 +216,9 @@ fn test_leak_story_close_wait_per_404_then_too_many_open_files() {
     assert!(counts.starts_with("crawl: 50 URLs, 30 responses (24 x 200, 6 x 404)"), "{counts}");
     assert!(counts.contains("20 failed: too many open files"), "{counts}");
     for conn in 1..=6 {
+        // CLOSE-WAIT until Ctrl-C, whose graceful stop closes it.
         let cl = side_state_path(&f.events(), "closelab", conn);
-        assert_eq!(cl.last().map(String::as_str), Some("CLOSE-WAIT"), "conn {conn}{f}");
+        assert_eq!(&cl[2..5], ["ESTABLISHED", "CLOSE-WAIT", "LAST-ACK"], "conn {conn}{f}");
         // The same connection on Apache's side, observed through sock_diag:
         // FIN-WAIT-2 for seconds (its FIN-WAIT-1 lasts microseconds and may
         // fall between two samples), then forgotten.
@@ -303,4 +304,32 @@ fn test_lab_down_stops_the_servers() {
         assert!(matches!(state, None | Some('Z') | Some('X')), "pid {pid} still runs: {stat}");
     }
     assert!(!std::path::Path::new(&format!("/run/closelab/web/{}", lab.name())).exists());
+}
+
+#[test]
+fn test_sigint_closes_the_crawlers_connections_so_the_server_forgets_them() {
+    let test = "test_sigint_closes_the_crawlers_connections_so_the_server_forgets_them";
+    if !require_root(test) || !have(test, "nginx") {
+        return;
+    }
+    let lab = LabGuard::up(&[]);
+    // nginx keeps an idle connection 75 s: a leaked one is ESTABLISHED on
+    // both ends when closelab is stopped.
+    serve(&lab, "nginx", &[]);
+    let mut c = crawl(&lab, 80, &["--app", "get:/missing/1", "--on-error", "leak"]);
+    c.wait_for("the crawl's end", |v| str_of(v, "text").starts_with("crawl: "));
+    assert_eq!(linux_states(&lab), ["ESTAB"]);
+    c.signal(Signal::SIGINT);
+    let f = c.finish(Duration::from_secs(10));
+    f.assert_code(0);
+    let path = side_state_path(&f.events(), "closelab", 1);
+    assert_eq!(&path[..4], ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1"], "{f}");
+    assert!(notes(&f).iter().any(|n| n.starts_with("interrupted: closing 1 connection(s) (FIN)")), "{f}");
+    // nginx got the FIN, closed, and holds nothing towards the vanished
+    // client (no FIN-WAIT-1 retransmitting, no ESTABLISHED).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !linux_states(&lab).is_empty() {
+        assert!(Instant::now() < deadline, "nginx still has {:?}{f}", linux_states(&lab));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -323,3 +323,26 @@ fn test_crawl_many_leaks_count_exactly() {
     // The server never closes them: all ESTABLISHED, none closed by the crawler.
     assert!(r.crawler.leaked().iter().all(|id| r.link.a.state(*id) == Some(Established)));
 }
+
+#[test]
+fn test_close_all_then_abort_all_after_a_stop() {
+    let mut c = config(&["/missing/1", "/missing/2"]);
+    c.on_error = OnError::Leak;
+    let mut r = crawl(AppKind::Http, ClosePolicy::Never, None, c, Duration::from_secs(1));
+    assert_eq!(r.link.a.open_count(), 2);
+    // The server never closes (policy never): FIN from us, FIN-WAIT-2 then.
+    let now = r.link.now();
+    assert_eq!(r.link.a.close_all(now), 2);
+    r.link.run_for(Duration::from_secs(1));
+    let ids = r.crawler.leaked();
+    for id in &ids {
+        assert_eq!(r.link.a.state(*id), Some(FinWait2));
+    }
+    assert_eq!(r.link.a.open_count(), 2);
+    let now = r.link.now();
+    assert_eq!(r.link.a.abort_all(now), 2);
+    assert_eq!(r.link.a.open_count(), 0);
+    r.link.run_for(Duration::from_secs(1));
+    // The server got the RSTs: its connections are gone.
+    assert!(r.link.b.is_empty());
+}
