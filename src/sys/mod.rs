@@ -2,6 +2,8 @@
 pub mod control;
 pub mod demo;
 pub mod lab;
+pub mod load;
+pub mod loadgen;
 pub mod labcmd;
 pub mod ladder;
 pub mod netns;
