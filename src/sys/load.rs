@@ -322,7 +322,8 @@ fn endpoint_run(
     out: &mut (dyn Write + Send),
 ) -> Result<(Report, Option<Worker>), String> {
     let own = IpAddr::V4(a.closelab);
-    let tun_spec = TunSpec { name: a.tun.clone(), mtu: 1500, peer_addrs: Vec::new(), own_addrs: vec![own], configure: false };
+    let tun_spec =
+        TunSpec { name: a.tun.clone(), mtu: 1500, peer_addrs: Vec::new(), own_addrs: vec![own], configure: false };
     let tun = TunDevice::open(&tun_spec).map_err(|e| e.to_string())?;
     lab::wait_link_up(&a.ns_closelab, tun.name(), lab::LINK_UP_TIMEOUT).map_err(|e| e.to_string())?;
     let cidr = crate::config::parse_cidr(&format!("{}/{}", a.closelab, a.prefix))?;
@@ -331,7 +332,8 @@ fn endpoint_run(
     cfg.buffer = spec.buffer;
     cfg.max_conns = 2_000_000;
     cfg.data_events = false;
-    cfg.faults = spec.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    cfg.faults =
+        spec.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let close = match (spec.server, spec.closer, spec.leak) {
         (Server::Closelab, Closer::Server, _) => ClosePolicy::Active,
         (Server::Closelab, Closer::Client, true) => ClosePolicy::Never,

@@ -220,7 +220,8 @@ impl Client {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(idx), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(idx), Interest::READABLE | Interest::WRITABLE)
+        {
             self.stats.error(&errno_name(&e));
             self.free.push(idx);
             return;
@@ -352,9 +353,9 @@ pub fn spawn_server(ns: &str, plan: ServerPlan) -> Result<Worker, String> {
     let join = std::thread::Builder::new()
         .name("load-server".into())
         .spawn(move || {
-            let listener = crate::sys::netns::enter(&ns)
-                .map_err(|e| e.to_string())
-                .and_then(|()| listen(plan.bind, plan.backlog).map_err(|e| format!("cannot listen on {}: {e}", plan.bind)));
+            let listener = crate::sys::netns::enter(&ns).map_err(|e| e.to_string()).and_then(|()| {
+                listen(plan.bind, plan.backlog).map_err(|e| format!("cannot listen on {}: {e}", plan.bind))
+            });
             let listener = match listener {
                 Ok(l) => {
                     let _ = tx.send(Ok(()));
@@ -424,7 +425,11 @@ fn serve(mut listener: TcpListener, plan: ServerPlan, shared: &Shared) -> io::Re
                                 conns.push(None);
                                 conns.len() - 1
                             });
-                            poll.registry().register(&mut stream, Token(idx), Interest::READABLE | Interest::WRITABLE)?;
+                            poll.registry().register(
+                                &mut stream,
+                                Token(idx),
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
                             stats.started += 1;
                             stats.in_flight += 1;
                             conns[idx] = Some(ServerConn { stream, got: 0, sent: 0 });

@@ -2,10 +2,10 @@
 pub mod control;
 pub mod demo;
 pub mod lab;
-pub mod load;
-pub mod loadgen;
 pub mod labcmd;
 pub mod ladder;
+pub mod load;
+pub mod loadgen;
 pub mod netns;
 pub mod observe;
 pub mod peer;
