@@ -29,5 +29,7 @@ pub mod fault;
 pub mod load;
 pub mod scenario;
 pub mod sys;
+#[doc(hidden)]
+pub mod testing;
 pub mod view;
 pub mod wire;
