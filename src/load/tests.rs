@@ -10,8 +10,7 @@ fn sample(t: f64, completed: u64, closelab_tw: u64, linux_tw: u64) -> Sample {
 }
 
 fn report(samples: Vec<Sample>) -> Report {
-    let mut client = AppStats::default();
-    client.completed = samples.last().map_or(0, |s| s.completed);
+    let client = AppStats { completed: samples.last().map_or(0, |s| s.completed), ..AppStats::default() };
     Report {
         spec: LoadSpec::default(),
         elapsed: samples.last().map_or(0.0, |s| s.t),
