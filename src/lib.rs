@@ -26,6 +26,7 @@ pub mod config;
 pub mod endpoint;
 pub mod event;
 pub mod fault;
+pub mod load;
 pub mod scenario;
 pub mod sys;
 #[doc(hidden)]

@@ -8,6 +8,8 @@ pub mod lab;
 pub mod labcmd;
 pub mod ladder;
 pub mod linger;
+pub mod load;
+pub mod loadgen;
 pub mod netns;
 pub mod observe;
 pub mod peer;

@@ -640,6 +640,80 @@ fn num(x: f64) -> String {
     if s == "-0" { "0".to_string() } else { s.to_string() }
 }
 
+/// A `closelab load` run as a count chart: every state that held a
+/// connection on either side, one line per side and state (closelab solid,
+/// Linux dashed), from the per-second samples.
+pub fn load_counts(report: &crate::load::Report) -> String {
+    let samples = &report.samples;
+    let mut series: Vec<(bool, TcpState, u64)> = Vec::new();
+    for linux in [false, true] {
+        for s in TcpState::ALL {
+            let p = report.peak(linux, s);
+            if s != TcpState::Closed && p > 0 {
+                series.push((linux, s, p));
+            }
+        }
+    }
+    let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
+    let x_step = nice(t_max / 8.0);
+    let k_hi = (t_max / x_step - 1e-9).ceil().max(1.0) as i64;
+    let x_hi = k_hi as f64 * x_step;
+    let decimals = (-(x_step.log10() + 1e-9).floor()).max(0.0) as usize;
+    let top = series.iter().map(|s| s.2).max().unwrap_or(0).max(1);
+    let y_step = if top <= 10 { 1 } else { nice(top as f64 / 8.0).round() as u64 };
+    let y_hi = top.div_ceil(y_step) * y_step;
+    let (width, height) = (860.0, 420.0);
+    let (px0, px1, py0, py1) = (64.0, 600.0, 52.0, 364.0);
+    let x_of = |t: f64| px0 + t / x_hi * (px1 - px0);
+    let y_of = |c: u64| py1 - c as f64 / y_hi as f64 * (py1 - py0);
+    let mut out = String::new();
+    let title = format!("closelab load: connections in each state ({} server)", report.spec.server.name());
+    open_svg(&mut out, width, height, &title);
+    text(&mut out, px0, 22.0, "start", INK, r#" font-weight="bold""#, &title);
+    let sub = format!(
+        "{} completed in {:.1}s, one sample per second; closelab solid, linux dashed",
+        report.client.completed, report.elapsed
+    );
+    text(&mut out, px0, 38.0, "start", GREY, "", &sub);
+    for k in 0..=k_hi {
+        let t = k as f64 * x_step;
+        let x = x_of(t);
+        line(&mut out, x, py0, x, py1, "#e5e7eb", 1.0, None);
+        text(&mut out, x, py1 + 18.0, "middle", SOFT, "", &format!("{t:.decimals$}"));
+    }
+    let mut c = 0;
+    while c <= y_hi {
+        let y = y_of(c);
+        line(&mut out, px0, y, px1, y, "#e5e7eb", 1.0, None);
+        text(&mut out, px0 - 8.0, y + 4.0, "end", SOFT, "", &c.to_string());
+        c += y_step;
+    }
+    text(&mut out, (px0 + px1) / 2.0, py1 + 40.0, "middle", SOFT, "", "time (s)");
+    if series.is_empty() {
+        text(&mut out, (px0 + px1) / 2.0, (py0 + py1) / 2.0, "middle", GREY, "", "no connections sampled");
+    }
+    for (i, (linux, s, peak)) in series.iter().enumerate() {
+        let mut pts = vec![(x_of(0.0), y_of(0))];
+        pts.extend(samples.iter().map(|x| (x_of(x.t), y_of(x.get(*linux, *s)))));
+        let points: Vec<String> = pts.iter().map(|(x, y)| format!("{},{}", num(*x), num(*y))).collect();
+        let color = state_line(*s);
+        let dash = if *linux { r#" stroke-dasharray="6 4""# } else { "" };
+        let _ = writeln!(
+            out,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+            points.join(" ")
+        );
+        let ly = py0 + 8.0 + i as f64 * 20.0;
+        line(&mut out, px1 + 20.0, ly - 4.0, px1 + 44.0, ly - 4.0, color, 3.0, linux.then_some("6 4"));
+        let label = format!("{} {} (max {peak})", if *linux { "linux" } else { "closelab" }, s.netstat_name());
+        text(&mut out, px1 + 52.0, ly, "start", INK, "", &label);
+    }
+    line(&mut out, px0, py1, px1, py1, SOFT, 1.0, None);
+    line(&mut out, px0, py0, px0, py1, SOFT, 1.0, None);
+    out.push_str("</svg>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

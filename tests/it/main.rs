@@ -12,6 +12,8 @@ mod demo_root;
 mod endpoint_root;
 mod lab_root;
 mod ladder_cli;
+mod load_cli;
+mod load_root;
 mod pcap_root;
 mod records_root;
 mod scenario_root;
