@@ -65,6 +65,13 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Kills it and panics with what it printed after [`RUN_TIMEOUT`].
 #[track_caller]
 pub fn run(cmd: &mut Command) -> Output {
+    run_within(cmd, RUN_TIMEOUT)
+}
+
+/// [`run`] with another time limit, for commands that run whole stories
+/// (demo, scenarios): give at least 3x what the command takes here.
+#[track_caller]
+pub fn run_within(cmd: &mut Command, timeout: Duration) -> Output {
     let line = cmdline(cmd);
     let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
@@ -79,7 +86,7 @@ pub fn run(cmd: &mut Command) -> Output {
     };
     let out = read_all(Box::new(child.stdout.take().unwrap()));
     let err = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + RUN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -96,7 +103,7 @@ pub fn run(cmd: &mut Command) -> Output {
     let output = Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() };
     if timed_out {
         panic!(
-            "command still running after {RUN_TIMEOUT:?}, killed:{}",
+            "command still running after {timeout:?}, killed:{}",
             describe(
                 &line,
                 &output.status,
