@@ -316,8 +316,10 @@ fn test_ss_time_wait_timer_counts_down() {
     let first = remaining();
     std::thread::sleep(Duration::from_millis(300));
     let second = remaining();
-    assert!(first <= 10.0 && first > 8.0, "{first}");
-    assert!(second < first - 0.25 && second > first - 2.0, "{first} then {second}");
+    // At most smoltcp's 10 s, counting down: at least the 300 ms slept
+    // passed between the two reads (the upper end depends on the load).
+    assert!(first > 0.0 && first <= 10.0, "{first}");
+    assert!(second > 0.0 && second <= first - 0.3 + 0.001, "{first} then {second}");
     let text = stdout(&run_ok(&mut closelab_in(&ns, "ss --tun cl0 state time-wait")));
     let row = text.lines().nth(1).unwrap_or_else(|| panic!("no row: {text}"));
     assert!(row.starts_with("TIME-WAIT 0      0 "), "{row}");
