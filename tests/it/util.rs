@@ -8,7 +8,7 @@
 //! device can be called `cl0` everywhere.
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -72,11 +72,28 @@ pub fn run(cmd: &mut Command) -> Output {
 /// (demo, scenarios): give at least 3x what the command takes here.
 #[track_caller]
 pub fn run_within(cmd: &mut Command, timeout: Duration) -> Output {
+    run_full(cmd, None, timeout)
+}
+
+/// [`run`] with `input` written to the command's stdin (then closed).
+#[track_caller]
+pub fn run_input(cmd: &mut Command, input: Vec<u8>) -> Output {
+    run_full(cmd, Some(input), RUN_TIMEOUT)
+}
+
+#[track_caller]
+fn run_full(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
     let line = cmdline(cmd);
-    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = match cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => panic!("cannot run `{line}`: {e}"),
     };
+    let writer = input.map(|data| {
+        let mut w = child.stdin.take().unwrap();
+        // A write error (the command exited early: EPIPE) shows in its output.
+        std::thread::spawn(move || drop(w.write_all(&data)))
+    });
     let read_all = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -100,6 +117,9 @@ pub fn run_within(cmd: &mut Command, timeout: Duration) -> Output {
             Err(e) => panic!("waitpid for `{line}`: {e}"),
         }
     };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     let output = Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() };
     if timed_out {
         panic!(
