@@ -523,3 +523,24 @@ fn test_seq_tracker_counts_retransmissions_and_probes() {
     t.sent(&seg_out(isn.wrapping_add(50), 0, "."));
     assert_eq!((t.probes, t.retrans, t.unacked()), (0, 0, 0));
 }
+
+/// A zero keep-alive (the CLI refuses it; the library clamps it to Linux's
+/// 1 s minimum) used to send a probe per egress call: 10,000 at one instant.
+#[test]
+fn test_keep_alive_zero_does_not_storm() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    server.keep_alive = Some(Duration::ZERO);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_millis(500));
+    b.link.b.take_events();
+    b.link.run_for(Duration::from_secs(5));
+    let probes = b
+        .link
+        .b
+        .take_events()
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Segment { dir: Dir::Out, seg } if seg.len == 1))
+        .count();
+    assert!((3..=6).contains(&probes), "{probes} keep-alive probes in 5 s at the 1 s minimum");
+}

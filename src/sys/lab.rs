@@ -829,6 +829,10 @@ pub fn dry_run_down(name: &str) -> Vec<Cmd> {
 /// `ip netns del`; the kernel frees it when that process exits.
 pub fn down(name: &str) -> Result<DownReport, LabError> {
     validate_name(name)?;
+    // Web servers from `lab serve` first: they would outlive their namespace.
+    if let Err(e) = crate::sys::webserver::stop(name) {
+        log::warn!("lab: down name={name}: {e}");
+    }
     let mut report = DownReport { name: name.to_string(), ..DownReport::default() };
     for ns in [format!("{name}-linux"), format!("{name}-closelab")] {
         if netns::exists(&ns) {

@@ -15,3 +15,5 @@ mod ladder_cli;
 mod pcap_root;
 mod scenario_root;
 mod ss_root;
+mod web_cli;
+mod web_root;

@@ -103,6 +103,7 @@ repeat_tests! {
     test_time_wait_syn_linux_repeat5 => "time-wait-syn-linux",
     test_fin_retransmit_forever_repeat5 => "fin-retransmit-forever",
     test_keepalive_dead_peer_repeat5 => "keepalive-dead-peer",
+    test_crawler_close_wait_leak_repeat5 => "crawler-close-wait-leak",
 }
 
 #[test]
