@@ -95,14 +95,11 @@ fn control_path(cl: &mut Closelab) -> String {
 /// The awk one-liner of CONTEXT.md over `lines`, its output sorted (awk's
 /// `for (a in S)` order is unspecified).
 fn netstat_awk(lines: &str) -> Vec<String> {
-    let mut child = Command::new("awk")
-        .arg("/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("awk");
-    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = util::run_input(
+        Command::new("awk").arg("/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}"),
+        lines.as_bytes().to_vec(),
+    );
+    assert!(out.status.success(), "awk: {}", String::from_utf8_lossy(&out.stderr));
     let mut v: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
     v.sort();
     v
