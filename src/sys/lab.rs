@@ -1196,7 +1196,12 @@ mod tests {
             return;
         }
         let forward_before = root_sysctl("net.ipv4.ip_forward");
-        let lab = Lab::up(LabSpec::unique()).unwrap();
+        let key = "net.ipv4.tcp_fin_timeout";
+        let fin_before = root_sysctl(key);
+        let value = if fin_before == "5" { "6" } else { "5" };
+        let mut spec = LabSpec::unique();
+        spec.add_peer_sysctl(key, value).unwrap();
+        let lab = Lab::up(spec).unwrap();
         let a = lab.addrs().clone();
         let name = lab.name().to_string();
         for (ns, dev) in [(&a.ns_linux, &a.veth_linux), (&a.ns_closelab, &a.veth_closelab), (&a.ns_closelab, &a.tun)] {
@@ -1214,6 +1219,11 @@ mod tests {
         let proxy = format!("net.ipv4.conf.{}.proxy_arp", a.veth_closelab);
         assert_eq!(netns::read_sysctl(&a.ns_closelab, &proxy).unwrap(), "1");
         assert_eq!(root_sysctl("net.ipv4.ip_forward"), forward_before, "root ns changed");
+        // The peer sysctl lands in the Linux namespace only; closelab's starts
+        // from the compiled-in default (60).
+        assert_eq!(netns::read_sysctl(&a.ns_linux, key).unwrap(), value);
+        assert_eq!(netns::read_sysctl(&a.ns_closelab, key).unwrap(), "60");
+        assert_eq!(root_sysctl(key), fin_before, "root namespace value changed");
 
         let st = status().unwrap();
         let me = st.iter().find(|s| s.name == name).expect("lab in status");
@@ -1221,6 +1231,7 @@ mod tests {
         assert_eq!(me.addrs.as_ref(), Some(&a));
         assert_eq!(me.created_pid, Some(std::process::id()));
         assert!(me.endpoint_pids.is_empty(), "{:?}", me.endpoint_pids);
+        assert_eq!(me.peer_sysctls, vec![(key.to_string(), value.to_string())]);
 
         lab.down().unwrap();
         assert_gone(&name);
@@ -1280,28 +1291,6 @@ mod tests {
     }
 
     #[test]
-    fn test_peer_sysctl_lands_in_linux_ns_only() {
-        if !require_root("test_peer_sysctl_lands_in_linux_ns_only") {
-            return;
-        }
-        let key = "net.ipv4.tcp_fin_timeout";
-        let root_before = root_sysctl(key);
-        let value = if root_before == "5" { "6" } else { "5" };
-        let mut spec = LabSpec::unique();
-        spec.add_peer_sysctl(key, value).unwrap();
-        let lab = Lab::up(spec).unwrap();
-        let a = lab.addrs().clone();
-        assert_eq!(netns::read_sysctl(&a.ns_linux, key).unwrap(), value);
-        // A new namespace starts from the compiled-in default (60).
-        assert_eq!(netns::read_sysctl(&a.ns_closelab, key).unwrap(), "60");
-        assert_eq!(root_sysctl(key), root_before, "root namespace value changed");
-        let st = status().unwrap();
-        let me = st.iter().find(|s| s.name == lab.name()).unwrap();
-        assert_eq!(me.peer_sysctls, vec![(key.to_string(), value.to_string())]);
-        lab.down().unwrap();
-    }
-
-    #[test]
     fn test_up_rolls_back_on_failure() {
         if !require_root("test_up_rolls_back_on_failure") {
             return;
@@ -1340,26 +1329,6 @@ mod tests {
         assert!(!netns::exists(&format!("{name}-linux")));
         assert_eq!(down(&name).unwrap().namespaces_removed, vec![ns]);
         assert_gone(&name);
-    }
-
-    #[test]
-    fn test_two_labs_at_once() {
-        if !require_root("test_two_labs_at_once") {
-            return;
-        }
-        let one = Lab::up(LabSpec::unique()).unwrap();
-        let two = Lab::up(LabSpec::unique()).unwrap();
-        assert_ne!(one.name(), two.name());
-        assert_eq!(one.addrs().closelab, two.addrs().closelab, "same subnet, isolated");
-        for lab in [&one, &two] {
-            assert!(netns::exists(&lab.addrs().ns_linux) && netns::exists(&lab.addrs().ns_closelab));
-        }
-        let (n1, n2) = (one.name().to_string(), two.name().to_string());
-        one.down().unwrap();
-        assert!(netns::exists(&two.addrs().ns_closelab), "down of one removed the other");
-        drop(two); // the guard removes it
-        assert_gone(&n1);
-        assert_gone(&n2);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! the same removal per lab (`down --all` is `down` of every known name; the
 //! library's `test_down_all_without_state_file` covers the name discovery).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use closelab::view::json::Json;
 use nix::sys::signal::Signal;
@@ -93,11 +93,9 @@ fn test_demo_json_shows_every_story_on_both_sides() {
     }
     let name = unique_lab_name();
     let _guard = LabGuard::new(&name);
-    let start = Instant::now();
     let demo = Closelab::spawn(&mut closelab(&["demo", "--json", "--name", &name]));
     let done = demo.finish(DEMO_TIMEOUT);
     done.assert_code(0);
-    let took = start.elapsed();
     let events = done.events();
     let ctx = &done;
 
@@ -160,8 +158,10 @@ fn test_demo_json_shows_every_story_on_both_sides() {
         .find(|v| str_of(v, "side") == "linux" && str_of(v, "type") == "timer" && str_of(v, "name") == "timewait")
         .unwrap_or_else(|| panic!("no Linux timewait timer event after its TIME-WAIT{ctx}"));
     let remaining = timer.get("remaining").and_then(Json::as_f64).unwrap();
+    // Seen a little after Linux entered TIME-WAIT (how long after depends
+    // on the machine's load): at most 60 s, and far above tcp_fin_timeout.
     assert!(
-        (55.0..=60.0).contains(&remaining),
+        (10.0..=60.0).contains(&remaining),
         "Linux TIME-WAIT is TCP_TIMEWAIT_LEN = 60 s, not tcp_fin_timeout (3 s): {timer}{ctx}"
     );
 
@@ -178,8 +178,10 @@ fn test_demo_json_shows_every_story_on_both_sides() {
         .find(|v| str_of(v, "from") == "FIN-WAIT-2" && str_of(v, "to") == "CLOSED")
         .map(t_of)
         .unwrap();
+    // Never before 3 s less the sock_diag polling slack; the upper end is 3x
+    // the timeout, since a loaded machine observes the end late.
     assert!(
-        (2.5..=5.0).contains(&(gone - fw2)),
+        (2.5..=9.0).contains(&(gone - fw2)),
         "the orphaned FIN-WAIT-2 should end after tcp_fin_timeout = 3 s, lasted {:.2} s{ctx}",
         gone - fw2
     );
@@ -188,7 +190,7 @@ fn test_demo_json_shows_every_story_on_both_sides() {
         .find(|v| str_of(v, "side") == "linux" && str_of(v, "type") == "timer" && str_of(v, "name") == "timewait")
         .unwrap_or_else(|| panic!("no Linux timewait timer for the orphaned FIN-WAIT-2{ctx}"));
     let remaining = orphan.get("remaining").and_then(Json::as_f64).unwrap();
-    assert!((2.0..=3.0).contains(&remaining), "FIN-WAIT-2 timer is tcp_fin_timeout: {orphan}{ctx}");
+    assert!(remaining > 0.0 && remaining <= 3.0, "FIN-WAIT-2 timer is tcp_fin_timeout: {orphan}{ctx}");
 
     // Story 4: a web server collecting TIME-WAIT.
     let s4 = &stories[3];
@@ -196,7 +198,7 @@ fn test_demo_json_shows_every_story_on_both_sides() {
         let cl = side_state_path(s4, "closelab", conn);
         assert!(has_run(&cl, &["FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT"]), "story 4 closelab conn {conn}: {cl:?}{ctx}");
         let lx = side_state_path(s4, "linux", conn);
-        assert!(lx.iter().any(|s| s == "CLOSE-WAIT"), "story 4 linux conn {conn}: {lx:?}{ctx}");
+        assert!(has_run(&lx, &["ESTABLISHED", "CLOSE-WAIT", "LAST-ACK"]), "story 4 linux conn {conn}: {lx:?}{ctx}");
         assert!(!lx.iter().any(|s| s == "TIME-WAIT"), "the client must not collect TIME-WAIT: {lx:?}{ctx}");
     }
     assert!(state_events(s4, "closelab", 6).is_empty(), "story 4 has exactly 5 connections{ctx}");
@@ -227,7 +229,6 @@ fn test_demo_json_shows_every_story_on_both_sides() {
     assert_eq!((str_of(end, "from"), str_of(end, "cause")), ("CLOSE-WAIT", "segment"), "story 7{ctx}");
 
     assert_lab_gone(&name);
-    assert!(took < DEMO_TIMEOUT, "the demo took {took:?}{ctx}");
 }
 
 #[test]

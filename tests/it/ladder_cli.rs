@@ -5,9 +5,8 @@
 //! a fault that drops the server's last ACK once. Files go to a directory
 //! per test, removed on drop.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use closelab::endpoint::link::Link;
@@ -224,11 +223,7 @@ fn test_one_connection_unicode_and_linux_counts() {
 fn test_stdin() {
     let input = jsonl(&events());
     let mut cmd = closelab(&[&"-", &"--conn", &"1"]);
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let out = util::run_input(&mut cmd, input.into_bytes());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let ctx = describe(&cmdline(&cmd), &out.status, &stdout, &String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{ctx}");

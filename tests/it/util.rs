@@ -8,7 +8,7 @@
 //! device can be called `cl0` everywhere.
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -65,11 +65,35 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Kills it and panics with what it printed after [`RUN_TIMEOUT`].
 #[track_caller]
 pub fn run(cmd: &mut Command) -> Output {
+    run_within(cmd, RUN_TIMEOUT)
+}
+
+/// [`run`] with another time limit, for commands that run whole stories
+/// (demo, scenarios): give at least 3x what the command takes here.
+#[track_caller]
+pub fn run_within(cmd: &mut Command, timeout: Duration) -> Output {
+    run_full(cmd, None, timeout)
+}
+
+/// [`run`] with `input` written to the command's stdin (then closed).
+#[track_caller]
+pub fn run_input(cmd: &mut Command, input: Vec<u8>) -> Output {
+    run_full(cmd, Some(input), RUN_TIMEOUT)
+}
+
+#[track_caller]
+fn run_full(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
     let line = cmdline(cmd);
-    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = match cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => panic!("cannot run `{line}`: {e}"),
     };
+    let writer = input.map(|data| {
+        let mut w = child.stdin.take().unwrap();
+        // A write error (the command exited early: EPIPE) shows in its output.
+        std::thread::spawn(move || drop(w.write_all(&data)))
+    });
     let read_all = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -79,7 +103,7 @@ pub fn run(cmd: &mut Command) -> Output {
     };
     let out = read_all(Box::new(child.stdout.take().unwrap()));
     let err = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + RUN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -93,10 +117,13 @@ pub fn run(cmd: &mut Command) -> Output {
             Err(e) => panic!("waitpid for `{line}`: {e}"),
         }
     };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     let output = Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() };
     if timed_out {
         panic!(
-            "command still running after {RUN_TIMEOUT:?}, killed:{}",
+            "command still running after {timeout:?}, killed:{}",
             describe(
                 &line,
                 &output.status,
