@@ -779,9 +779,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             closelab::sys::control::ss(&opts, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Close(c) => conn_action(closelab::view::ss::Action::Close, c),
-        Cmd::Abort(c) => conn_action(closelab::view::ss::Action::Abort, c),
-        Cmd::Shutdown(c) => conn_action(closelab::view::ss::Action::Shutdown, c),
+        Cmd::Close(c) => conn_action(closelab::control_proto::Action::Close, c),
+        Cmd::Abort(c) => conn_action(closelab::control_proto::Action::Abort, c),
+        Cmd::Shutdown(c) => conn_action(closelab::control_proto::Action::Shutdown, c),
         Cmd::Lab { cmd } => lab(cmd),
         Cmd::Scenario { cmd: ScenarioCmd::List } => {
             for (name, summary) in closelab::sys::scenario::list() {
@@ -906,7 +906,7 @@ fn watch_interval(watch: Option<String>, filter: &mut Vec<String>) -> Result<Opt
     Ok(Some(std::time::Duration::from_micros(d.total_micros())))
 }
 
-fn conn_action(action: closelab::view::ss::Action, c: ConnArgs) -> Result<ExitCode, String> {
+fn conn_action(action: closelab::control_proto::Action, c: ConnArgs) -> Result<ExitCode, String> {
     closelab::sys::control::act(action, &c.conn, c.tun.as_deref(), c.lab.as_deref(), &mut std::io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use crate::sys::lab::{Lab, LabAddrs, LabSpec};
 use crate::sys::peer::PeerStep;
 use crate::sys::run::{Clock, Outcome, Signals};
 use crate::sys::story::{Story, StoryView, lab_endpoint, open_lab_tun, run_story};
-use crate::view::json::{JsonSink, quote};
+use crate::view::json::{JsonSink, Verdict, verdict_line};
 use crate::view::{PcapSink, Tee};
 use crate::wire::{FourTuple, Segment};
 
@@ -296,19 +296,8 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
             };
             let pass = failures.is_empty() && error.is_none();
             if opts.json {
-                let fails: Vec<String> = failures
-                    .iter()
-                    .map(|f| format!("{{\"expect\":{},\"reason\":{}}}", quote(&f.expect), quote(&f.reason)))
-                    .collect();
-                w(
-                    out,
-                    &format!(
-                        "{{\"type\":\"verdict\",\"scenario\":{},\"round\":{round},\"pass\":{pass},\"failures\":[{}],\"error\":{}}}",
-                        quote(&sc.name),
-                        fails.join(","),
-                        error.as_deref().map(quote).unwrap_or_else(|| "null".into())
-                    ),
-                )?;
+                let v = Verdict { scenario: &sc.name, round, pass, failures: &failures, error: error.as_deref() };
+                w(out, &verdict_line(&v))?;
             } else {
                 report(out, sc, &events, &failures, error.as_deref(), pass)?;
             }

@@ -283,8 +283,8 @@ fn test_malformed_line_names_file_and_line() {
     body.push('\n');
     body.push_str("{\"side\":\"closelab\",\"type\":\"note\",\"conn\":null,\"text\":\"x\"}\n");
     let trace = dir.file("trace.jsonl", &body);
-    let line = expect_error(&mut closelab(&[&trace]), "missing key");
-    assert_eq!(line, format!("closelab: {}:5: missing key \"t\"", trace.display()));
+    let line = expect_error(&mut closelab(&[&trace]), "missing field");
+    assert_eq!(line, format!("closelab: {}:5: missing field `t` (column 56)", trace.display()));
 
     let trace = dir.file("garbage.jsonl", "{\"t\":0}\nhello\n");
     expect_error(&mut closelab(&[&trace]), "garbage.jsonl:1: ");
