@@ -266,6 +266,9 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
+/// Most segments a `reorder N` may wait for: every held packet is memory.
+pub const MAX_REORDER: u32 = 1000;
+
 const EXPECTED_ACTION: &str = "expected drop, delay DURATION, dup or reorder N";
 const EXPECTED_WORD: &str = "expected in, out, syn, synack, fin, rst, ack, data, any, after-fin, \
                              conn=N, 1st, 2nd, Nth, nth=N, every, P% or seed=N";
@@ -303,9 +306,9 @@ impl<'a> Parser<'a> {
             "reorder" => {
                 let v = value_of("reorder", inline, "a count", "reorder 2")?;
                 match v.parse::<u32>() {
-                    Ok(n) if n >= 1 && is_digits(v) => Action::Reorder(n),
+                    Ok(n) if (1..=MAX_REORDER).contains(&n) && is_digits(v) => Action::Reorder(n),
                     _ => {
-                        return Err(self.err(v, format!("bad count `{v}` for reorder (expected 1 or more)")));
+                        return Err(self.err(v, format!("bad count `{v}` for reorder (expected 1 to {MAX_REORDER})")));
                     }
                 }
             }
@@ -895,7 +898,7 @@ mod tests {
             err("drop seed=3"),
             "invalid fault rule `drop seed=3`: `seed=3` only applies to a random rule (e.g. `drop 5% seed=7`)"
         );
-        assert_eq!(err("reorder 0"), "invalid fault rule `reorder 0`: bad count `0` for reorder (expected 1 or more)");
+        assert_eq!(err("reorder 0"), "invalid fault rule `reorder 0`: bad count `0` for reorder (expected 1 to 1000)");
         assert_eq!(
             err("drop conn=0"),
             "invalid fault rule `drop conn=0`: bad connection number `0` (connections count from 1)"

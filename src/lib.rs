@@ -28,5 +28,7 @@ pub mod event;
 pub mod fault;
 pub mod scenario;
 pub mod sys;
+#[doc(hidden)]
+pub mod testing;
 pub mod view;
 pub mod wire;

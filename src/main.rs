@@ -53,12 +53,15 @@ enum Cmd {
         count: u64,
         #[command(flatten)]
         ep: EndpointArgs,
-        /// What closelab's application does after --send: echo, sink, source:BYTES, hello, http.
+        /// What closelab's application does after --send: echo, sink, source:BYTES, hello, http; or
+        /// get:/PATH[,/PATH…], the HTTP crawler (see --urls, --pool, --on-error).
         #[arg(long, default_value = "sink")]
         app: String,
         /// Who closes and how.
         #[arg(long, value_enum, default_value = "active")]
         close: CloseArg,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// A running closelab's connections like `ss -tano`; filter like ss (`state time-wait`,
     /// `state connected`, `exclude listening`).
@@ -97,13 +100,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ScenarioCmd,
     },
-    /// Build a lab, run four close stories on real packets with both sides' states, tear it down.
+    /// Build a lab, run seven close stories on real packets with both sides' states, tear it down.
     Demo {
         /// Leave the lab up afterwards for exploring.
         #[arg(long)]
         keep: bool,
-        /// Run only story N (1: closelab closes first, 2: Linux closes first, 3: CLOSE_WAIT leak, 4: web server TIME-WAIT).
-        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        /// Run only story N (1: closelab closes first, 2: Linux closes first, 3: CLOSE_WAIT leak, 4: web server TIME-WAIT,
+        /// 5: the crawler's leak against Apache, 6: the crawler releasing, 7: keep-alive and the "2 hours" folklore).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
         only: Option<u8>,
         /// Print the event stream as JSON lines instead of ladders.
         #[arg(long)]
@@ -152,6 +156,51 @@ enum Cmd {
     },
 }
 
+/// The HTTP crawler's knobs (`connect --app get:…` or `--urls FILE`).
+#[derive(Args)]
+struct HttpArgs {
+    /// URL list for the crawler: one /PATH or http://HOST/PATH per line (# comments); implies the crawler.
+    #[arg(long, value_name = "FILE")]
+    urls: Option<PathBuf>,
+    /// Connections the crawler uses at once (keep-alive connections are reused from this pool).
+    #[arg(long, default_value_t = 1)]
+    pool: usize,
+    /// Requests started per second (default: as fast as the pool allows), e.g. 50 or 0.5.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How requests treat the connection.
+    #[arg(long = "http", value_enum, default_value = "keep-alive")]
+    http_mode: HttpModeArg,
+    /// What happens to a connection whose response is not 2xx: release it (the fix) or leak it (the bug).
+    #[arg(long, value_enum, default_value = "release")]
+    on_error: OnErrorArg,
+    /// Close pooled connections idle this long (HttpClient's evictIdleConnections).
+    #[arg(long, value_name = "DUR")]
+    evict_idle: Option<String>,
+    /// Abort a request not answered this long after it started (connect included).
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    http_timeout: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HttpModeArg {
+    /// HTTP/1.1, persistent connections reused from the pool.
+    KeepAlive,
+    /// HTTP/1.1 with `Connection: close`: the server closes after each response.
+    Close,
+    /// HTTP/1.0: the server closes after each response.
+    #[value(name = "1.0")]
+    Http10,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnErrorArg {
+    /// Release the connection like any other (back to the pool, or closed).
+    Release,
+    /// Never close or reuse it: the CLOSE_WAIT leak.
+    Leak,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum SideArg {
     /// closelab's own endpoint.
@@ -189,6 +238,22 @@ enum LabCmd {
     },
     /// List labs, their addresses and running endpoints.
     Status,
+    /// Start a real web server (apache, nginx or python's http.server) on the lab's Linux host,
+    /// with a generated config and doc root; `lab down` stops it.
+    Serve {
+        name: String,
+        /// apache, nginx or python.
+        server: String,
+        /// Close idle keep-alive connections after this long (Apache KeepAliveTimeout, nginx keepalive_timeout).
+        #[arg(long, value_name = "DUR")]
+        keepalive_timeout: Option<String>,
+        /// Serve this directory instead of the generated one.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Port on the Linux host's address.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+    },
     /// Run a command on the lab's Linux host, e.g. `closelab lab exec demo -- curl http://10.201.0.2:7000/`.
     Exec {
         name: String,
@@ -333,6 +398,7 @@ fn close_policy(c: CloseArg) -> ClosePolicy {
 /// The validation step: what the user typed → typed configuration.
 fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Result<ServeOptions, String> {
     let app = AppKind::parse(app)?;
+    let mut linux_ns = None;
     let (addrs, peer_addrs, tun_name, netns, configure) = match &ep.lab {
         Some(lab) => {
             if ep.tun.is_some() || !ep.addr.is_empty() || !ep.peer_addr.is_empty() {
@@ -340,6 +406,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             }
             let info = closelab::sys::lab::load(lab).map_err(|e| e.to_string())?;
             let cidr = config::parse_cidr(&format!("{}/{}", info.closelab, info.prefix))?;
+            linux_ns = Some(info.ns_linux.clone());
             (vec![cidr], Vec::new(), info.tun.clone(), Some(info.ns_closelab.clone()), false)
         }
         None => {
@@ -357,6 +424,8 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             } else {
                 for p in &ep.peer_addr {
                     let ip = config::parse_ip(p)?;
+                    let own_cidr = addrs.iter().find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4()).copied();
+                    config::check_peer(ip, own_cidr.as_ref()).map_err(|e| format!("--peer-addr: {e}"))?;
                     let own = addrs
                         .iter()
                         .find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4())
@@ -370,10 +439,23 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             (addrs, peers, tun, None, true)
         }
     };
-    if let Mode::Connect(plan) = &mode
-        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4())
+    let remote = match &mode {
+        Mode::Connect(plan) => Some(plan.remote),
+        Mode::Crawl(c) => Some(c.remote),
+        Mode::Listen { .. } => None,
+    };
+    if let Some(remote) = remote
+        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == remote.is_ipv4())
     {
-        return Err(format!("cannot connect to {}: no --addr of the same IP family", plan.remote));
+        return Err(format!("cannot connect to {remote}: no --addr of the same IP family"));
+    }
+    if let Mode::Connect(plan) = &mode {
+        let ip = plan.remote.ip();
+        let own = addrs.iter().find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4());
+        config::check_peer(ip, own).map_err(|e| format!("cannot connect to {}: {e}", plan.remote))?;
+        if own.is_some_and(|a| IpAddr::from(a.address()) == ip) {
+            return Err(format!("cannot connect to {}: that is closelab's own address", plan.remote));
+        }
     }
     let dur = |s: &Option<String>| s.as_deref().map(config::parse_duration).transpose();
     let mut cfg = EndpointConfig::new(addrs[0]);
@@ -387,21 +469,13 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 32) | 1
     });
-    cfg.buffer = config::parse_bytes(&ep.buffer)?;
-    if cfg.buffer == 0 {
-        return Err("--buffer must be at least 1 byte".into());
-    }
+    cfg.buffer = config::parse_buffer(&ep.buffer)?;
     if ep.max_conns == 0 {
         return Err("--max-conns must be at least 1".into());
     }
     cfg.max_conns = ep.max_conns;
-    cfg.keep_alive = dur(&ep.keepalive)?;
-    cfg.user_timeout = dur(&ep.timeout)?;
-    if cfg.user_timeout == Some(smoltcp::time::Duration::ZERO) {
-        return Err(
-            "--timeout must be longer than 0s (it resets a connection after that long without an answer)".into()
-        );
-    }
+    cfg.keep_alive = ep.keepalive.as_deref().map(config::parse_keepalive).transpose()?;
+    cfg.user_timeout = ep.timeout.as_deref().map(|t| config::parse_timer(t, "timeout")).transpose()?;
     cfg.slow = dur(&ep.slow)?;
     cfg.app = app;
     cfg.policy =
@@ -426,11 +500,85 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         endpoint: cfg,
         tun,
         netns,
+        linux_ns,
         mode,
         stop: StopWhen { finished: ep.exit_after },
         output: Output { json: ep.json, pcap: ep.pcap },
         control,
     })
+}
+
+/// The crawler's validation step. `--max-conns` becomes its budget (the
+/// connections it may hold, like an fd limit); the endpoint's own table then
+/// only bounds memory, so TIME-WAIT entries never fail a request.
+fn crawl_config(
+    remote: std::net::SocketAddr,
+    app: &str,
+    http: &HttpArgs,
+    ep: &mut EndpointArgs,
+) -> Result<closelab::endpoint::crawl::CrawlConfig, String> {
+    use closelab::endpoint::crawl::{self, OnError};
+    use closelab::endpoint::http::HttpMode;
+    let mut paths = Vec::new();
+    if app.starts_with("get:") {
+        paths = crawl::parse_get(app)?;
+    } else if app != "sink" {
+        return Err(format!("--urls is the crawler's URL list: leave out --app {app} (or use --app get:/PATH)"));
+    }
+    if let Some(file) = &http.urls {
+        const MAX_FILE: u64 = 64 << 20;
+        let name = file.display().to_string();
+        let meta = std::fs::metadata(file).map_err(|e| format!("cannot read URL list {name}: {e}"))?;
+        if meta.len() > MAX_FILE {
+            return Err(format!("URL list {name} is larger than 64 MiB"));
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read URL list {name}: {e}"))?;
+        paths.extend(crawl::parse_url_list(&name, &text)?);
+    }
+    if paths.len() > crawl::MAX_URLS {
+        return Err(format!("more than {} URLs", crawl::MAX_URLS));
+    }
+    let mut c = crawl::CrawlConfig::new(remote, paths);
+    if !(1..=10_000).contains(&http.pool) {
+        return Err(format!("invalid --pool {} (1 to 10000)", http.pool));
+    }
+    c.pool = http.pool;
+    if let Some(r) = http.rate
+        && !(r.is_finite() && r > 0.0 && r <= 100_000.0)
+    {
+        return Err(format!("invalid --rate {r} (requests per second, above 0 and at most 100000)"));
+    }
+    c.rate = http.rate;
+    c.mode = match http.http_mode {
+        HttpModeArg::KeepAlive => HttpMode::KeepAlive,
+        HttpModeArg::Close => HttpMode::Close,
+        HttpModeArg::Http10 => HttpMode::Http10,
+    };
+    c.on_error = match http.on_error {
+        OnErrorArg::Release => OnError::Release,
+        OnErrorArg::Leak => OnError::Leak,
+    };
+    c.evict_idle = http.evict_idle.as_deref().map(config::parse_duration).transpose()?;
+    if c.evict_idle == Some(smoltcp::time::Duration::ZERO) {
+        return Err("--evict-idle must be longer than 0s".into());
+    }
+    c.timeout = config::parse_duration(&http.http_timeout)?;
+    if c.timeout == smoltcp::time::Duration::ZERO {
+        return Err("--http-timeout must be longer than 0s".into());
+    }
+    if ep.max_conns == 0 {
+        return Err("--max-conns must be at least 1".into());
+    }
+    c.budget = ep.max_conns;
+    ep.max_conns = ep.max_conns.max(100_000);
+    Ok(c)
+}
+
+/// The endpoint settings every crawler connection needs: the HTTP client app.
+fn crawl_endpoint(mut opts: ServeOptions) -> ServeOptions {
+    opts.endpoint.app = AppKind::HttpClient;
+    opts.endpoint.policy.close = ClosePolicy::Never;
+    opts
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
@@ -442,9 +590,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let opts = serve_options(ep, &app, close, Mode::Listen { port })?;
             endpoint(opts)
         }
-        Cmd::Connect { remote, send, count, ep, app, close } => {
+        Cmd::Connect { remote, send, count, mut ep, app, close, http } => {
             let remote = config::parse_socket_addr(&remote)?;
             let send = config::parse_bytes(&send)?;
+            if app == "http" {
+                return Err(
+                    "--app http is closelab's HTTP server (it answers requests and sends none): to fetch from a server use --app get:/PATH[,/PATH…] or --urls FILE"
+                        .into(),
+                );
+            }
+            if app.starts_with("get:") || http.urls.is_some() {
+                if send != 0 || count != 1 {
+                    return Err("--send and --count do not apply to the HTTP crawler (its URLs decide)".into());
+                }
+                let crawl = crawl_config(remote, &app, &http, &mut ep)?;
+                let opts = serve_options(ep, "sink", close, Mode::Crawl(crawl))?;
+                return endpoint(crawl_endpoint(opts));
+            }
             let opts = serve_options(ep, &app, close, Mode::Connect(ConnectPlan { remote, send, count }))?;
             endpoint(opts)
         }
@@ -524,6 +686,21 @@ fn lab(cmd: LabCmd) -> Result<ExitCode, String> {
         }
         LabCmd::Down { name, all, dry_run } => labcmd::down(name.as_deref(), all, dry_run, &mut out)?,
         LabCmd::Status => labcmd::status(&mut out)?,
+        LabCmd::Serve { name, server, keepalive_timeout, root, port } => {
+            use closelab::sys::webserver::{ServeSpec, ServerKind, serve_cmd};
+            let kind = ServerKind::parse(&server)?;
+            let keepalive_timeout = match keepalive_timeout.as_deref().map(config::parse_duration).transpose()? {
+                Some(d) if d == smoltcp::time::Duration::ZERO || d > smoltcp::time::Duration::from_secs(3600) => {
+                    return Err("--keepalive-timeout must be above 0s and at most 1h".into());
+                }
+                d => d.map(|d| std::time::Duration::from_micros(d.total_micros())),
+            };
+            if port == 0 {
+                return Err("invalid port 0".into());
+            }
+            closelab::sys::lab::validate_name(&name).map_err(|e| e.to_string())?;
+            serve_cmd(&ServeSpec { lab: name, kind, port, keepalive_timeout, root }, &mut out)?
+        }
         LabCmd::Exec { name, command } => return labcmd::exec(&name, &command).map(ExitCode::from),
     }
     Ok(ExitCode::SUCCESS)

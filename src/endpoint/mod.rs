@@ -18,7 +18,9 @@
 //! pass `now` and ask [`Endpoint::poll_at`] when to come back.
 
 pub mod app;
+pub mod crawl;
 pub mod device;
+pub mod http;
 pub mod link;
 pub mod timewait;
 
@@ -40,6 +42,9 @@ use device::MemoryDevice;
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
+
+/// Shortest wait before a timer that just fired may fire again.
+pub const MIN_REFIRE: Duration = Duration::from_millis(1);
 
 /// What to do with a bare SYN for a 4-tuple that is in TIME-WAIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +114,15 @@ impl EndpointConfig {
             slow: None,
         }
     }
+}
+
+/// A finished HTTP exchange of the client app: the response, or why there
+/// is none (the connection was then aborted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpDone {
+    pub conn: ConnId,
+    pub path: String,
+    pub result: Result<http::Response, http::HttpError>,
 }
 
 /// Errors of [`Endpoint::connect`].
@@ -399,6 +413,8 @@ pub struct Endpoint {
     /// Scratch list for the application's calls in one step (kept to
     /// reuse its allocation).
     actions: Vec<AppAction>,
+    /// HTTP exchanges finished since [`Endpoint::take_http`] was last called.
+    http_done: Vec<HttpDone>,
 }
 
 impl Endpoint {
@@ -445,6 +461,7 @@ impl Endpoint {
             empty: SocketSet::new(Vec::new()),
             dev,
             actions: Vec::new(),
+            http_done: Vec::new(),
             cfg,
         }
     }
@@ -548,6 +565,37 @@ impl Endpoint {
         true
     }
 
+    /// Sends an HTTP request on a client connection (app `HttpClient`).
+    /// Returns false if the connection is gone, closed, or not a client.
+    pub fn http_send(&mut self, now: Instant, id: ConnId, path: &str, request: &[u8]) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else { return false };
+        if !c.app.http_send(path.to_string(), request) {
+            return false;
+        }
+        self.step(now, id, None);
+        true
+    }
+
+    /// A request sent on this client connection waits for its response.
+    pub fn http_busy(&self, id: ConnId) -> bool {
+        self.conns.get(&id).and_then(|c| c.app.client.as_ref()).is_some_and(|c| c.busy())
+    }
+
+    /// HTTP exchanges finished since the last call, in order.
+    pub fn take_http(&mut self) -> Vec<HttpDone> {
+        std::mem::take(&mut self.http_done)
+    }
+
+    /// Whether the peer's FIN has arrived on a connection.
+    pub fn peer_closed(&self, id: ConnId) -> Option<bool> {
+        self.conns.get(&id).map(|c| c.peer_fin)
+    }
+
+    /// A line of free text in the event stream (a driver's note).
+    pub fn note(&mut self, now: Instant, conn: Option<ConnId>, text: String) {
+        self.emit(now, conn, EventKind::Note { text }, None);
+    }
+
     /// A packet read from the wire.
     pub fn receive(&mut self, now: Instant, packet: Vec<u8>) {
         let seg = wire::parse(&packet);
@@ -589,6 +637,7 @@ impl Endpoint {
                     }
                     self.step(now, id, None);
                     progressed = true;
+                    self.no_refire(now, id);
                 }
             }
             if !progressed {
@@ -596,6 +645,21 @@ impl Endpoint {
             }
         }
         log::warn!("endpoint: poll did not settle at t={}", self.secs(now));
+    }
+
+    /// The guard against a timer that fires again at the same instant: a
+    /// connection whose timer step leaves it due at `now` again (nothing
+    /// will change by stepping it at the same instant) waits
+    /// [`MIN_REFIRE`] instead, so no timer can spin the loop.
+    fn no_refire(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.deadline.is_some_and(|at| at <= now) {
+            let at = now + MIN_REFIRE;
+            c.deadline = Some(at);
+            c.generation += 1;
+            self.timers.push(Reverse((at, id, c.generation)));
+            log::debug!("endpoint: conn={id} timer due again at once, deferred to t={}", self.secs(at));
+        }
     }
 
     /// When to call [`poll`](Self::poll) next.
@@ -878,7 +942,8 @@ impl Endpoint {
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
         );
         sock.set_timeout(Some(self.cfg.handshake_timeout));
-        sock.set_keep_alive(self.cfg.keep_alive);
+        // Linux's TCP_KEEPIDLE minimum: a shorter keep-alive probes without end.
+        sock.set_keep_alive(self.cfg.keep_alive.map(|d| d.max(crate::config::MIN_KEEPALIVE)));
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(sock);
         let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send);
@@ -972,6 +1037,10 @@ impl Endpoint {
         let mut actions = std::mem::take(&mut self.actions);
         let sock = c.set.get_mut::<tcp::Socket>(c.handle);
         c.app.io(sock, &mut actions);
+        let done = match c.app.client.as_mut() {
+            Some(cl) if !cl.results.is_empty() => std::mem::take(&mut cl.results),
+            _ => Vec::new(),
+        };
         let (call, _) = c.app.due_close(now, c.peer_fin);
         if self.cfg.data_events {
             for &a in &actions {
@@ -980,6 +1049,22 @@ impl Endpoint {
         }
         actions.clear();
         self.actions = actions;
+        for (path, result) in done {
+            let text = match &result {
+                Ok(r) => format!(
+                    "http: GET {path} -> {} {}, {} body bytes ({}, fnv1a {:016x}), {}",
+                    r.status,
+                    r.reason,
+                    r.body_len,
+                    r.framing.name(),
+                    r.checksum,
+                    if r.keep_alive { "keep-alive" } else { "server closes" }
+                ),
+                Err(e) => format!("http: GET {path} failed: {e} (connection aborted)"),
+            };
+            self.emit(now, Some(id), EventKind::Note { text }, None);
+            self.http_done.push(HttpDone { conn: id, path, result });
+        }
         if let Some(call) = call {
             self.do_close(now, id, call);
         }

@@ -37,6 +37,20 @@ pub enum Expect {
     /// FIN), answered with a bare ACK otherwise; either way connection 2 is
     /// established in the end.
     LinuxTimeWaitSyn,
+    /// At the end, between `min` and `max` connections of `side` are in
+    /// `state` (their last state change led there).
+    InState { side: Side, state: TcpState, min: usize, max: Option<usize> },
+    /// Between `min` and `max` notes contain `text` (the crawler's
+    /// `http: GET … -> 404`, `too many open files`, …).
+    Notes { text: String, min: usize, max: Option<usize> },
+}
+
+fn range_word(min: usize, max: Option<usize>) -> String {
+    match max {
+        Some(m) if m == min => format!("exactly {min}"),
+        Some(m) => format!("{min} to {m}"),
+        None => format!("at least {min}"),
+    }
 }
 
 impl fmt::Display for Expect {
@@ -63,6 +77,10 @@ impl fmt::Display for Expect {
             Expect::Backoff { dir, flags, min } => {
                 write!(f, "at least {min} [{flags}] segments {} with doubling intervals", dir_word(*dir))
             }
+            Expect::InState { side, state, min, max } => {
+                write!(f, "{} {} connection(s) in {state} at the end", range_word(*min, *max), side.name())
+            }
+            Expect::Notes { text, min, max } => write!(f, "{} note(s) with `{text}`", range_word(*min, *max)),
             Expect::LinuxTimeWaitSyn => write!(
                 f,
                 "Linux answers a SYN for its TIME-WAIT 4-tuple with [S.] if its sequence number is above rcv_nxt, else with [.]"
@@ -188,6 +206,23 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
             let growing = gaps.windows(2).all(|w| w[1] + 0.02 >= w[0]);
             let doubled = gaps.len() >= 2 && gaps[gaps.len() - 1] >= 2.0 * gaps[0] - 0.02;
             if growing && doubled { Ok(()) } else { Err(fail(format!("intervals {shown}"), times.last().copied())) }
+        }
+        Expect::InState { side, state, min, max } => {
+            let mut last = std::collections::HashMap::new();
+            for e in events.iter().filter(|e| e.side == *side) {
+                if let (Some(c), EventKind::State { to, .. }) = (e.conn, &e.kind) {
+                    last.insert(c, *to);
+                }
+            }
+            let n = last.values().filter(|s| **s == *state).count();
+            if n < *min || max.is_some_and(|m| n > m) { Err(fail(format!("{n} at the end"), None)) } else { Ok(()) }
+        }
+        Expect::Notes { text, min, max } => {
+            let n = events
+                .iter()
+                .filter(|e| matches!(&e.kind, EventKind::Note { text: t } if t.contains(text.as_str())))
+                .count();
+            if n < *min || max.is_some_and(|m| n > m) { Err(fail(format!("saw {n}"), None)) } else { Ok(()) }
         }
         Expect::LinuxTimeWaitSyn => {
             let segs = |conn: u64| {

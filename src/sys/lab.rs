@@ -829,6 +829,10 @@ pub fn dry_run_down(name: &str) -> Vec<Cmd> {
 /// `ip netns del`; the kernel frees it when that process exits.
 pub fn down(name: &str) -> Result<DownReport, LabError> {
     validate_name(name)?;
+    // Web servers from `lab serve` first: they would outlive their namespace.
+    if let Err(e) = crate::sys::webserver::stop(name) {
+        log::warn!("lab: down name={name}: {e}");
+    }
     let mut report = DownReport { name: name.to_string(), ..DownReport::default() };
     for ns in [format!("{name}-linux"), format!("{name}-closelab")] {
         if netns::exists(&ns) {
@@ -975,7 +979,7 @@ fn endpoint_pids(ns: &str, tun: &str) -> Result<Vec<u32>, LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netns::require_root;
+    use crate::testing::require_root;
 
     fn demo() -> LabSpec {
         let mut spec = LabSpec::new("demo", None).unwrap();

@@ -119,6 +119,9 @@ pub fn status(out: &mut dyn Write) -> Result<(), String> {
         let broken =
             if s.ns_linux_exists && s.ns_closelab_exists { "" } else { " (incomplete: run `closelab lab down`)" };
         line(out, &format!("{}: {addrs}; {endpoints}{broken}", s.name))?;
+        for (kind, pid) in crate::sys::webserver::running(&s.name) {
+            line(out, &format!("  web server: {} (pid {pid}, closelab lab serve)", kind.name()))?;
+        }
     }
     Ok(())
 }

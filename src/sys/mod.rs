@@ -1,6 +1,9 @@
 //! Linux-only I/O edges. The only module allowed to open fds, read the clock, spawn processes or enter namespaces.
 pub mod control;
+pub mod crawl;
+pub mod crawlstory;
 pub mod demo;
+pub mod files;
 pub mod lab;
 pub mod labcmd;
 pub mod ladder;
@@ -10,6 +13,8 @@ pub mod peer;
 pub mod run;
 pub mod scenario;
 pub mod serve;
+pub mod signals;
 pub mod sockdiag;
 pub mod story;
 pub mod tun;
+pub mod webserver;

@@ -72,7 +72,13 @@ impl Observer {
             // Known sockets: the ones seen last time and every connection
             // closelab has (Linux's end is its remote end).
             let mut known: HashSet<(SocketAddr, SocketAddr)> = self.prev.keys().copied().collect();
-            known.extend(ep.tuples().filter(|t| ports.contains(&t.local.port())).map(|t| (t.remote, t.local)));
+            // closelab as a server (its port observed) or as a client
+            // (the Linux server's port observed).
+            known.extend(
+                ep.tuples()
+                    .filter(|t| ports.contains(&t.local.port()) || ports.contains(&t.remote.port()))
+                    .map(|t| (t.remote, t.local)),
+            );
             for (local, remote) in known {
                 if let Some(s) = self.diag.lookup(local, remote).map_err(|e| e.to_string())?
                     && wanted(&s)

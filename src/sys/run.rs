@@ -5,18 +5,16 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::Duration as StdDuration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use smoltcp::time::Instant;
 
 use crate::endpoint::Endpoint;
 use crate::event::Sink;
 use crate::sys::control::Control;
+pub use crate::sys::signals::Signals;
 use crate::sys::tun::TunDevice;
 
 const TUN: Token = Token(0);
@@ -43,34 +41,6 @@ impl Clock {
 impl Default for Clock {
     fn default() -> Self {
         Clock::new()
-    }
-}
-
-/// SIGINT and SIGTERM as a file descriptor. Create it in `main` before any
-/// thread starts, so every thread inherits the blocked mask and the signal
-/// can only arrive here.
-pub struct Signals {
-    fd: SignalFd,
-}
-
-impl Signals {
-    pub fn block() -> io::Result<Signals> {
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGINT);
-        mask.add(Signal::SIGTERM);
-        mask.thread_block().map_err(io::Error::from)?;
-        let fd =
-            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
-        Ok(Signals { fd })
-    }
-
-    /// Whether a signal arrived (consumes it).
-    pub fn pending(&mut self) -> bool {
-        matches!(self.fd.read_signal(), Ok(Some(_)))
-    }
-
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd.as_raw_fd()
     }
 }
 
@@ -214,6 +184,10 @@ fn run_registered(
     mut control: Option<&mut Control>,
 ) -> io::Result<Outcome> {
     let tun_fd = tun.raw_fd();
+    // A signal during setup (taken by the watchdog) ends the run at once.
+    if signals.interrupted() {
+        return Ok(Outcome::Interrupted);
+    }
     let mut events = Events::with_capacity(64);
     // Large enough for any IP packet: nothing is truncated.
     let mut buf = vec![0u8; 65536];

@@ -31,8 +31,7 @@ pub fn catalogue() -> Vec<ScenarioSpec> {
 /// containing `/`).
 pub fn load(name: &str) -> Result<ScenarioSpec, String> {
     if name.ends_with(".toml") || name.contains('/') {
-        let text =
-            std::fs::read_to_string(name).map_err(|e| format!("cannot read scenario file {name}: {}", e.kind()))?;
+        let text = crate::sys::files::read_scenario(std::path::Path::new(name)).map_err(|e| e.to_string())?;
         return file::parse(&text).map_err(|e| format!("{name}: {e}"));
     }
     catalogue().into_iter().find(|s| s.name == name).ok_or_else(|| {
@@ -51,6 +50,10 @@ fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: b
     let mut cfg = lab_endpoint(addrs);
     cfg.app = spec.app.clone();
     cfg.policy = spec.policy;
+    if let Mode::Crawl(_) = spec.mode {
+        cfg.app = crate::endpoint::AppKind::HttpClient;
+        cfg.policy.close = crate::endpoint::ClosePolicy::Never;
+    }
     cfg.keep_alive = spec.keep_alive;
     cfg.user_timeout = spec.user_timeout;
     cfg.time_wait_syn = spec.time_wait_syn;
@@ -90,12 +93,26 @@ fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: b
         done: Box::new(move |v: &StoryView| done.iter().all(|d| holds(d, v))),
         timeout: spec.timeout,
         connect: match spec.mode {
-            Mode::Listen => None,
+            Mode::Listen | Mode::Crawl(_) => None,
             Mode::Connect { send, count, local_port } => {
                 Some(crate::sys::story::Connect { to: linux, send, count, local_port })
             }
         },
+        crawl: match &spec.mode {
+            Mode::Crawl(c) => cfg_crawl(c, linux),
+            _ => None,
+        },
     }
+}
+
+fn cfg_crawl(c: &crate::scenario::file::CrawlSpec, server: SocketAddr) -> Option<crate::endpoint::crawl::CrawlConfig> {
+    let mut cc = crate::endpoint::crawl::CrawlConfig::new(server, c.paths.clone());
+    cc.pool = c.pool;
+    cc.rate = c.rate;
+    cc.on_error = c.on_error;
+    cc.mode = c.http;
+    cc.budget = c.budget;
+    Some(cc)
 }
 
 fn holds(d: &Done, v: &StoryView) -> bool {
@@ -105,6 +122,18 @@ fn holds(d: &Done, v: &StoryView) -> bool {
         Done::Reached(side, state) => v.reached(*side, *state),
         Done::Time(t) => v.t >= *t,
         Done::After(side, state, d) => v.reached_at(*side, *state).is_some_and(|t| v.t >= t + d),
+        Done::CrawlDone => v.crawler.is_some_and(|c| c.is_done()),
+    }
+}
+
+/// Stops a scenario's web server when dropped (also on error).
+struct WebGuard(String, crate::sys::webserver::ServerKind);
+
+impl Drop for WebGuard {
+    fn drop(&mut self) {
+        if let Err(e) = crate::sys::webserver::stop_kind(&self.0, self.1) {
+            log::warn!("scenario: stopping the web server: {e}");
+        }
     }
 }
 
@@ -155,6 +184,9 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
     } else {
         names.iter().map(|n| load(n)).collect::<Result<_, _>>()?
     };
+    if signals.interrupted() {
+        return Err("interrupted".into());
+    }
     crate::sys::lab::check_ip_binary().map_err(|e| e.to_string())?;
     let mut pcap = match &opts.pcap {
         Some(path) => {
@@ -173,6 +205,10 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
         None => LabSpec::unique(),
     };
     let lab = Lab::up(spec).map_err(|e| e.to_string())?;
+    if signals.interrupted() {
+        // Dropping the lab removes it.
+        return Err("interrupted".into());
+    }
     let addrs = lab.addrs().clone();
     let tun = open_lab_tun(&addrs)?;
     let clock = Clock::new();
@@ -187,6 +223,21 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
             if let Some(p) = pcap.as_mut() {
                 p.set_epoch(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
             }
+            // A real web server on the Linux host for this run, on its port.
+            let server = match &sc.server {
+                Some(w) => {
+                    let spec = crate::sys::webserver::ServeSpec {
+                        lab: lab.name().to_string(),
+                        kind: w.kind,
+                        port,
+                        keepalive_timeout: w.keepalive_timeout,
+                        root: None,
+                    };
+                    crate::sys::webserver::start(&spec).map_err(|e| format!("scenario {}: {e}", sc.name))?;
+                    Some(WebGuard(lab.name().to_string(), w.kind))
+                }
+                None => None,
+            };
             let story = story(sc, &addrs, port, opts.seed.wrapping_add(round as u64), pcap.is_some(), &opts.faults);
             let mut events: Vec<Event> = Vec::new();
             let note = Event {
@@ -211,6 +262,7 @@ pub fn run(names: &[String], opts: RunOptions, signals: &mut Signals, out: &mut 
                 run_story(story, &addrs.ns_linux, &tun, clock, signals, &mut tee)
             };
             drop(sysctls);
+            drop(server);
             // A scenario that took the Linux link down gets it back, also
             // when it failed half-way.
             if sc.steps.contains(&Step::LinkDown) {

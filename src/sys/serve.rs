@@ -18,8 +18,12 @@ use crate::view::{PcapSink, SummarySink, Tee};
 /// What the endpoint does on its own.
 #[derive(Clone, Debug)]
 pub enum Mode {
-    Listen { port: u16 },
+    Listen {
+        port: u16,
+    },
     Connect(ConnectPlan),
+    /// The HTTP crawler (`connect --app get:…`).
+    Crawl(crate::endpoint::crawl::CrawlConfig),
 }
 
 /// Where the event stream goes.
@@ -36,6 +40,9 @@ pub struct ServeOptions {
     pub tun: TunSpec,
     /// Network namespace to enter before opening the TUN (a lab's).
     pub netns: Option<String>,
+    /// The lab's Linux namespace: the crawler observes the server's sockets
+    /// there (NETLINK_SOCK_DIAG), so both ends are in the timeline.
+    pub linux_ns: Option<String>,
     pub mode: Mode,
     pub stop: StopWhen,
     pub output: Output,
@@ -95,6 +102,17 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             Box::new(Idle)
         }
         Mode::Connect(plan) => Box::new(Connector::new(plan.clone(), opts.stop.finished.is_none())),
+        Mode::Crawl(c) => {
+            let observer = match &opts.linux_ns {
+                Some(ns) => Some(crate::sys::observe::Observer::new(ns, &[c.remote.port()])?),
+                None => None,
+            };
+            Box::new(crate::sys::crawl::CrawlDriver::new(
+                crate::endpoint::crawl::Crawler::new(c.clone()),
+                opts.stop.finished.is_none(),
+                observer,
+            ))
+        }
     };
     let mut summary = SummarySink::new(Side::Closelab);
     let started = format!(
@@ -108,6 +126,15 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
                 format!("{:?}", opts.endpoint.policy.close).to_lowercase()
             ),
             Mode::Connect(p) => format!("connecting to {} ({} connection(s))", p.remote, p.count),
+            Mode::Crawl(c) => format!(
+                "crawling http://{}: {} URL(s), pool {}, {}, on error {}, budget {} connections",
+                c.remote,
+                c.paths.len(),
+                c.pool,
+                c.mode.name(),
+                format!("{:?}", c.on_error).to_lowercase(),
+                c.budget
+            ),
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };

@@ -28,6 +28,8 @@ pub struct StoryView<'a> {
     pub linux_open: usize,
     /// Seconds since the story started.
     pub t: f64,
+    /// The story's crawler, if it has one.
+    pub crawler: Option<&'a crate::endpoint::crawl::Crawler>,
 }
 
 impl StoryView<'_> {
@@ -69,6 +71,9 @@ pub struct Story {
     /// closelab connects to a Linux listener once the Linux script has
     /// called listen(); `None`: closelab listens on `port`.
     pub connect: Option<Connect>,
+    /// closelab runs this HTTP crawler from the start (against a server
+    /// already running on the Linux host, e.g. from `lab serve`).
+    pub crawl: Option<crate::endpoint::crawl::CrawlConfig>,
 }
 
 /// closelab's side as a client: where to, what to send first, how many
@@ -113,6 +118,7 @@ struct StoryDriver {
     listening: bool,
     /// closelab's connections opened so far.
     opened: Vec<ConnId>,
+    crawler: Option<crate::endpoint::crawl::Crawler>,
 }
 
 const OBSERVE_EVERY: Duration = Duration::from_millis(2);
@@ -156,6 +162,9 @@ impl Driver for StoryDriver {
                 }
             }
         }
+        if let Some(c) = self.crawler.as_mut() {
+            c.tick(now, ep);
+        }
         if let Err(e) = self.observer.poll(t, ep, tee) {
             self.error = Some(format!("observing the Linux side: {e}"));
         }
@@ -171,6 +180,7 @@ impl Driver for StoryDriver {
             peer_done: self.peer.finished(),
             linux_open,
             t: (now - self.start).total_micros() as f64 / 1e6,
+            crawler: self.crawler.as_ref(),
         };
         let done = (self.done)(&view);
         drop(events);
@@ -198,7 +208,7 @@ pub fn run_story(
     let observer = Observer::new(ns_linux, &story.observe_ports)?;
     let start = clock.now();
     let mut ep = Endpoint::new(story.endpoint, start);
-    if story.connect.is_none() {
+    if story.connect.is_none() && story.crawl.is_none() {
         ep.listen(story.port);
     }
     let peer = Peer::spawn(ns_linux, story.peer, story.timeout);
@@ -214,6 +224,7 @@ pub fn run_story(
         connect: story.connect,
         listening: false,
         opened: Vec::new(),
+        crawler: story.crawl.map(crate::endpoint::crawl::Crawler::new),
     };
     let outcome = {
         let mut rec = recorder.clone();

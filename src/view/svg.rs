@@ -446,7 +446,7 @@ pub fn counts(events: &[Event], side: Side) -> String {
         .iter()
         .filter(|e| e.side == side && e.t.is_finite())
         .filter_map(|e| match (e.conn, &e.kind) {
-            (Some(c), EventKind::State { to, .. }) => Some((e.t, c, *to)),
+            (Some(c), EventKind::State { to, .. }) => Some((bounded_t(e.t), c, *to)),
             _ => None,
         })
         .collect();
@@ -477,7 +477,7 @@ pub fn counts(events: &[Event], side: Side) -> String {
         TcpState::ALL.into_iter().filter(|s| *s != TcpState::Closed && peak[state_index(*s)] > 0).collect();
 
     // Axes.
-    let times = events.iter().map(|e| e.t).filter(|t| t.is_finite());
+    let times = events.iter().map(|e| e.t).filter(|t| t.is_finite()).map(bounded_t);
     let t_min = times.clone().fold(f64::INFINITY, f64::min);
     let t_max = times.fold(f64::NEG_INFINITY, f64::max);
     let (t_min, t_max) = if t_min.is_finite() { (t_min, t_max) } else { (0.0, 1.0) };
@@ -561,6 +561,15 @@ pub fn counts(events: &[Event], side: Side) -> String {
 }
 
 /// 1, 2 or 5 times a power of ten, the smallest not below `raw`.
+/// Largest time (either sign) the plot places: ~31,700 years. Times
+/// beyond it are drawn at its edge, so the span, and with it the number of
+/// ticks, stays finite whatever a hostile file says (`t: 1e308`).
+const MAX_T: f64 = 1e12;
+
+fn bounded_t(t: f64) -> f64 {
+    t.clamp(-MAX_T, MAX_T)
+}
+
 fn nice(raw: f64) -> f64 {
     if !raw.is_finite() || raw <= 0.0 {
         return 1.0;
@@ -659,10 +668,8 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         match res {
             Ok(o) => assert!(o.status.success(), "{name}: python3 refuses it: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{name}: cannot run python3 in CI: {e}"),
             Err(e) => {
-                use std::io::Write;
-                let _ = std::io::stderr().write_all(format!("SKIPPED python3 check of {name}: {e}\n").as_bytes());
+                crate::testing::skip_or_fail(&format!("python3 check of {name}"), &format!("cannot run python3: {e}"));
             }
         }
     }
@@ -804,12 +811,6 @@ mod tests {
         assert!(got.contains(">closelab</text>") && got.contains(">linux</text>"));
     }
 
-    #[test]
-    fn test_ladder_deterministic() {
-        let v = with_second_conn();
-        assert_eq!(ladder(&v, None), ladder(&v.clone(), None));
-    }
-
     // Tests for the counts plot.
 
     /// The points of the step line drawn after `label` in the legend's order.
@@ -863,6 +864,22 @@ mod tests {
         let none = counts(&[], Side::Closelab);
         assert_well_formed("counts_empty", &none);
         assert!(none.contains(">no state changes on the closelab side</text>"));
+    }
+
+    /// Two state changes at t = -1e308 and 1e308 used to make ~2^64 ticks.
+    #[test]
+    fn test_counts_hostile_times_are_bounded() {
+        use TcpState::*;
+        let v = vec![
+            state(-1e308, 1, Listen, SynReceived, Cause::Segment),
+            state(1e308, 1, SynReceived, Established, Cause::Segment),
+            state(f64::MAX, 2, Listen, SynReceived, Cause::Segment),
+        ];
+        let got = counts(&v, Side::Closelab);
+        assert_well_formed("counts_hostile", &got);
+        let ticks = got.matches("<line").count();
+        assert!(ticks < 60, "{ticks} lines");
+        assert!(got.len() < 20_000, "{} bytes", got.len());
     }
 
     #[test]

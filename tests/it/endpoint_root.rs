@@ -9,8 +9,6 @@
 //! `test_listen_active_close` waits out smoltcp's 10 s TIME-WAIT; the others
 //! are done in well under a second.
 
-mod util;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -19,7 +17,8 @@ use std::time::{Duration, Instant};
 use closelab::endpoint::app::pattern_byte;
 use nix::sys::signal::Signal;
 
-use util::{BIN, Closelab, Netns, WAIT, assert_reached, expect_error, str_of, t_of};
+use crate::util;
+use crate::util::{BIN, Closelab, Netns, WAIT, assert_reached, expect_error, str_of, t_of};
 
 /// A kernel TCP client in `ns`, connected to `addr`, with read/write timeouts
 /// so a silent peer fails the test instead of hanging it.

@@ -3,11 +3,10 @@
 //! opens in tcpdump, and a scenario file with a wrong expectation exits 1
 //! naming it.
 
-mod util;
-
 use std::process::{Command, Output};
 
-use util::{BIN, describe, require_root, unique_lab_name};
+use crate::util;
+use crate::util::{BIN, describe, require_root, unique_lab_name};
 
 fn scenario(args: &[&str]) -> (Command, String) {
     let lab = unique_lab_name();
@@ -96,6 +95,7 @@ repeat_tests! {
     test_time_wait_syn_linux_repeat5 => "time-wait-syn-linux",
     test_fin_retransmit_forever_repeat5 => "fin-retransmit-forever",
     test_keepalive_dead_peer_repeat5 => "keepalive-dead-peer",
+    test_crawler_close_wait_leak_repeat5 => "crawler-close-wait-leak",
 }
 
 #[test]
@@ -114,15 +114,10 @@ fn test_run_all_exits_0_and_pcap_opens_in_tcpdump() {
     util::assert_lab_gone(&lab);
     // The capture opens in tcpdump and holds as many segments as the
     // timeline's segment lines (every scenario's).
-    let td = Command::new("tcpdump").args(["-nr", pcap.to_str().unwrap()]).output();
-    let td = match td {
-        Ok(o) => o,
-        Err(_) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED tcpdump check: tcpdump not installed (scripts/setup installs it)");
-            return;
-        }
-        Err(e) => panic!("tcpdump not installed in CI: {e}"),
-    };
+    if !util::require_tool("scenario_root::test_run_all_exits_0_and_pcap_opens_in_tcpdump (tcpdump part)", "tcpdump") {
+        return;
+    }
+    let td = Command::new("tcpdump").args(["-nr", pcap.to_str().unwrap()]).output().unwrap();
     assert!(td.status.success(), "tcpdump -r failed: {}", String::from_utf8_lossy(&td.stderr));
     let lines = String::from_utf8_lossy(&td.stdout).lines().filter(|l| l.contains(" IP ")).count();
     assert!(lines > 100, "tcpdump read only {lines} packets");

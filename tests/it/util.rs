@@ -6,10 +6,9 @@
 //! Every test that touches the network gets its own namespace (`clt` + pid +
 //! counter, like ripgrep's `NEXT_ID`), so tests run in parallel and the TUN
 //! device can be called `cl0` everywhere.
-#![allow(dead_code)]
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -27,21 +26,9 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether the test may run: true as root. Without root it fails under
-/// `CI=true` (a namespaced test that cannot run must not pass silently) and
-/// otherwise prints a SKIPPED line and returns false.
-pub fn require_root(test_name: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test_name}: needs root in CI (CI=true forbids skipping)");
-    }
-    // Written to the stderr handle, not eprintln!, so libtest's output
-    // capture does not hide the skip in a passing run.
-    let _ = std::io::stderr().write_all(format!("SKIPPED {test_name}: needs root (run as root or in CI)\n").as_bytes());
-    false
-}
+/// Whether the test may run: true as root; otherwise a visible SKIPPED
+/// line, or a failure under CI (see `closelab::testing`).
+pub use closelab::testing::{require_root, require_tool, skip_or_fail};
 
 // ---------------------------------------------------------------------------
 // Commands

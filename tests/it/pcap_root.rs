@@ -1,11 +1,10 @@
 //! Root test: the pcap of a real run opens in tcpdump and tshark and holds
 //! exactly the segments of the timeline, in the same order and time.
 
-mod util;
-
 use std::process::Command;
 
-use util::{BIN, describe, require_root, unique_lab_name};
+use crate::util;
+use crate::util::{BIN, describe, require_root, unique_lab_name};
 
 fn tool(name: &str) -> Option<()> {
     match Command::new(name).arg("--version").output() {

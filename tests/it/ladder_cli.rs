@@ -5,8 +5,6 @@
 //! a fault that drops the server's last ACK once. Files go to a directory
 //! per test, removed on drop.
 
-mod util;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +17,8 @@ use closelab::fault::FaultRule;
 use closelab::view::json;
 use smoltcp::time::{Duration, Instant};
 
-use util::{cmdline, describe, expect_error, run};
+use crate::util;
+use crate::util::{cmdline, describe, expect_error, run};
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
@@ -140,10 +139,8 @@ fn assert_svg(path: &Path) -> String {
         Ok(o) => {
             assert!(o.status.success(), "python3 refuses {}: {}", path.display(), String::from_utf8_lossy(&o.stderr))
         }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("cannot run python3 in CI: {e}"),
         Err(e) => {
-            let _ =
-                std::io::stderr().write_all(format!("SKIPPED python3 check of {}: {e}\n", path.display()).as_bytes());
+            util::skip_or_fail(&format!("python3 check of {}", path.display()), &format!("cannot run python3: {e}"));
         }
     }
     svg

@@ -8,8 +8,6 @@
 //! (`/run/closelab/ctl/tun-cl0@<NETNS>.sock`), and every `closelab ss` runs
 //! in the test's namespace, as a user would with `ip netns exec`.
 
-mod util;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -21,7 +19,8 @@ use closelab::event::TcpState;
 use closelab::view::json::{self, Json};
 use nix::sys::signal::Signal;
 
-use util::{BIN, Closelab, Netns, WAIT, describe, expect_error, run, run_ok, str_of};
+use crate::util;
+use crate::util::{BIN, Closelab, Netns, WAIT, describe, expect_error, run, run_ok, str_of};
 
 const LISTEN: &str = "listen --tun cl0 --addr 10.201.0.2/24 --port 7000 --app echo --json --seed 5";
 
