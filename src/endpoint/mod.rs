@@ -1,8 +1,8 @@
 //! The sans-IO endpoint: packets and `now` in, packets and events out.
 //!
 //! closelab does not let smoltcp's `Interface::poll` walk a shared
-//! `SocketSet`: that costs a scan of every socket per packet (CONTEXT.md:
-//! 102 µs per packet with 10,000 sockets) and merges transient states (a
+//! `SocketSet`: that costs a scan of every socket per packet (measured with
+//! smoltcp 0.14 on 2 cores: 102 µs per packet with 10,000 sockets) and merges transient states (a
 //! simultaneous close would jump over CLOSING). Instead each connection owns a
 //! one-socket `SocketSet`; a segment is looked up by 4-tuple in a hash map and
 //! only that connection is stepped (`poll_ingress_single`, then the
@@ -22,6 +22,7 @@ pub mod crawl;
 pub mod device;
 pub mod http;
 pub mod link;
+pub mod timewait;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -931,6 +932,7 @@ impl Endpoint {
         };
         let tuple = seg.tuple_at_receiver();
         let bare_syn = seg.flags.syn && !seg.flags.ack && !seg.flags.rst;
+        let mut syn_shown = false;
         if let Some(id) = conn {
             let in_tw = self.conns[&id].state == TcpState::TimeWait;
             if !(in_tw && bare_syn && self.cfg.time_wait_syn == TimeWaitSyn::Accept) {
@@ -939,7 +941,11 @@ impl Endpoint {
             }
             // A new incarnation of the 4-tuple: retire TIME-WAIT first. Never
             // call listen() on the TIME-WAIT socket itself (smoltcp would
-            // silently discard TIME-WAIT).
+            // silently discard TIME-WAIT). Cause before effect: the SYN is
+            // shown arriving at the TIME-WAIT connection, then TIME-WAIT
+            // ends, then the new connection starts from the same segment.
+            self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg.clone()));
+            syn_shown = true;
             self.emit(
                 now,
                 Some(id),
@@ -979,7 +985,7 @@ impl Endpoint {
                 return;
             }
             conn.state = TcpState::Listen;
-            self.step(now, id, Some((packet, seg)));
+            self.step_shown(now, id, Some((packet, seg)), syn_shown);
             return;
         }
         self.stateless(now, packet, Some(seg));
@@ -1049,11 +1055,19 @@ impl Endpoint {
     /// Steps one connection: ingress (if a packet is given), application,
     /// egress; emits each state change with its cause; reschedules its timer.
     fn step(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>) {
+        self.step_shown(now, id, input, false);
+    }
+
+    /// [`step`](Self::step); `shown`: the input's segment event was already
+    /// emitted (a SYN that ended TIME-WAIT on the same 4-tuple).
+    fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
         if let Some((packet, seg)) = input {
             let c = self.conns.get_mut(&id).expect("stepped connection exists");
             c.fin_seen |= seg.flags.fin;
             c.seq.received(&seg);
-            self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
+            if !shown {
+                self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
+            }
             self.dev.rx.push_back(packet);
             let c = self.conns.get_mut(&id).expect("stepped connection exists");
             self.iface.poll_ingress_single(now, &mut self.dev, &mut c.set);

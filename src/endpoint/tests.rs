@@ -524,6 +524,46 @@ fn test_seq_tracker_counts_retransmissions_and_probes() {
     assert_eq!((t.probes, t.retrans, t.unacked()), (0, 0, 0));
 }
 
+// Tests for a SYN that ends TIME-WAIT.
+
+#[test]
+fn test_time_wait_syn_cause_before_effect() {
+    let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(2));
+    assert_eq!(b.link.b.state(1), Some(TimeWait));
+    let port = b.link.a.take_events().iter().find_map(|e| match &e.kind {
+        EventKind::Segment { seg, .. } => Some(seg.src.port()),
+        _ => None,
+    });
+    b.link.b.take_events();
+    let now = b.link.now();
+    let remote = "10.0.0.2:7000".parse().unwrap();
+    b.link.a.connect_from(now, remote, port, 0).unwrap();
+    b.link.run_for(Duration::from_secs(1));
+    let ev = b.link.b.take_events();
+    // The SYN arrives at the TIME-WAIT connection first, then TIME-WAIT
+    // ends, then connection 2 starts from that segment.
+    let syn = ev
+        .iter()
+        .position(|e| e.conn == Some(1) && matches!(&e.kind, EventKind::Segment { dir: Dir::In, seg } if seg.flags.syn))
+        .expect("SYN shown on the TIME-WAIT connection");
+    let ended = ev
+        .iter()
+        .position(|e| e.conn == Some(1) && e.kind == EventKind::State { from: TimeWait, to: Closed, cause: SEG })
+        .expect("TIME-WAIT ended by the segment");
+    let new = ev.iter().position(|e| e.conn == Some(2)).expect("new connection");
+    assert!(syn < ended && ended < new, "order: syn {syn}, ended {ended}, new {new}");
+    assert!(
+        !ev.iter()
+            .any(|e| e.conn == Some(2) && matches!(&e.kind, EventKind::Segment { dir: Dir::In, seg } if seg.flags.syn)),
+        "the SYN is shown once"
+    );
+    // Connection 2 ran its whole story (hello, active close).
+    assert_eq!(path(&ev, 2), vec![Listen, SynReceived, Established, FinWait1, FinWait2, TimeWait]);
+}
+
 /// A zero keep-alive (the CLI refuses it; the library clamps it to Linux's
 /// 1 s minimum) used to send a probe per egress call: 10,000 at one instant.
 #[test]
