@@ -29,6 +29,8 @@ pub mod control_proto;
 pub mod endpoint;
 pub mod event;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod load;
 pub mod scenario;
 pub mod sys;

@@ -10,6 +10,7 @@ mod util;
 mod cli;
 mod demo_root;
 mod endpoint_root;
+mod fuzz_corpus;
 mod lab_root;
 mod ladder_cli;
 mod load_cli;
