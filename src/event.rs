@@ -346,7 +346,7 @@ pub enum EventKind {
     /// A timer observed on the Linux side (`timewait 59.8s`).
     Timer {
         name: String,
-        #[serde(serialize_with = "secs")]
+        #[serde(serialize_with = "secs", deserialize_with = "read_secs")]
         remaining: Secs,
         retrans: u32,
     },
@@ -359,12 +359,27 @@ pub enum EventKind {
 /// One entry of the stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "secs", deserialize_with = "read_secs")]
     pub t: Secs,
     pub side: Side,
     pub conn: Option<ConnId>,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// Times a JSON line may carry, in seconds either side of the run's start
+/// (about 31 years): beyond it a float no longer holds microseconds, so a
+/// time would not read back as written.
+pub const MAX_SECS: f64 = 1e9;
+
+/// Reads a time written by [`secs`]: a number within [`MAX_SECS`]
+/// (found by fuzzing: `1e303` read back as a different number).
+pub fn read_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    if x.abs() > MAX_SECS {
+        return Err(serde::de::Error::custom(format!("time {x:e} s out of range (at most {MAX_SECS:e} s)")));
+    }
+    Ok(x)
 }
 
 /// Seconds in JSON: at most 6 decimals (microseconds), trailing zeros

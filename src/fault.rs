@@ -282,6 +282,16 @@ impl<'a> Parser<'a> {
         RuleError { rule: self.rule.to_string(), word: word.to_string(), reason }
     }
 
+    /// `key=value` or `key value` exactly as the user wrote it (whatever
+    /// whitespace was between), for messages that quote it: from the start
+    /// of `key_word` to the end of `value`, both slices of the rule.
+    fn written(&self, key_word: &str, value: &str) -> String {
+        let base = self.rule.as_ptr() as usize;
+        let start = key_word.as_ptr() as usize - base;
+        let end = value.as_ptr() as usize - base + value.len();
+        self.rule.get(start..end).unwrap_or(key_word).to_string()
+    }
+
     fn parse(&self) -> Result<FaultRule, RuleError> {
         let mut words = self.rule.split_whitespace().peekable();
         let Some(first) = words.next() else {
@@ -371,7 +381,7 @@ impl<'a> Parser<'a> {
                     let n = v.parse::<u64>().ok().filter(|n| *n >= 1 && is_digits(v)).ok_or_else(|| {
                         self.err(v, format!("bad connection number `{v}` (connections count from 1)"))
                     })?;
-                    once(&mut conn_word, format!("conn={v}"), "")?;
+                    once(&mut conn_word, self.written(word, v), "")?;
                     rule.conn = Some(n);
                 }
                 "nth" => {
@@ -381,7 +391,7 @@ impl<'a> Parser<'a> {
                         .ok()
                         .filter(|n| *n >= 1 && is_digits(v))
                         .ok_or_else(|| self.err(v, format!("bad occurrence `{v}` (occurrences count from 1)")))?;
-                    once(&mut nth_word, format!("nth={v}"), "")?;
+                    once(&mut nth_word, self.written(word, v), "")?;
                     rule.nth = Some(n);
                 }
                 "seed" => {
@@ -391,7 +401,7 @@ impl<'a> Parser<'a> {
                         .ok()
                         .filter(|_| is_digits(v))
                         .ok_or_else(|| self.err(v, format!("bad seed `{v}` (expected an unsigned integer)")))?;
-                    once(&mut seed_word, format!("seed={v}"), "")?;
+                    once(&mut seed_word, self.written(word, v), "")?;
                     rule.seed = Some(s);
                 }
                 _ if inline.is_none() && word.ends_with('%') => {
@@ -935,6 +945,22 @@ mod tests {
         assert_eq!(err("drop 1st 2nd"), "invalid fault rule `drop 1st 2nd`: `2nd` conflicts with `1st`");
         // The bad word is available on its own.
         assert_eq!(FaultRule::parse("drop out akc").unwrap_err().word(), "akc");
+        // Found by fuzzing: the word is quoted as written (`seed 7`, even
+        // with a no-break space), never respelled `seed=7`.
+        for (rule, word) in [
+            ("drop seed 7", "seed 7"),
+            ("drop seed\u{a0}7", "seed\u{a0}7"),
+            ("drop seed=7", "seed=7"),
+            ("drop 5% nth  3", "nth  3"),
+        ] {
+            let e = FaultRule::parse(rule).unwrap_err();
+            assert_eq!(e.word(), word, "{rule:?}");
+            assert!(e.to_string().contains(&format!("`{word}`")), "{e}");
+        }
+        assert_eq!(
+            err("drop conn 2 conn=3"),
+            "invalid fault rule `drop conn 2 conn=3`: `conn=3` conflicts with `conn 2`"
+        );
         for bad in [
             "drop=3",
             "delay -1ms",

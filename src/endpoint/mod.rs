@@ -930,6 +930,14 @@ impl Endpoint {
                 return;
             }
         };
+        if !self.cfg.addrs.iter().any(|a| IpAddr::from(a.address()) == seg.dst.ip()) {
+            // RFC 1122 §4.2.3.10: TCP ignores segments to a broadcast address;
+            // nor is any other address of the prefix closelab's. smoltcp would
+            // answer both with an RST *from* that address (found by fuzzing).
+            let reason = format!("addressed to {}, not to closelab (dropped, as Linux does)", seg.dst.ip());
+            self.emit(now, None, EventKind::Malformed { dir: Dir::In, len: packet.len(), reason }, None);
+            return;
+        }
         let tuple = seg.tuple_at_receiver();
         let bare_syn = seg.flags.syn && !seg.flags.ack && !seg.flags.rst;
         let mut syn_shown = false;

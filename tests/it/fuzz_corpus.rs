@@ -115,3 +115,105 @@ fn test_fuzz_targets_match_the_corpus_dirs() {
     names.sort();
     assert_eq!(dirs, names);
 }
+
+// Regression tests for what the fuzzer found (their inputs are in the corpus).
+
+/// An IPv4 or IPv6 SYN from 10.0.0.1 / fd00::1 to `dst` port 7000, with
+/// valid checksums.
+fn syn_to(dst: std::net::IpAddr) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, TcpRepr};
+    let src: std::net::IpAddr = if dst.is_ipv4() { "10.0.0.1".parse().unwrap() } else { "fd00::1".parse().unwrap() };
+    let tcp = TcpRepr {
+        src_port: 40000,
+        dst_port: 7000,
+        control: smoltcp::wire::TcpControl::Syn,
+        seq_number: smoltcp::wire::TcpSeqNumber(1),
+        ack_number: None,
+        window_len: 65535,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let caps = ChecksumCapabilities::default();
+    let ip_len = if dst.is_ipv4() { 20 } else { 40 };
+    let mut buf = vec![0; ip_len + tcp.buffer_len()];
+    match (src, dst) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => Ipv4Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps),
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => Ipv6Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(&mut buf[..])),
+        _ => unreachable!(),
+    }
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[ip_len..]), &IpAddress::from(src), &IpAddress::from(dst), &caps);
+    buf
+}
+
+#[test]
+fn test_fuzz_found_segment_to_broadcast_or_other_prefix_address_is_dropped_and_shown() {
+    use closelab::endpoint::{Endpoint, EndpointConfig};
+    use closelab::event::EventKind;
+    use smoltcp::time::{Duration, Instant};
+    let mut cfg = EndpointConfig::new(closelab::config::parse_cidr("10.0.0.2/24").unwrap());
+    cfg.addrs.push(closelab::config::parse_cidr("fd00::2/64").unwrap());
+    let t0 = Instant::from_secs(1000);
+    let mut ep = Endpoint::new(cfg, t0);
+    ep.listen(7000);
+    for dst in ["10.0.0.255", "10.0.0.77", "fd00::2:0:0:2"] {
+        ep.receive(t0, syn_to(dst.parse().unwrap()));
+        ep.poll(t0 + Duration::from_millis(1));
+        // smoltcp alone answered with an RST *from* `dst`.
+        assert_eq!(ep.transmit(), None, "{dst}: closelab answered");
+        let events = ep.take_events();
+        let reasons: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Malformed { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons, [format!("addressed to {dst}, not to closelab (dropped, as Linux does)")], "{events:?}");
+        assert_eq!(ep.len(), 0, "{dst}: a connection was created");
+    }
+    // closelab's own addresses still answer.
+    for dst in ["10.0.0.2", "fd00::2"] {
+        ep.receive(t0, syn_to(dst.parse().unwrap()));
+        let p = ep.transmit().expect("SYN-ACK");
+        let seg = closelab::wire::parse(&p).unwrap();
+        assert_eq!((seg.src.ip().to_string(), seg.flags.to_string()), (dst.to_string(), "S.".to_string()));
+    }
+}
+
+#[test]
+fn test_fuzz_found_json_time_out_of_range_is_an_error() {
+    use closelab::view::json;
+    let e = json::parse_line(r#"{"t":1e303,"side":"closelab","conn":1,"type":"note","text":"x"}"#).unwrap_err();
+    assert_eq!(e.to_string(), "time 1e303 s out of range (at most 1e9 s) (column 10)");
+    let e = json::parse_line(
+        r#"{"t":-1e308,"side":"linux","conn":1,"type":"timer","name":"on","remaining":0,"retrans":0}"#,
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("time -1e308 s out of range"), "{e}");
+    let e =
+        json::parse_line(r#"{"t":1,"side":"linux","conn":1,"type":"timer","name":"on","remaining":2e9,"retrans":0}"#)
+            .unwrap_err();
+    assert!(e.to_string().starts_with("time 2e9 s out of range"), "{e}");
+    // The largest time reads back as written.
+    let ok = r#"{"t":999999999.999999,"side":"closelab","conn":1,"type":"note","text":"x"}"#;
+    assert_eq!(json::line(&json::parse_line(ok).unwrap()), ok);
+}
