@@ -31,7 +31,7 @@ fn main() {
     let before = rss_bytes();
     let mut t = TimeWaitTable::new(TwConfig { max: N as usize, ..TwConfig::default() }, RandomState::new());
     for i in 0..N {
-        assert!(t.insert(0, &tuple(i), u64::from(i), i, i.wrapping_add(1), None));
+        assert!(t.insert(0, &tuple(i), u64::from(i), i, i.wrapping_add(1), 0, None));
     }
     let after = rss_bytes();
     let per = (after - before) as f64 / f64::from(N);
