@@ -100,6 +100,7 @@ repeat_tests! {
     test_time_wait_assassination_repeat5 => "time-wait-assassination",
     test_time_wait_assassination_linux_repeat5 => "time-wait-assassination-linux",
     test_time_wait_assassination_rfc1337_repeat5 => "time-wait-assassination-rfc1337",
+    test_time_wait_assassination_rfc1337_closelab_repeat5 => "time-wait-assassination-rfc1337-closelab",
     test_time_wait_syn_linux_repeat5 => "time-wait-syn-linux",
     test_fin_retransmit_forever_repeat5 => "fin-retransmit-forever",
     test_keepalive_dead_peer_repeat5 => "keepalive-dead-peer",
