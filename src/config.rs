@@ -148,12 +148,12 @@ pub fn time_wait(
     }
     if model == TimeWaitModel::Smoltcp {
         let linux_only = [
-            (o.len.is_some(), "a TIME-WAIT length (smoltcp's is a fixed 10 s)"),
+            (o.len.is_some(), "TIME-WAIT length (smoltcp's is a fixed 10 s)"),
             (o.rfc1337, "rfc1337 (smoltcp's TIME-WAIT always accepts an in-window RST)"),
             (o.max.is_some(), "max-tw (smoltcp's TIME-WAIT is a socket like any other)"),
         ];
         if let Some((_, what)) = linux_only.iter().find(|(given, _)| *given) {
-            return Err(format!("the smoltcp TIME-WAIT model has no {what}; use the linux model"));
+            return Err(format!("the smoltcp TIME-WAIT model takes no {what}; use the linux model"));
         }
     } else if o.syn.is_some() {
         return Err(

@@ -216,6 +216,12 @@ struct LoadArgs {
     /// closelab's receive and send buffer per connection.
     #[arg(long, default_value = "2k")]
     buffer: String,
+    /// closelab's TIME-WAIT length (its TIME-WAIT table; Linux: 60 s).
+    #[arg(long, value_name = "DUR", default_value = "60s")]
+    time_wait: String,
+    /// closelab's TIME-WAIT table size, like tcp_max_tw_buckets.
+    #[arg(long, value_name = "N")]
+    max_tw: Option<usize>,
     /// Use this lab (default: build one and remove it afterwards).
     #[arg(long)]
     lab: Option<String>,
@@ -306,6 +312,14 @@ fn load_options(a: LoadArgs) -> Result<closelab::sys::load::LoadOptions, String>
         faults: a.faults,
         connect_timeout: load::parse_duration("--connect-timeout", &a.connect_timeout)?,
         buffer,
+        time_wait: config::time_wait(&config::TimeWaitOptions {
+            model: None,
+            len: Some(&a.time_wait),
+            rfc1337: false,
+            max: a.max_tw,
+            syn: None,
+        })?
+        .1,
     };
     Ok(closelab::sys::load::LoadOptions { spec, lab: a.lab, json: a.json, plot: a.plot, story: a.story, seed: a.seed })
 }

@@ -798,6 +798,21 @@ impl Endpoint {
         self.tw.overflows
     }
 
+    /// A line for the end of a run about the TIME-WAIT table (Linux model),
+    /// when there is something to say: entries left, overflows, ACKs held
+    /// back by the rate limit.
+    pub fn time_wait_report(&self) -> Option<String> {
+        let (n, over, limited) = (self.tw.len(), self.tw.overflows, self.tw.limited);
+        if self.cfg.time_wait_model != TimeWaitModel::Linux || (n, over, limited) == (0, 0, 0) {
+            return None;
+        }
+        let len = Duration::from_millis(u64::from(self.cfg.time_wait.len_ms));
+        Some(format!(
+            "TIME-WAIT table at exit: {n} in TIME-WAIT (--time-wait {len}), {over} skipped TIME-WAIT because the table was full (--max-tw {}), {limited} ACKs held back by the 500 ms rate limit",
+            self.cfg.time_wait.max
+        ))
+    }
+
     /// ACKs of the TIME-WAIT table suppressed by the 500 ms rate limit.
     pub fn time_wait_acks_limited(&self) -> u64 {
         self.tw.limited
@@ -1129,7 +1144,7 @@ impl Endpoint {
         let (note, ack) = match action {
             TwAction::AckFin { seq, ack, win } => (
                 Some(format!(
-                    "TIME-WAIT: the peer's FIN again (our last ACK lost): ACK again, timer restarted ({len})"
+                    "TIME-WAIT: the peer's FIN again (our last ACK lost or late): ACK again, timer restarted ({len})"
                 )),
                 Some((seq, ack, win)),
             ),
