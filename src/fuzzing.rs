@@ -28,9 +28,12 @@ use crate::view::ss::Row;
 use crate::view::trace;
 use crate::wire::{self, Flags, ParseError};
 
+/// A harness: any bytes in, a panic only when a property is broken.
+pub type Harness = fn(&[u8]);
+
 /// The fuzz targets by name, as `fuzz/fuzz_targets/NAME.rs` and the corpus
 /// directories `fuzz/corpus/NAME/` spell them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("wire", wire),
     ("endpoint", endpoint),
     ("scenario_file", scenario_file),
