@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seeds of fuzz/corpus/TARGET/ (run from the repo root:
-python3 fuzz/seeds.py JSONL_LINES_FILE). The fuzzer's own finds are added
-beside them with `cargo fuzz cmin`-style merges; see the README."""
+"""Writes the hand-made seeds of fuzz/corpus/TARGET/ (files named seed-*).
+Run from the repo root; the JSON-lines seeds are the lines the unit tests use:
+
+    grep -rhoE 'r#"\{"(t|type)":[^#]*"#' src | sed 's/^r#"//; s/"#$//' | sort -u > /tmp/lines
+    python3 fuzz/seeds.py /tmp/lines
+
+The fuzzer's own finds (fuzz-*) and crashes (crash-*) sit beside them; see
+the README's Fuzzing section."""
 import os, struct, sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
