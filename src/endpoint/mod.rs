@@ -22,6 +22,7 @@ pub mod crawl;
 pub mod device;
 pub mod http;
 pub mod link;
+pub mod syncache;
 pub mod timewait;
 
 use std::cmp::Reverse;
@@ -33,11 +34,12 @@ use std::net::{IpAddr, SocketAddr};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
+use syncache::HalfOpen;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
@@ -75,6 +77,15 @@ pub struct EndpointConfig {
     /// A connection that is not ESTABLISHED this long after its SYN is reset
     /// (bounds memory under a SYN flood).
     pub handshake_timeout: Duration,
+    /// Half-open connections kept (like Linux's tcp_max_syn_backlog); beyond
+    /// it a SYN is dropped (or answered with a cookie, see `syncookies`).
+    pub syn_backlog: usize,
+    /// Beyond the backlog, answer SYNs with a SYN cookie (no state) instead
+    /// of dropping them, like Linux's tcp_syncookies=1.
+    pub syncookies: bool,
+    /// Memory budget of the connection table in bytes (see
+    /// [`Endpoint::memory`]); a SYN that would pass it is dropped.
+    pub max_memory: usize,
     pub keep_alive: Option<Duration>,
     /// smoltcp's user timeout (`set_timeout`): RST after this long without
     /// an answer, in every state (smoltcp issue #1202).
@@ -103,6 +114,9 @@ impl EndpointConfig {
             buffer: 64 * 1024,
             max_conns: 100_000,
             handshake_timeout: Duration::from_secs(30),
+            syn_backlog: 4096,
+            syncookies: true,
+            max_memory: 1 << 30,
             keep_alive: None,
             user_timeout: None,
             app: AppKind::Sink,
@@ -415,6 +429,31 @@ pub struct Endpoint {
     actions: Vec<AppAction>,
     /// HTTP exchanges finished since [`Endpoint::take_http`] was last called.
     http_done: Vec<HttpDone>,
+    /// Half-open connections (SYN received, no buffers yet), by id and by
+    /// 4-tuple.
+    half_open: IdMap<HalfOpen>,
+    half_by_tuple: HashMap<FourTuple, ConnId, TupleHashKey>,
+    /// Bytes held by `half_open`.
+    half_open_bytes: usize,
+    /// The throwaway handshake socket's receive buffer (allocated once).
+    scratch: Vec<u8>,
+    /// Keys the handshake seeds and cookies.
+    secret: u64,
+    /// SYNs not kept, by reason.
+    pub(crate) syn_drops: SynDrops,
+}
+
+/// SYNs that got no connection, counted for `ss -s` and the summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynDrops {
+    /// Dropped: the SYN backlog was full (and cookies are off).
+    pub backlog: u64,
+    /// Dropped: a connection would pass the memory budget.
+    pub memory: u64,
+    /// Answered with a SYN cookie (backlog full), no state kept.
+    pub cookies: u64,
+    /// Connections opened from a valid cookie.
+    pub cookies_ok: u64,
 }
 
 impl Endpoint {
@@ -462,8 +501,37 @@ impl Endpoint {
             dev,
             actions: Vec::new(),
             http_done: Vec::new(),
+            half_open: IdMap::default(),
+            half_by_tuple: HashMap::with_hasher(TupleHashKey::random()),
+            half_open_bytes: 0,
+            scratch: Vec::new(),
+            secret: syncache::mix(cfg.seed ^ 0x636c_6f73_656c_6162),
+            syn_drops: SynDrops::default(),
             cfg,
         }
+    }
+
+    /// Bytes one full connection costs: both buffers and the entry with its
+    /// smoltcp socket.
+    pub fn conn_cost(&self) -> usize {
+        2 * self.cfg.buffer + std::mem::size_of::<Conn>() + std::mem::size_of::<tcp::Socket>() + 64
+    }
+
+    /// Memory the connection table accounts for: full connections at
+    /// [`conn_cost`](Self::conn_cost), half-open ones at their entry's size,
+    /// and the handshake's scratch buffer.
+    pub fn memory(&self) -> usize {
+        self.conns.len() * self.conn_cost() + self.half_open_bytes + self.scratch.len()
+    }
+
+    /// Half-open connections (SYN-RECEIVED without buffers).
+    pub fn half_open(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// SYNs dropped or answered without state, by reason.
+    pub fn syn_drops(&self) -> SynDrops {
+        self.syn_drops
     }
 
     pub fn config(&self) -> &EndpointConfig {
@@ -673,6 +741,11 @@ impl Endpoint {
                 }
                 self.timers.pop();
                 let live = self.conns.get(&id).is_some_and(|c| c.generation == generation);
+                if !live && self.half_open.get(&id).is_some_and(|h| h.generation == generation) {
+                    self.half_open_timer(now, id);
+                    progressed = true;
+                    continue;
+                }
                 if live {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.deadline = None;
@@ -763,18 +836,21 @@ impl Endpoint {
         self.finished
     }
 
-    /// Number of connections in the table.
+    /// Number of connections in the table (half-open ones included).
     pub fn len(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.half_open.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
+        self.conns.is_empty() && self.half_open.is_empty()
     }
 
     /// State of one connection.
     pub fn state(&self, id: ConnId) -> Option<TcpState> {
-        self.conns.get(&id).map(|c| c.state)
+        match self.conns.get(&id) {
+            Some(c) => Some(c.state),
+            None => self.half_open.contains_key(&id).then_some(TcpState::SynReceived),
+        }
     }
 
     /// Bytes the application has received on a connection.
@@ -809,6 +885,18 @@ impl Endpoint {
                 }
             })
             .collect();
+        v.extend(self.half_open.values().map(|h| ConnInfo {
+            id: h.id,
+            tuple: h.tuple,
+            state: TcpState::SynReceived,
+            recv_q: 0,
+            send_q: 0,
+            deadline: Some(if h.deadline > now { h.deadline - now } else { Duration::ZERO }),
+            retrans: h.retries,
+            probes: 0,
+            unacked: 1,
+            peer_fin: false,
+        }));
         v.sort_by_key(|c| c.id);
         v
     }
@@ -903,7 +991,10 @@ impl Endpoint {
     }
 
     fn deliver_out(&mut self, now: Instant, packet: Vec<u8>, seg: Parsed) {
-        let conn = seg.as_ref().ok().and_then(|s| self.by_tuple.get(&s.tuple_at_sender()).copied());
+        let conn = seg.as_ref().ok().and_then(|s| {
+            let t = s.tuple_at_sender();
+            self.by_tuple.get(&t).or_else(|| self.half_by_tuple.get(&t)).copied()
+        });
         self.segment_event(now, conn, Dir::Out, &packet, seg);
         self.outbox.push_back(packet);
     }
@@ -960,9 +1051,14 @@ impl Endpoint {
             );
             self.finish(id);
         }
+        if let Some(&id) = self.half_by_tuple.get(&tuple) {
+            self.half_open_segment(now, id, packet, seg);
+            return;
+        }
         let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
-        if bare_syn && ours && self.listen_ports.contains(&tuple.local.port()) {
-            if self.conns.len() >= self.cfg.max_conns {
+        let listening = ours && self.listen_ports.contains(&tuple.local.port());
+        if bare_syn && listening {
+            if self.conns.len() + self.half_open.len() >= self.cfg.max_conns {
                 self.emit(
                     now,
                     None,
@@ -975,18 +1071,14 @@ impl Endpoint {
                 self.stateless(now, packet, Some(seg));
                 return;
             }
-            let id = self.new_conn(tuple, 0);
-            let conn = self.conns.get_mut(&id).expect("just inserted");
-            let ep = IpListenEndpoint { addr: Some(IpAddress::from(tuple.local.ip())), port: tuple.local.port() };
-            if let Err(e) = conn.socket().listen(ep) {
-                log::warn!("endpoint: listen failed on {tuple}: {e}");
-                self.remove(id);
-                self.stateless(now, packet, Some(seg));
+            self.syn(now, tuple, packet, seg, syn_shown);
+            return;
+        }
+        if listening && self.cfg.syncookies && seg.flags.ack && !seg.flags.syn && !seg.flags.rst {
+            if let Some(id) = self.cookie_ack(now, tuple, &seg) {
+                self.step(now, id, Some((packet, seg)));
                 return;
             }
-            conn.state = TcpState::Listen;
-            self.step_shown(now, id, Some((packet, seg)), syn_shown);
-            return;
         }
         self.stateless(now, packet, Some(seg));
     }
@@ -1006,6 +1098,14 @@ impl Endpoint {
     fn new_conn(&mut self, tuple: FourTuple, initial_send: usize) -> ConnId {
         let id = self.next_id;
         self.next_id += 1;
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(self.new_socket());
+        self.insert_conn(id, tuple, set, handle, initial_send);
+        id
+    }
+
+    /// A socket with both full buffers and the configured timers.
+    fn new_socket(&self) -> tcp::Socket<'static> {
         let mut sock = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
@@ -1013,8 +1113,17 @@ impl Endpoint {
         sock.set_timeout(Some(self.cfg.handshake_timeout));
         // Linux's TCP_KEEPIDLE minimum: a shorter keep-alive probes without end.
         sock.set_keep_alive(self.cfg.keep_alive.map(|d| d.max(crate::config::MIN_KEEPALIVE)));
-        let mut set = SocketSet::new(Vec::with_capacity(1));
-        let handle = set.add(sock);
+        sock
+    }
+
+    fn insert_conn(
+        &mut self,
+        id: ConnId,
+        tuple: FourTuple,
+        set: SocketSet<'static>,
+        handle: SocketHandle,
+        initial_send: usize,
+    ) {
         let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send);
         self.conns.insert(
             id,
@@ -1034,7 +1143,6 @@ impl Endpoint {
             },
         );
         self.by_tuple.insert(tuple, id);
-        id
     }
 
     fn remove(&mut self, id: ConnId) {
