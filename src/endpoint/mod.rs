@@ -40,6 +40,7 @@ use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
 use syncache::HalfOpen;
+pub use syncache::SynDrops;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
@@ -441,19 +442,6 @@ pub struct Endpoint {
     secret: u64,
     /// SYNs not kept, by reason.
     pub(crate) syn_drops: SynDrops,
-}
-
-/// SYNs that got no connection, counted for `ss -s` and the summary.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SynDrops {
-    /// Dropped: the SYN backlog was full (and cookies are off).
-    pub backlog: u64,
-    /// Dropped: a connection would pass the memory budget.
-    pub memory: u64,
-    /// Answered with a SYN cookie (backlog full), no state kept.
-    pub cookies: u64,
-    /// Connections opened from a valid cookie.
-    pub cookies_ok: u64,
 }
 
 impl Endpoint {
@@ -1074,12 +1062,13 @@ impl Endpoint {
             self.syn(now, tuple, packet, seg, syn_shown);
             return;
         }
-        if listening && self.cfg.syncookies && seg.flags.ack && !seg.flags.syn && !seg.flags.rst {
-            if let Some(id) = self.cookie_ack(now, tuple, &seg) {
-                self.step(now, id, Some((packet, seg)));
-                return;
-            }
-        }
+        let (packet, seg) = match listening && seg.flags.ack && !seg.flags.syn && !seg.flags.rst {
+            true => match self.cookie_ack(now, tuple, packet, seg) {
+                Some(back) => back,
+                None => return,
+            },
+            false => (packet, seg),
+        };
         self.stateless(now, packet, Some(seg));
     }
 

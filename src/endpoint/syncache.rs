@@ -48,6 +48,19 @@ pub const COOKIE_PERIOD: Duration = Duration::from_secs(64);
 /// MSS values a cookie SYN may carry (Linux's msstab for IPv4).
 pub const COOKIE_MSS: [u16; 4] = [536, 1300, 1440, 1460];
 
+/// SYNs that got no connection, counted for `ss -s` and the summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynDrops {
+    /// Dropped: the SYN backlog was full (and cookies are off).
+    pub backlog: u64,
+    /// Dropped: a connection would pass the memory budget.
+    pub memory: u64,
+    /// Answered with a SYN cookie (backlog full), no state kept.
+    pub cookies: u64,
+    /// Connections opened from a valid cookie.
+    pub cookies_ok: u64,
+}
+
 /// A SYN that is waiting for its handshake's ACK.
 #[derive(Debug)]
 pub struct HalfOpen {
@@ -285,16 +298,26 @@ impl Endpoint {
     }
 
     /// A bare SYN for a listening port and a new 4-tuple.
+    /// Whether one more full connection would pass the memory budget; if
+    /// so the drop is counted (and noted the first time).
+    fn over_budget(&mut self, now: Instant) -> bool {
+        let scratch = if self.scratch.is_empty() { self.cfg.buffer } else { 0 };
+        if self.memory() + scratch + self.conn_cost() <= self.cfg.max_memory {
+            return false;
+        }
+        self.syn_drops.memory += 1;
+        if self.syn_drops.memory == 1 {
+            let text = format!(
+                "memory budget {} bytes reached: dropping new SYNs and handshake ACKs (counted in ss -s and the summary)",
+                self.cfg.max_memory
+            );
+            self.emit(now, None, EventKind::Note { text }, None);
+        }
+        true
+    }
+
     pub(super) fn syn(&mut self, now: Instant, tuple: FourTuple, packet: Vec<u8>, seg: Segment, shown: bool) {
-        if self.memory() + self.conn_cost() > self.cfg.max_memory {
-            self.syn_drops.memory += 1;
-            if self.syn_drops.memory == 1 {
-                let text = format!(
-                    "memory budget {} bytes reached: dropping new SYNs (counted in ss -s and the summary)",
-                    self.cfg.max_memory
-                );
-                self.emit(now, None, EventKind::Note { text }, None);
-            }
+        if self.over_budget(now) {
             if !shown {
                 self.segment_event(now, None, Dir::In, &packet, Ok(seg));
             }
@@ -408,6 +431,14 @@ impl Endpoint {
             return;
         }
         if seg.flags.ack && !seg.flags.syn && seg.ack == isn.wrapping_add(1) {
+            if self.over_budget(now) {
+                // No room for the buffers: drop the ACK and keep the
+                // half-open connection (the client retransmits, or answers
+                // the next SYN-ACK), as Linux drops it with a full accept
+                // queue.
+                self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
+                return;
+            }
             let h = self.drop_half_open(id).expect("looked up above");
             if self.open_from_syn(now, id, h.tuple, h.seed, &h.syn, h.generation) {
                 self.step(now, id, Some((packet, seg)));
@@ -508,9 +539,16 @@ impl Endpoint {
 
     /// An ACK for a listening port and an unknown 4-tuple: if it answers a
     /// cookie of this period or the last, the connection is made.
-    pub(super) fn cookie_ack(&mut self, now: Instant, tuple: FourTuple, seg: &Segment) -> Option<ConnId> {
-        if self.syn_drops.cookies == 0 || self.memory() + self.conn_cost() > self.cfg.max_memory {
-            return None;
+    /// Returns the segment back if it is not for a cookie.
+    pub(super) fn cookie_ack(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        packet: Vec<u8>,
+        seg: Segment,
+    ) -> Option<(Vec<u8>, Segment)> {
+        if self.syn_drops.cookies == 0 {
+            return Some((packet, seg));
         }
         let client_isn = seg.seq.wrapping_sub(1);
         let period = self.cookie_period(now);
@@ -522,6 +560,10 @@ impl Endpoint {
                 let out = synack(&self.cfg, seed, now, &canonical, &tuple, &mut self.scratch, &mut self.dev);
                 let isn = out.first().and_then(|p| wire::parse(p).ok()).map(|s| s.seq);
                 if isn.map(|i| i.wrapping_add(1)) == Some(seg.ack) {
+                    if self.over_budget(now) {
+                        self.segment_event(now, None, Dir::In, &packet, Ok(seg));
+                        return None;
+                    }
                     let id = self.next_id;
                     self.next_id += 1;
                     self.emit(
@@ -530,14 +572,20 @@ impl Endpoint {
                         EventKind::State { from: TcpState::Listen, to: TcpState::SynReceived, cause: Cause::Segment },
                         None,
                     );
-                    if !self.open_from_syn(now, id, tuple, seed, &canonical, 0) {
-                        return None;
+                    if self.open_from_syn(now, id, tuple, seed, &canonical, 0) {
+                        self.syn_drops.cookies_ok += 1;
+                        self.step(now, id, Some((packet, seg)));
+                    } else {
+                        self.segment_event(now, None, Dir::In, &packet, Ok(seg));
                     }
-                    self.syn_drops.cookies_ok += 1;
-                    return Some(id);
+                    return None;
                 }
             }
         }
-        None
+        Some((packet, seg))
     }
 }
+
+#[cfg(test)]
+#[path = "syncache_tests.rs"]
+mod tests;
