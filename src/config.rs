@@ -115,6 +115,39 @@ pub fn parse_buffer(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Most half-open connections `--syn-backlog` allows (Linux's
+/// tcp_max_syn_backlog is an int; a half-open entry here is ~0.4 KB, so this
+/// is ~400 MB at most).
+pub const MAX_SYN_BACKLOG: usize = 1 << 20;
+
+/// `--syn-backlog`: 1 to [`MAX_SYN_BACKLOG`].
+pub fn parse_syn_backlog(n: usize) -> Result<usize, String> {
+    if !(1..=MAX_SYN_BACKLOG).contains(&n) {
+        return Err(format!("invalid --syn-backlog {n} (1 to {MAX_SYN_BACKLOG})"));
+    }
+    Ok(n)
+}
+
+/// Largest `--max-memory`: 1 TiB (a bound, not a promise).
+pub const MAX_MEMORY: usize = 1 << 40;
+
+/// `--max-memory`: at least one connection's two buffers, at most
+/// [`MAX_MEMORY`].
+pub fn parse_max_memory(s: &str, buffer: usize) -> Result<usize, String> {
+    let n = parse_bytes(s)?;
+    if n > MAX_MEMORY {
+        return Err(format!("invalid --max-memory `{s}` (at most 1024G)"));
+    }
+    // The handshake's scratch buffer plus one connection's two buffers.
+    let need = 3 * buffer;
+    if n < need {
+        return Err(format!(
+            "--max-memory `{s}` cannot hold one connection with {buffer}-byte buffers (needs {need} bytes)"
+        ));
+    }
+    Ok(n)
+}
+
 /// Why `ip` cannot be a host address of an endpoint or a peer (broadcast,
 /// multicast, loopback, unspecified), or `None` if it can.
 pub fn not_unicast(ip: IpAddr) -> Option<&'static str> {

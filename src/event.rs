@@ -533,6 +533,10 @@ impl Sink for Vec<Event> {
 pub struct Summary {
     pub reached: std::collections::BTreeMap<TcpState, u64>,
     pub connections: u64,
+    /// Counts that belong to no connection, by name (`SYN dropped (backlog
+    /// full)`, `SYN cookies sent`, …): filled from the endpoint's counters
+    /// at exit; zero counts are left out.
+    pub counted: std::collections::BTreeMap<String, u64>,
 }
 
 impl Summary {

@@ -545,6 +545,21 @@ struct EndpointArgs {
     /// Receive and send buffer per connection.
     #[arg(long, default_value = "64k")]
     buffer: String,
+    /// Half-open (SYN-RECEIVED) connections kept, like Linux's tcp_max_syn_backlog; they cost no buffers.
+    #[arg(long, default_value_t = 4096)]
+    syn_backlog: usize,
+    /// Past the SYN backlog: answer SYNs with SYN cookies (on, like tcp_syncookies=1) or drop them (off).
+    #[arg(long, value_enum, default_value = "on")]
+    syncookies: OnOff,
+    /// Memory budget of the connections (buffers included); past it new SYNs and handshake ACKs are dropped.
+    #[arg(long, default_value = "1G")]
+    max_memory: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn close_policy(c: CloseArg) -> ClosePolicy {
@@ -636,6 +651,9 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         return Err("--max-conns must be at least 1".into());
     }
     cfg.max_conns = ep.max_conns;
+    cfg.syn_backlog = config::parse_syn_backlog(ep.syn_backlog)?;
+    cfg.syncookies = ep.syncookies == OnOff::On;
+    cfg.max_memory = config::parse_max_memory(&ep.max_memory, cfg.buffer)?;
     cfg.keep_alive = ep.keepalive.as_deref().map(config::parse_keepalive).transpose()?;
     cfg.user_timeout = ep.timeout.as_deref().map(|t| config::parse_timer(t, "timeout")).transpose()?;
     cfg.slow = dur(&ep.slow)?;

@@ -61,6 +61,22 @@ pub struct SynDrops {
     pub cookies_ok: u64,
 }
 
+impl SynDrops {
+    /// The non-zero counts by name, for the exit summary.
+    pub fn counted(&self) -> Vec<(String, u64)> {
+        [
+            ("SYN dropped (backlog full)", self.backlog),
+            ("SYN or handshake ACK dropped (memory budget)", self.memory),
+            ("SYN cookies sent (backlog full)", self.cookies),
+            ("connections from SYN cookies", self.cookies_ok),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_string(), n))
+        .collect()
+    }
+}
+
 /// A SYN that is waiting for its handshake's ACK.
 #[derive(Debug)]
 pub struct HalfOpen {
@@ -308,7 +324,7 @@ impl Endpoint {
         self.syn_drops.memory += 1;
         if self.syn_drops.memory == 1 {
             let text = format!(
-                "memory budget {} bytes reached: dropping new SYNs and handshake ACKs (counted in ss -s and the summary)",
+                "memory budget {} bytes reached: dropping new SYNs and handshake ACKs (counted in the exit summary)",
                 self.cfg.max_memory
             );
             self.emit(now, None, EventKind::Note { text }, None);
@@ -331,7 +347,7 @@ impl Endpoint {
             self.syn_drops.backlog += 1;
             if self.syn_drops.backlog == 1 {
                 let text = format!(
-                    "SYN backlog {} full: dropping new SYNs (counted in ss -s and the summary)",
+                    "SYN backlog {} full: dropping new SYNs (counted in the exit summary)",
                     self.cfg.syn_backlog
                 );
                 self.emit(now, None, EventKind::Note { text }, None);
@@ -522,7 +538,7 @@ impl Endpoint {
         self.syn_drops.cookies += 1;
         if self.syn_drops.cookies == 1 {
             let text = format!(
-                "SYN backlog {} full: answering new SYNs with SYN cookies (no state; counted in ss -s and the summary)",
+                "SYN backlog {} full: answering new SYNs with SYN cookies (no state; counted in the exit summary)",
                 self.cfg.syn_backlog
             );
             self.emit(now, None, EventKind::Note { text }, None);

@@ -205,6 +205,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         }
         outcome
     };
+    summary.summary.counted.extend(ep.syn_drops().counted());
     main.summary(&summary.summary);
     if let Some(e) = main.error() {
         return Err(format!("writing output: {e}"));

@@ -86,6 +86,10 @@ struct SummaryLine {
     connections: u64,
     #[serde(serialize_with = "reached")]
     reached: BTreeMap<TcpState, u64>,
+    /// Counts outside the connections (dropped SYNs, SYN cookies, TUN
+    /// queue drops); left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    counted: BTreeMap<String, u64>,
 }
 
 /// `reached` in [`TcpState::ALL`] order (CLOSED last), states never reached
@@ -97,7 +101,7 @@ fn reached<S: Serializer>(m: &BTreeMap<TcpState, u64>, s: S) -> Result<S::Ok, S:
 /// The exit summary of one side as one JSON object; `reached` lists states
 /// in [`TcpState::ALL`] order, leaving out states never reached.
 pub fn summary_line(s: &Summary, side: Side) -> String {
-    to_line(&SummaryLine { side, connections: s.connections, reached: s.reached.clone() })
+    to_line(&SummaryLine { side, connections: s.connections, reached: s.reached.clone(), counted: s.counted.clone() })
 }
 
 /// One scenario round's verdict (`closelab scenario --json`).
@@ -203,7 +207,7 @@ pub fn parse_record(s: &str) -> Result<Record, ReadError> {
     match serde_json::from_str::<Json>(s) {
         Ok(v) if is_summary(&v) => {
             let l: SummaryLine = serde_json::from_str(s)?;
-            let summary = Summary { connections: l.connections, reached: l.reached };
+            let summary = Summary { connections: l.connections, reached: l.reached, counted: l.counted };
             Ok(Record::Summary { side: l.side, summary })
         }
         _ => Err(event_err.into()),

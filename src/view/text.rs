@@ -136,6 +136,9 @@ pub fn summary(s: &Summary) -> String {
             _ => {}
         }
     }
+    for (name, n) in &s.counted {
+        let _ = write!(out, "\n  {name} {n}");
+    }
     out
 }
 
