@@ -310,7 +310,7 @@ impl Endpoint {
 
     /// Index of the cookie period `now` falls in.
     fn cookie_period(&self, now: Instant) -> u64 {
-        ((now - self.start).total_micros() / COOKIE_PERIOD.total_micros()) as u64
+        (now - self.start).total_micros() / COOKIE_PERIOD.total_micros()
     }
 
     /// A bare SYN for a listening port and a new 4-tuple.

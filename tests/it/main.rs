@@ -18,5 +18,6 @@ mod pcap_root;
 mod records_root;
 mod scenario_root;
 mod ss_root;
+mod synflood_root;
 mod web_cli;
 mod web_root;
