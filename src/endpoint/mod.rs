@@ -39,7 +39,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
-use syncache::HalfOpen;
+use syncache::SynCache;
 pub use syncache::SynDrops;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
@@ -430,18 +430,8 @@ pub struct Endpoint {
     actions: Vec<AppAction>,
     /// HTTP exchanges finished since [`Endpoint::take_http`] was last called.
     http_done: Vec<HttpDone>,
-    /// Half-open connections (SYN received, no buffers yet), by id and by
-    /// 4-tuple.
-    half_open: IdMap<HalfOpen>,
-    half_by_tuple: HashMap<FourTuple, ConnId, TupleHashKey>,
-    /// Bytes held by `half_open`.
-    half_open_bytes: usize,
-    /// The throwaway handshake socket's receive buffer (allocated once).
-    scratch: Vec<u8>,
-    /// Keys the handshake seeds and cookies.
-    secret: u64,
-    /// SYNs not kept, by reason.
-    pub(crate) syn_drops: SynDrops,
+    /// Half-open connections without buffers, cookies, SYN drops.
+    syn: SynCache,
 }
 
 impl Endpoint {
@@ -489,37 +479,9 @@ impl Endpoint {
             dev,
             actions: Vec::new(),
             http_done: Vec::new(),
-            half_open: IdMap::default(),
-            half_by_tuple: HashMap::with_hasher(TupleHashKey::random()),
-            half_open_bytes: 0,
-            scratch: Vec::new(),
-            secret: syncache::mix(cfg.seed ^ 0x636c_6f73_656c_6162),
-            syn_drops: SynDrops::default(),
+            syn: SynCache::new(cfg.seed),
             cfg,
         }
-    }
-
-    /// Bytes one full connection costs: both buffers and the entry with its
-    /// smoltcp socket.
-    pub fn conn_cost(&self) -> usize {
-        2 * self.cfg.buffer + std::mem::size_of::<Conn>() + std::mem::size_of::<tcp::Socket>() + 64
-    }
-
-    /// Memory the connection table accounts for: full connections at
-    /// [`conn_cost`](Self::conn_cost), half-open ones at their entry's size,
-    /// and the handshake's scratch buffer.
-    pub fn memory(&self) -> usize {
-        self.conns.len() * self.conn_cost() + self.half_open_bytes + self.scratch.len()
-    }
-
-    /// Half-open connections (SYN-RECEIVED without buffers).
-    pub fn half_open(&self) -> usize {
-        self.half_open.len()
-    }
-
-    /// SYNs dropped or answered without state, by reason.
-    pub fn syn_drops(&self) -> SynDrops {
-        self.syn_drops
     }
 
     pub fn config(&self) -> &EndpointConfig {
@@ -729,7 +691,7 @@ impl Endpoint {
                 }
                 self.timers.pop();
                 let live = self.conns.get(&id).is_some_and(|c| c.generation == generation);
-                if !live && self.half_open.get(&id).is_some_and(|h| h.generation == generation) {
+                if !live && self.syn.is_timer(id, generation) {
                     self.half_open_timer(now, id);
                     progressed = true;
                     continue;
@@ -826,18 +788,18 @@ impl Endpoint {
 
     /// Number of connections in the table (half-open ones included).
     pub fn len(&self) -> usize {
-        self.conns.len() + self.half_open.len()
+        self.conns.len() + self.syn.half_open.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.conns.is_empty() && self.half_open.is_empty()
+        self.conns.is_empty() && self.syn.half_open.is_empty()
     }
 
     /// State of one connection.
     pub fn state(&self, id: ConnId) -> Option<TcpState> {
         match self.conns.get(&id) {
             Some(c) => Some(c.state),
-            None => self.half_open.contains_key(&id).then_some(TcpState::SynReceived),
+            None => self.syn.half_open.contains_key(&id).then_some(TcpState::SynReceived),
         }
     }
 
@@ -873,18 +835,7 @@ impl Endpoint {
                 }
             })
             .collect();
-        v.extend(self.half_open.values().map(|h| ConnInfo {
-            id: h.id,
-            tuple: h.tuple,
-            state: TcpState::SynReceived,
-            recv_q: 0,
-            send_q: 0,
-            deadline: Some(if h.deadline > now { h.deadline - now } else { Duration::ZERO }),
-            retrans: h.retries,
-            probes: 0,
-            unacked: 1,
-            peer_fin: false,
-        }));
+        v.extend(self.syn.infos(now));
         v.sort_by_key(|c| c.id);
         v
     }
@@ -981,7 +932,7 @@ impl Endpoint {
     fn deliver_out(&mut self, now: Instant, packet: Vec<u8>, seg: Parsed) {
         let conn = seg.as_ref().ok().and_then(|s| {
             let t = s.tuple_at_sender();
-            self.by_tuple.get(&t).or_else(|| self.half_by_tuple.get(&t)).copied()
+            self.by_tuple.get(&t).or_else(|| self.syn.by_tuple.get(&t)).copied()
         });
         self.segment_event(now, conn, Dir::Out, &packet, seg);
         self.outbox.push_back(packet);
@@ -1039,14 +990,14 @@ impl Endpoint {
             );
             self.finish(id);
         }
-        if let Some(&id) = self.half_by_tuple.get(&tuple) {
+        if let Some(&id) = self.syn.by_tuple.get(&tuple) {
             self.half_open_segment(now, id, packet, seg);
             return;
         }
         let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
         let listening = ours && self.listen_ports.contains(&tuple.local.port());
         if bare_syn && listening {
-            if self.conns.len() + self.half_open.len() >= self.cfg.max_conns {
+            if self.conns.len() + self.syn.half_open.len() >= self.cfg.max_conns {
                 self.emit(
                     now,
                     None,

@@ -30,9 +30,10 @@ use smoltcp::wire::{HardwareAddress, IpListenEndpoint};
 use std::cmp::Reverse;
 
 use super::device::MemoryDevice;
-use super::{Endpoint, EndpointConfig};
+use super::{Conn, ConnInfo, Endpoint, EndpointConfig, IdMap, TupleHashKey};
 use crate::event::{Cause, ConnId, Dir, EventKind, TcpState};
 use crate::wire::{self, FourTuple, Segment};
+use std::collections::HashMap;
 
 /// SYN-ACK retransmissions of a half-open connection (Linux's
 /// tcp_synack_retries default), at 1, 2, 4, 8 and 16 s.
@@ -74,6 +75,61 @@ impl SynDrops {
         .filter(|(_, n)| *n > 0)
         .map(|(k, n)| (k.to_string(), n))
         .collect()
+    }
+}
+
+/// The SYN cache: half-open connections by id and by 4-tuple, what they
+/// hold, the handshake's scratch buffer, the cookie secret and the counts.
+#[derive(Debug)]
+pub(super) struct SynCache {
+    pub(super) half_open: IdMap<HalfOpen>,
+    pub(super) by_tuple: HashMap<FourTuple, ConnId, TupleHashKey>,
+    /// Bytes held by `half_open` (see [`HalfOpen::cost`]).
+    pub(super) bytes: usize,
+    /// The throwaway handshake socket's receive buffer (allocated once).
+    pub(super) scratch: Vec<u8>,
+    /// Keys the handshake seeds and cookies.
+    pub(super) secret: u64,
+    /// SYNs not kept, by reason.
+    pub(super) drops: SynDrops,
+    /// When the last cookie was sent: ACKs of unknown 4-tuples are checked
+    /// against cookies only while one can still be valid (each check
+    /// replays up to 8 handshakes).
+    pub(super) last_cookie: Option<Instant>,
+}
+
+impl SynCache {
+    pub(super) fn new(seed: u64) -> SynCache {
+        SynCache {
+            half_open: IdMap::default(),
+            by_tuple: HashMap::with_hasher(TupleHashKey::random()),
+            bytes: 0,
+            scratch: Vec::new(),
+            secret: mix(seed ^ 0x636c_6f73_656c_6162),
+            drops: SynDrops::default(),
+            last_cookie: None,
+        }
+    }
+
+    /// Whether a timer `(id, generation)` is a live half-open connection's.
+    pub(super) fn is_timer(&self, id: ConnId, generation: u64) -> bool {
+        self.half_open.get(&id).is_some_and(|h| h.generation == generation)
+    }
+
+    /// `ss` rows of the half-open connections.
+    pub(super) fn infos(&self, now: Instant) -> impl Iterator<Item = ConnInfo> + '_ {
+        self.half_open.values().map(move |h| ConnInfo {
+            id: h.id,
+            tuple: h.tuple,
+            state: TcpState::SynReceived,
+            recv_q: 0,
+            send_q: 0,
+            deadline: Some(if h.deadline > now { h.deadline - now } else { Duration::ZERO }),
+            retrans: h.retries,
+            probes: 0,
+            unacked: 1,
+            peer_fin: false,
+        })
     }
 }
 
@@ -302,9 +358,32 @@ fn syn_mss(packet: &[u8]) -> Option<u16> {
 }
 
 impl Endpoint {
+    /// Bytes one full connection costs: both buffers and the entry with its
+    /// smoltcp socket.
+    pub fn conn_cost(&self) -> usize {
+        2 * self.cfg.buffer + std::mem::size_of::<Conn>() + std::mem::size_of::<tcp::Socket>() + 64
+    }
+
+    /// Memory the connection table accounts for: full connections at
+    /// [`conn_cost`](Self::conn_cost), half-open ones at their entry's size,
+    /// and the handshake's scratch buffer.
+    pub fn memory(&self) -> usize {
+        self.conns.len() * self.conn_cost() + self.syn.bytes + self.syn.scratch.len()
+    }
+
+    /// Half-open connections (SYN-RECEIVED without buffers).
+    pub fn half_open(&self) -> usize {
+        self.syn.half_open.len()
+    }
+
+    /// SYNs dropped or answered without state, by reason.
+    pub fn syn_drops(&self) -> SynDrops {
+        self.syn.drops
+    }
+
     fn ensure_scratch(&mut self) {
-        if self.scratch.len() != self.cfg.buffer {
-            self.scratch = vec![0u8; self.cfg.buffer];
+        if self.syn.scratch.len() != self.cfg.buffer {
+            self.syn.scratch = vec![0u8; self.cfg.buffer];
         }
     }
 
@@ -317,12 +396,12 @@ impl Endpoint {
     /// Whether one more full connection would pass the memory budget; if
     /// so the drop is counted (and noted the first time).
     fn over_budget(&mut self, now: Instant) -> bool {
-        let scratch = if self.scratch.is_empty() { self.cfg.buffer } else { 0 };
+        let scratch = if self.syn.scratch.is_empty() { self.cfg.buffer } else { 0 };
         if self.memory() + scratch + self.conn_cost() <= self.cfg.max_memory {
             return false;
         }
-        self.syn_drops.memory += 1;
-        if self.syn_drops.memory == 1 {
+        self.syn.drops.memory += 1;
+        if self.syn.drops.memory == 1 {
             let text = format!(
                 "memory budget {} bytes reached: dropping new SYNs and handshake ACKs (counted in the exit summary)",
                 self.cfg.max_memory
@@ -339,13 +418,13 @@ impl Endpoint {
             }
             return;
         }
-        if self.half_open.len() >= self.cfg.syn_backlog {
+        if self.syn.half_open.len() >= self.cfg.syn_backlog {
             if self.cfg.syncookies {
                 self.send_cookie(now, tuple, packet, seg, shown);
                 return;
             }
-            self.syn_drops.backlog += 1;
-            if self.syn_drops.backlog == 1 {
+            self.syn.drops.backlog += 1;
+            if self.syn.drops.backlog == 1 {
                 let text = format!(
                     "SYN backlog {} full: dropping new SYNs (counted in the exit summary)",
                     self.cfg.syn_backlog
@@ -359,7 +438,7 @@ impl Endpoint {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let seed = seed(self.secret, &tuple, seg.seq, id);
+        let seed = seed(self.syn.secret, &tuple, seg.seq, id);
         let client_isn = seg.seq;
         if !shown {
             self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
@@ -382,18 +461,18 @@ impl Endpoint {
             deadline: now + SYNACK_RTO,
             generation: 1,
         };
-        self.half_open_bytes += h.cost();
+        self.syn.bytes += h.cost();
         self.timers.push(Reverse((h.deadline, id, h.generation)));
-        self.half_open.insert(id, h);
-        self.half_by_tuple.insert(tuple, id);
+        self.syn.half_open.insert(id, h);
+        self.syn.by_tuple.insert(tuple, id);
         self.send_synack(now, id);
     }
 
     /// Sends the SYN-ACK of a half-open connection (again).
     fn send_synack(&mut self, now: Instant, id: ConnId) {
         self.ensure_scratch();
-        let Some(h) = self.half_open.get_mut(&id) else { return };
-        let out = synack(&self.cfg, h.seed, now, &h.syn, &h.tuple, &mut self.scratch, &mut self.dev);
+        let Some(h) = self.syn.half_open.get_mut(&id) else { return };
+        let out = synack(&self.cfg, h.seed, now, &h.syn, &h.tuple, &mut self.syn.scratch, &mut self.dev);
         if let Some(s) = out.first().and_then(|p| wire::parse(p).ok()) {
             h.isn = s.seq;
         }
@@ -403,15 +482,15 @@ impl Endpoint {
     }
 
     fn drop_half_open(&mut self, id: ConnId) -> Option<HalfOpen> {
-        let h = self.half_open.remove(&id)?;
-        self.half_by_tuple.remove(&h.tuple);
-        self.half_open_bytes -= h.cost();
+        let h = self.syn.half_open.remove(&id)?;
+        self.syn.by_tuple.remove(&h.tuple);
+        self.syn.bytes -= h.cost();
         Some(h)
     }
 
     /// A segment for a half-open connection's 4-tuple.
     pub(super) fn half_open_segment(&mut self, now: Instant, id: ConnId, packet: Vec<u8>, seg: Segment) {
-        let Some(h) = self.half_open.get(&id) else { return };
+        let Some(h) = self.syn.half_open.get(&id) else { return };
         let (client_isn, isn, tuple) = (h.client_isn, h.isn, h.tuple);
         if seg.flags.rst {
             let at_rcv_nxt = seg.seq == client_isn.wrapping_add(1);
@@ -508,7 +587,7 @@ impl Endpoint {
     /// Linux does).
     pub(super) fn half_open_timer(&mut self, now: Instant, id: ConnId) {
         let timeout = self.cfg.handshake_timeout;
-        let Some(h) = self.half_open.get_mut(&id) else { return };
+        let Some(h) = self.syn.half_open.get_mut(&id) else { return };
         let end = h.since + timeout;
         if h.retries >= SYNACK_RETRIES || now >= end {
             self.drop_half_open(id);
@@ -534,9 +613,10 @@ impl Endpoint {
         let idx = COOKIE_MSS.iter().rposition(|m| *m <= want).unwrap_or(0);
         let canonical = cookie_syn(&tuple, seg.seq, COOKIE_MSS[idx]);
         let salt = COOKIE_SALT | (self.cookie_period(now) << 2) | idx as u64;
-        let seed = seed(self.secret, &tuple, seg.seq, salt);
-        self.syn_drops.cookies += 1;
-        if self.syn_drops.cookies == 1 {
+        let seed = seed(self.syn.secret, &tuple, seg.seq, salt);
+        self.syn.drops.cookies += 1;
+        self.syn.last_cookie = Some(now);
+        if self.syn.drops.cookies == 1 {
             let text = format!(
                 "SYN backlog {} full: answering new SYNs with SYN cookies (no state; counted in the exit summary)",
                 self.cfg.syn_backlog
@@ -547,7 +627,7 @@ impl Endpoint {
             self.segment_event(now, None, Dir::In, &packet, Ok(seg));
         }
         self.ensure_scratch();
-        let out = synack(&self.cfg, seed, now, &canonical, &tuple, &mut self.scratch, &mut self.dev);
+        let out = synack(&self.cfg, seed, now, &canonical, &tuple, &mut self.syn.scratch, &mut self.dev);
         for p in out {
             self.send(now, None, p);
         }
@@ -563,7 +643,7 @@ impl Endpoint {
         packet: Vec<u8>,
         seg: Segment,
     ) -> Option<(Vec<u8>, Segment)> {
-        if self.syn_drops.cookies == 0 {
+        if self.syn.last_cookie.is_none_or(|t| now - t > COOKIE_PERIOD * 2) {
             return Some((packet, seg));
         }
         let client_isn = seg.seq.wrapping_sub(1);
@@ -572,8 +652,8 @@ impl Endpoint {
         for p in [period, period.wrapping_sub(1)] {
             for (idx, mss) in COOKIE_MSS.iter().enumerate() {
                 let canonical = cookie_syn(&tuple, client_isn, *mss);
-                let seed = seed(self.secret, &tuple, client_isn, COOKIE_SALT | (p << 2) | idx as u64);
-                let out = synack(&self.cfg, seed, now, &canonical, &tuple, &mut self.scratch, &mut self.dev);
+                let seed = seed(self.syn.secret, &tuple, client_isn, COOKIE_SALT | (p << 2) | idx as u64);
+                let out = synack(&self.cfg, seed, now, &canonical, &tuple, &mut self.syn.scratch, &mut self.dev);
                 let isn = out.first().and_then(|p| wire::parse(p).ok()).map(|s| s.seq);
                 if isn.map(|i| i.wrapping_add(1)) == Some(seg.ack) {
                     if self.over_budget(now) {
@@ -589,7 +669,7 @@ impl Endpoint {
                         None,
                     );
                     if self.open_from_syn(now, id, tuple, seed, &canonical, 0) {
-                        self.syn_drops.cookies_ok += 1;
+                        self.syn.drops.cookies_ok += 1;
                         self.step(now, id, Some((packet, seg)));
                     } else {
                         self.segment_event(now, None, Dir::In, &packet, Ok(seg));
