@@ -31,7 +31,7 @@ fn main() {
     let before = rss_bytes();
     let mut t = TimeWaitTable::new(TwConfig { max: N as usize, ..TwConfig::default() }, RandomState::new());
     for i in 0..N {
-        assert!(t.insert(0, &tuple(i), u64::from(i), i, i.wrapping_add(1), None));
+        assert!(t.insert(0, &tuple(i), u64::from(i), i, i.wrapping_add(1), 0, None));
     }
     let after = rss_bytes();
     let per = (after - before) as f64 / f64::from(N);
@@ -58,7 +58,7 @@ fn main() {
     for r in 0..5u32 {
         let start = Instant::now();
         for s in &segs {
-            std::hint::black_box(t.process(1000 + r, s, None));
+            std::hint::black_box(t.process(1000 + r, s, None, true));
         }
         rounds.push(start.elapsed().as_nanos() as f64 / segs.len() as f64);
     }

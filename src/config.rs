@@ -97,6 +97,72 @@ pub fn parse_keepalive(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Longest TIME-WAIT closelab keeps (`--time-wait`): an hour, 60 times
+/// Linux's (the table counts milliseconds in 32 bits).
+pub const MAX_TIME_WAIT: Duration = Duration::from_secs(3600);
+
+/// Largest TIME-WAIT table (`--max-tw`): ~4 M entries, ~450 MB at the
+/// measured ~106 bytes each.
+pub const MAX_TW_ENTRIES: usize = 4 << 20;
+
+/// How closelab keeps TIME-WAIT, from the options (CLI or scenario file):
+/// `model` (`linux` or `smoltcp`), `len` (`--time-wait`), `rfc1337`,
+/// `max` (`--max-tw`) and `syn` (`--time-wait-syn`, smoltcp model only).
+pub struct TimeWaitOptions<'a> {
+    pub model: Option<&'a str>,
+    pub len: Option<&'a str>,
+    pub rfc1337: bool,
+    pub max: Option<usize>,
+    pub syn: Option<&'a str>,
+}
+
+/// The validated TIME-WAIT settings.
+pub fn time_wait(
+    o: &TimeWaitOptions,
+) -> Result<(crate::endpoint::TimeWaitModel, crate::endpoint::timewait::TwConfig, crate::endpoint::TimeWaitSyn), String>
+{
+    use crate::endpoint::{TimeWaitModel, TimeWaitSyn, timewait::TwConfig};
+    let model = match o.model {
+        None | Some("linux") => TimeWaitModel::Linux,
+        Some("smoltcp") => TimeWaitModel::Smoltcp,
+        Some(other) => return Err(format!("unknown TIME-WAIT model `{other}` (linux or smoltcp)")),
+    };
+    let syn = match o.syn {
+        None | Some("accept") => TimeWaitSyn::Accept,
+        Some("drop") => TimeWaitSyn::Drop,
+        Some(other) => return Err(format!("invalid time-wait-syn `{other}` (accept or drop)")),
+    };
+    let mut cfg = TwConfig { rfc1337: o.rfc1337, ..TwConfig::default() };
+    if let Some(len) = o.len {
+        let d = parse_duration(len)?;
+        if d < Duration::from_millis(1) || d > MAX_TIME_WAIT {
+            return Err(format!("invalid TIME-WAIT length `{len}` (1ms to 1h; Linux: 60s)"));
+        }
+        cfg.len_ms = d.total_millis() as u32;
+    }
+    if let Some(max) = o.max {
+        if max > MAX_TW_ENTRIES {
+            return Err(format!("invalid max-tw {max} (0 to {MAX_TW_ENTRIES})"));
+        }
+        cfg.max = max;
+    }
+    if model == TimeWaitModel::Smoltcp {
+        let linux_only = [
+            (o.len.is_some(), "a TIME-WAIT length (smoltcp's is a fixed 10 s)"),
+            (o.rfc1337, "rfc1337 (smoltcp's TIME-WAIT always accepts an in-window RST)"),
+            (o.max.is_some(), "max-tw (smoltcp's TIME-WAIT is a socket like any other)"),
+        ];
+        if let Some((_, what)) = linux_only.iter().find(|(given, _)| *given) {
+            return Err(format!("the smoltcp TIME-WAIT model has no {what}; use the linux model"));
+        }
+    } else if o.syn.is_some() {
+        return Err(
+            "time-wait-syn is for the smoltcp TIME-WAIT model (the linux model follows Linux's rule for a SYN)".into(),
+        );
+    }
+    Ok((model, cfg, syn))
+}
+
 /// A timer that must be longer than zero (`what` names it in the error).
 pub fn parse_timer(s: &str, what: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;

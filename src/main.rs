@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use closelab::config;
-use closelab::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy, TimeWaitSyn};
+use closelab::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy};
 use closelab::fault::FaultRule;
 use closelab::sys::control::{SsOptions, Target};
 use closelab::sys::run::{ConnectPlan, Signals, StopWhen};
@@ -482,6 +482,14 @@ enum CloseArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum TwModelArg {
+    /// closelab's TIME-WAIT table: Linux's rules, 60 s, ~100 bytes per entry.
+    Linux,
+    /// smoltcp's own TIME-WAIT socket: 10 s, buffers kept, SYN per --time-wait-syn.
+    Smoltcp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TwSynArg {
     /// Replace TIME-WAIT with a new connection at once (as Linux does for a higher sequence number).
     Accept,
@@ -539,9 +547,24 @@ struct EndpointArgs {
     /// Reset a connection that gets no answer for this long (smoltcp's user timeout; any state).
     #[arg(long)]
     timeout: Option<String>,
-    /// What to do with a new SYN for a 4-tuple in TIME-WAIT.
-    #[arg(long, value_enum, default_value = "accept")]
-    time_wait_syn: TwSynArg,
+    /// Who keeps TIME-WAIT: closelab's compact table with Linux's rules (the socket is freed), or
+    /// smoltcp's own socket (fixed 10 s, a new SYN per --time-wait-syn).
+    #[arg(long, value_enum, default_value = "linux")]
+    time_wait_model: TwModelArg,
+    /// TIME-WAIT length [default: 60s, Linux's TCP_TIMEWAIT_LEN].
+    #[arg(long, value_name = "DUR")]
+    time_wait: Option<String>,
+    /// Ignore an RST in TIME-WAIT, like net.ipv4.tcp_rfc1337=1 (default: it ends TIME-WAIT, like 0).
+    #[arg(long)]
+    rfc1337: bool,
+    /// Most connections in TIME-WAIT, like tcp_max_tw_buckets: past it a closing connection skips
+    /// TIME-WAIT (noted and counted) [default: 262144].
+    #[arg(long, value_name = "N")]
+    max_tw: Option<usize>,
+    /// With --time-wait-model smoltcp: what to do with a new SYN for a 4-tuple in TIME-WAIT
+    /// [default: accept].
+    #[arg(long, value_enum)]
+    time_wait_syn: Option<TwSynArg>,
     /// Receive and send buffer per connection.
     #[arg(long, default_value = "64k")]
     buffer: String,
@@ -660,10 +683,20 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     cfg.app = app;
     cfg.policy =
         Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
-    cfg.time_wait_syn = match ep.time_wait_syn {
-        TwSynArg::Accept => TimeWaitSyn::Accept,
-        TwSynArg::Drop => TimeWaitSyn::Drop,
-    };
+    let (model, tw, syn) = config::time_wait(&config::TimeWaitOptions {
+        model: Some(match ep.time_wait_model {
+            TwModelArg::Linux => "linux",
+            TwModelArg::Smoltcp => "smoltcp",
+        }),
+        len: ep.time_wait.as_deref(),
+        rfc1337: ep.rfc1337,
+        max: ep.max_tw,
+        syn: ep.time_wait_syn.map(|s| match s {
+            TwSynArg::Accept => "accept",
+            TwSynArg::Drop => "drop",
+        }),
+    })?;
+    (cfg.time_wait_model, cfg.time_wait, cfg.time_wait_syn) = (model, tw, syn);
     cfg.faults = ep.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let tun = TunSpec {
         name: tun_name,

@@ -41,6 +41,7 @@ pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
 use syncache::SynCache;
 pub use syncache::SynDrops;
+use timewait::TwAction;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
@@ -59,6 +60,26 @@ pub enum TimeWaitSyn {
     /// Hand the SYN to the TIME-WAIT socket, which is what smoltcp alone does:
     /// it is silently dropped until TIME-WAIT ends.
     Drop,
+}
+
+/// Who keeps a connection's TIME-WAIT (`--time-wait-model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeWaitModel {
+    /// closelab's own compact table ([`timewait`]) with Linux's rules: the
+    /// smoltcp socket and its buffers are freed once the final ACK is sent.
+    Linux,
+    /// smoltcp's socket keeps TIME-WAIT (its fixed 10 s, SYNs as
+    /// [`TimeWaitSyn`] says): smoltcp as it is.
+    Smoltcp,
+}
+
+impl TimeWaitModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeWaitModel::Linux => "linux",
+            TimeWaitModel::Smoltcp => "smoltcp",
+        }
+    }
 }
 
 /// Everything the endpoint needs to know; built by the CLI's validation step.
@@ -93,7 +114,11 @@ pub struct EndpointConfig {
     pub user_timeout: Option<Duration>,
     pub app: AppKind,
     pub policy: Policy,
+    /// With [`TimeWaitModel::Smoltcp`] only: a SYN for a TIME-WAIT 4-tuple.
     pub time_wait_syn: TimeWaitSyn,
+    pub time_wait_model: TimeWaitModel,
+    /// TIME-WAIT length, RFC 1337 and the table's size (Linux model).
+    pub time_wait: timewait::TwConfig,
     pub faults: Vec<FaultRule>,
     /// Keep raw bytes of each segment for pcap sinks.
     pub capture: bool,
@@ -123,6 +148,8 @@ impl EndpointConfig {
             app: AppKind::Sink,
             policy: Policy::default(),
             time_wait_syn: TimeWaitSyn::Accept,
+            time_wait_model: TimeWaitModel::Linux,
+            time_wait: timewait::TwConfig::default(),
             faults: Vec::new(),
             capture: false,
             data_events: true,
@@ -202,6 +229,9 @@ struct Conn {
     deadline: Option<Instant>,
     generation: u64,
     seq: SeqTracker,
+    /// The peer's sequence space ends here (after its FIN), once its FIN
+    /// has been accepted: rcv_nxt of a TIME-WAIT record.
+    peer_fin_end: Option<u32>,
 }
 
 /// Retransmissions and keep-alive probes of one connection, read from its
@@ -215,6 +245,10 @@ struct SeqTracker {
     snd_max: Option<u32>,
     retrans: u32,
     probes: u32,
+    /// Acknowledgment number and window field of the last segment sent
+    /// with ACK.
+    last_ack: Option<u32>,
+    last_win: u16,
 }
 
 /// `a < b` in sequence space (RFC 9293 §3.4: arithmetic modulo 2^32).
@@ -233,6 +267,10 @@ impl SeqTracker {
     /// segment the network lost and the stack sends again is a
     /// retransmission, a fault's duplicate is not).
     fn sent(&mut self, seg: &Segment) {
+        if seg.flags.ack && !seg.flags.rst {
+            self.last_ack = Some(seg.ack);
+            self.last_win = seg.win;
+        }
         let len = seg.seq_len();
         if len == 0 || seg.flags.rst {
             return;
@@ -432,6 +470,8 @@ pub struct Endpoint {
     http_done: Vec<HttpDone>,
     /// Half-open connections without buffers, cookies, SYN drops.
     syn: SynCache,
+    /// Connections in TIME-WAIT whose socket is gone (Linux model).
+    tw: timewait::TimeWaitTable<TupleHashKey>,
 }
 
 impl Endpoint {
@@ -460,12 +500,13 @@ impl Endpoint {
             }
         }
         let faults = FaultPath::new(cfg.faults.clone(), cfg.seed);
+        let tuple_key = TupleHashKey::random();
         let slow = cfg.slow.map(|d| FaultPath::new(vec![FaultRule::slow(d)], cfg.seed));
         Endpoint {
             iface,
             start: now,
             conns: IdMap::default(),
-            by_tuple: HashMap::with_hasher(TupleHashKey::random()),
+            by_tuple: HashMap::with_hasher(tuple_key),
             listen_ports: HashSet::new(),
             timers: BinaryHeap::new(),
             next_id: 1,
@@ -480,6 +521,7 @@ impl Endpoint {
             actions: Vec::new(),
             http_done: Vec::new(),
             syn: SynCache::new(cfg.seed),
+            tw: timewait::TimeWaitTable::new(cfg.time_wait, tuple_key),
             cfg,
         }
     }
@@ -659,17 +701,24 @@ impl Endpoint {
     /// A packet read from the wire.
     pub fn receive(&mut self, now: Instant, packet: Vec<u8>) {
         let seg = wire::parse(&packet);
-        let conn = match &seg {
+        let live = match &seg {
             Ok(s) => self.by_tuple.get(&s.tuple_at_receiver()).copied(),
             Err(_) => None,
         };
         if self.no_faults() {
             // Nothing can hold, drop or reorder it: the packet goes in now,
             // with the summary and connection just looked up.
-            self.dispatch(now, packet, seg, conn);
+            self.dispatch(now, packet, seg, live);
             return;
         }
-        let fin_seen = conn.is_some_and(|id| self.conns[&id].fin_seen);
+        // Fault rules see TIME-WAIT records as connections too (after a FIN).
+        let (conn, fin_seen) = match live {
+            Some(id) => (Some(id), self.conns[&id].fin_seen),
+            None => {
+                let tw = seg.as_ref().ok().and_then(|s| self.tw_id(&s.tuple_at_receiver()));
+                (tw, tw.is_some())
+            }
+        };
         let mut release = Vec::new();
         self.through_faults(now, Dir::In, packet, seg.as_ref().ok(), conn, fin_seen, &mut release);
         self.deliver_all(now, release);
@@ -705,6 +754,7 @@ impl Endpoint {
                     self.no_refire(now, id);
                 }
             }
+            self.expire_time_wait(now);
             if !progressed {
                 return;
             }
@@ -727,10 +777,60 @@ impl Endpoint {
         }
     }
 
+    /// TIME-WAIT records due at `now` end: `TIME-WAIT -> CLOSED (timer)`.
+    fn expire_time_wait(&mut self, now: Instant) {
+        let now_ms = self.ms(now);
+        if self.tw.poll_at().is_none_or(|at| at > now_ms) {
+            return;
+        }
+        let mut gone = Vec::new();
+        self.tw.expire(now_ms, |_, id| gone.push(id));
+        for id in gone {
+            log::debug!("endpoint: conn={id} TIME-WAIT over");
+            self.emit(
+                now,
+                Some(id),
+                EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Timer },
+                None,
+            );
+        }
+    }
+
+    /// Milliseconds since the start (the TIME-WAIT table's clock; a run of
+    /// more than 49 days stops at u32::MAX).
+    fn ms(&self, now: Instant) -> u32 {
+        if now <= self.start { 0 } else { (now - self.start).total_millis().min(u64::from(u32::MAX)) as u32 }
+    }
+
+    /// The connection number of a TIME-WAIT record.
+    fn tw_id(&self, tuple: &FourTuple) -> Option<ConnId> {
+        if self.tw.is_empty() {
+            return None;
+        }
+        self.tw.get(tuple).map(|r| ConnId::from(r.id))
+    }
+
+    /// Entries in the TIME-WAIT table now (Linux model).
+    pub fn time_wait_count(&self) -> usize {
+        self.tw.len()
+    }
+
+    /// Connections that skipped TIME-WAIT because the table was full
+    /// (`--max-tw`, like Linux's "time wait bucket table overflow").
+    pub fn time_wait_overflows(&self) -> u64 {
+        self.tw.overflows
+    }
+
+    /// ACKs of the TIME-WAIT table suppressed by the 500 ms rate limit.
+    pub fn time_wait_acks_limited(&self) -> u64 {
+        self.tw.limited
+    }
+
     /// When to call [`poll`](Self::poll) next.
     pub fn poll_at(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        [timer, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())].into_iter().flatten().min()
+        let tw = self.tw.poll_at().map(|ms| self.start + Duration::from_millis(u64::from(ms)));
+        [timer, tw, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())].into_iter().flatten().min()
     }
 
     /// Whether fault rules or slow motion hold a packet right now.
@@ -751,7 +851,7 @@ impl Endpoint {
             let seg = wire::parse(&packet).ok();
             let conn = seg.as_ref().and_then(|s| {
                 let tuple = if dir == Dir::Out { s.tuple_at_sender() } else { s.tuple_at_receiver() };
-                self.by_tuple.get(&tuple).copied()
+                self.find(&tuple)
             });
             let holder = if rule == 0 { "slow motion".to_string() } else { format!("rule {rule}") };
             let detail = format!("{why} (held by {holder})");
@@ -786,7 +886,9 @@ impl Endpoint {
         self.finished
     }
 
-    /// Number of connections in the table (half-open ones included).
+    /// Number of connections with a socket, half-open ones included
+    /// (TIME-WAIT records of the Linux model are counted by
+    /// [`Endpoint::time_wait_count`]).
     pub fn len(&self) -> usize {
         self.conns.len() + self.syn.half_open.len()
     }
@@ -795,7 +897,8 @@ impl Endpoint {
         self.conns.is_empty() && self.syn.half_open.is_empty()
     }
 
-    /// State of one connection.
+    /// State of a connection with a socket: `None` once it is gone (closed,
+    /// or a record in the TIME-WAIT table, which is found by 4-tuple).
     pub fn state(&self, id: ConnId) -> Option<TcpState> {
         match self.conns.get(&id) {
             Some(c) => Some(c.state),
@@ -814,7 +917,8 @@ impl Endpoint {
         self.conns.get(&id).map(|c| c.app.checksum)
     }
 
-    /// A snapshot of every connection, ordered by number.
+    /// A snapshot of every connection (TIME-WAIT records included), ordered
+    /// by number.
     pub fn connections(&self, now: Instant) -> Vec<ConnInfo> {
         let mut v: Vec<ConnInfo> = self
             .conns
@@ -836,6 +940,19 @@ impl Endpoint {
             })
             .collect();
         v.extend(self.syn.infos(now));
+        let now_ms = self.ms(now);
+        v.extend(self.tw.entries(now_ms).map(|(tuple, id, left)| ConnInfo {
+            id,
+            tuple,
+            state: TcpState::TimeWait,
+            recv_q: 0,
+            send_q: 0,
+            deadline: Some(Duration::from_millis(u64::from(left))),
+            retrans: 0,
+            probes: 0,
+            unacked: 0,
+            peer_fin: true,
+        }));
         v.sort_by_key(|c| c.id);
         v
     }
@@ -847,14 +964,14 @@ impl Endpoint {
         v
     }
 
-    /// The 4-tuples of every connection (unordered).
+    /// The 4-tuples of every connection with a socket (unordered).
     pub fn tuples(&self) -> impl Iterator<Item = &FourTuple> {
         self.by_tuple.keys()
     }
 
-    /// Looks up a connection by its 4-tuple.
+    /// Looks up a connection (or TIME-WAIT record) by its 4-tuple.
     pub fn find(&self, tuple: &FourTuple) -> Option<ConnId> {
-        self.by_tuple.get(tuple).copied()
+        self.by_tuple.get(tuple).copied().or_else(|| self.tw_id(tuple))
     }
 
     // ---- internals ----
@@ -932,7 +1049,7 @@ impl Endpoint {
     fn deliver_out(&mut self, now: Instant, packet: Vec<u8>, seg: Parsed) {
         let conn = seg.as_ref().ok().and_then(|s| {
             let t = s.tuple_at_sender();
-            self.by_tuple.get(&t).or_else(|| self.syn.by_tuple.get(&t)).copied()
+            self.find(&t).or_else(|| self.syn.by_tuple.get(&t).copied())
         });
         self.segment_event(now, conn, Dir::Out, &packet, seg);
         self.outbox.push_back(packet);
@@ -963,6 +1080,19 @@ impl Endpoint {
         let tuple = seg.tuple_at_receiver();
         let bare_syn = seg.flags.syn && !seg.flags.ack && !seg.flags.rst;
         let mut syn_shown = false;
+        let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
+        let listening = ours && self.listen_ports.contains(&tuple.local.port());
+        if conn.is_none() && !self.tw.is_empty() {
+            let now_ms = self.ms(now);
+            if let Some((id, action)) = self.tw.process(now_ms, &seg, None, listening) {
+                if !self.time_wait_answer(now, id, &packet, &seg, action) {
+                    return;
+                }
+                // A SYN that ended TIME-WAIT, already shown: it starts the
+                // new connection below.
+                syn_shown = true;
+            }
+        }
         if let Some(id) = conn {
             let in_tw = self.conns[&id].state == TcpState::TimeWait;
             if !(in_tw && bare_syn && self.cfg.time_wait_syn == TimeWaitSyn::Accept) {
@@ -994,8 +1124,6 @@ impl Endpoint {
             self.half_open_segment(now, id, packet, seg);
             return;
         }
-        let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
-        let listening = ours && self.listen_ports.contains(&tuple.local.port());
         if bare_syn && listening {
             if self.conns.len() + self.syn.half_open.len() >= self.cfg.max_conns {
                 self.emit(
@@ -1021,6 +1149,127 @@ impl Endpoint {
             false => (packet, seg),
         };
         self.stateless(now, packet, Some(seg));
+    }
+
+    /// Shows a segment for a TIME-WAIT record and the table's answer (sent,
+    /// noted, or the end of TIME-WAIT). `true`: a SYN that ended TIME-WAIT;
+    /// the caller starts the new connection from it.
+    fn time_wait_answer(&mut self, now: Instant, id: ConnId, packet: &[u8], seg: &Segment, action: TwAction) -> bool {
+        self.segment_event(now, Some(id), Dir::In, packet, Ok(seg.clone()));
+        let len = Duration::from_millis(u64::from(self.cfg.time_wait.len_ms));
+        let tuple = seg.tuple_at_receiver();
+        let (note, ack) = match action {
+            TwAction::AckFin { seq, ack, win } => (
+                Some(format!(
+                    "TIME-WAIT: the peer's FIN again (our last ACK lost): ACK again, timer restarted ({len})"
+                )),
+                Some((seq, ack, win)),
+            ),
+            TwAction::Absorbed => {
+                (Some(format!("TIME-WAIT: ACK at rcv_nxt, no answer, timer restarted ({len})")), None)
+            }
+            TwAction::Killed => {
+                self.note(
+                    now,
+                    Some(id),
+                    "RST at rcv_nxt ends TIME-WAIT (TIME-WAIT assassination, RFC 1337; as Linux with tcp_rfc1337=0)"
+                        .into(),
+                );
+                let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
+                self.emit(now, Some(id), kind, None);
+                return false;
+            }
+            TwAction::RstIgnored => {
+                (Some("RST ignored in TIME-WAIT (--rfc1337, as Linux with tcp_rfc1337=1)".to_string()), None)
+            }
+            TwAction::RstOutOfWindow => (Some("TIME-WAIT: RST not at rcv_nxt ignored".to_string()), None),
+            TwAction::NewConnection { isn, rcv_nxt } => {
+                self.note(
+                    now,
+                    Some(id),
+                    format!(
+                        "new SYN (seq {} after rcv_nxt {rcv_nxt}) ends TIME-WAIT, as Linux does; Linux would answer with ISN {isn} (snd_nxt + 65537), smoltcp picks its own",
+                        seg.seq
+                    ),
+                );
+                let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
+                self.emit(now, Some(id), kind, None);
+                return true;
+            }
+            TwAction::Ack { seq, ack, win, restarted } => {
+                let why = if seg.flags.syn && !seg.flags.ack {
+                    "a SYN not after rcv_nxt (or no listener)"
+                } else {
+                    "a segment outside the TIME-WAIT's window"
+                };
+                let timer = if restarted { format!(", timer restarted ({len})") } else { String::new() };
+                (Some(format!("TIME-WAIT answers {why} with its ACK{timer}")), Some((seq, ack, win)))
+            }
+            TwAction::AckLimited { restarted } => {
+                let timer = if restarted { format!(", timer restarted ({len})") } else { String::new() };
+                (
+                    Some(format!(
+                        "TIME-WAIT: ACK not sent, at most one per 500 ms (Linux's tcp_invalid_ratelimit){timer}"
+                    )),
+                    None,
+                )
+            }
+        };
+        if let Some(text) = note {
+            self.note(now, Some(id), text);
+        }
+        if let Some((seq, ack, win)) = ack {
+            let flags = wire::Flags { ack: true, ..wire::Flags::default() };
+            let packet = wire::tcp_packet(tuple.local, tuple.remote, flags, seq, ack, win);
+            self.send_detached(now, id, packet);
+        }
+        false
+    }
+
+    /// Sends a packet made by closelab itself (a TIME-WAIT record's answer)
+    /// through the fault path like the stack's own.
+    fn send_detached(&mut self, now: Instant, id: ConnId, packet: Vec<u8>) {
+        let seg = wire::parse(&packet);
+        if self.no_faults() {
+            self.deliver_out(now, packet, seg);
+            return;
+        }
+        let mut release = Vec::new();
+        self.through_faults(now, Dir::Out, packet, seg.as_ref().ok(), Some(id), true, &mut release);
+        self.deliver_all(now, release);
+    }
+
+    /// Hands a connection that reached TIME-WAIT to the table (Linux
+    /// model) once its final ACK is out: the smoltcp socket and its buffers
+    /// are freed. Past `--max-tw` the connection skips TIME-WAIT, as Linux
+    /// past tcp_max_tw_buckets. `true` when the connection is gone.
+    fn retire_time_wait(&mut self, now: Instant, id: ConnId) -> bool {
+        if self.cfg.time_wait_model != TimeWaitModel::Linux {
+            return false;
+        }
+        let Some(c) = self.conns.get(&id) else { return false };
+        if c.state != TcpState::TimeWait {
+            return false;
+        }
+        let Some(rcv_nxt) = c.peer_fin_end else { return false };
+        if c.seq.last_ack != Some(rcv_nxt) {
+            // The final ACK is not out yet (smoltcp's delayed ACK).
+            return false;
+        }
+        let (tuple, snd_nxt, win) = (c.tuple, c.seq.snd_max.unwrap_or(0), c.seq.last_win);
+        self.finish(id);
+        let now_ms = self.ms(now);
+        if !self.tw.insert(now_ms, &tuple, id, snd_nxt, rcv_nxt, win, None) {
+            let max = self.cfg.time_wait.max;
+            self.note(
+                now,
+                Some(id),
+                format!("TCP: time wait bucket table overflow (--max-tw {max}): the connection skips TIME-WAIT"),
+            );
+            let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
+            self.emit(now, Some(id), kind, None);
+        }
+        true
     }
 
     /// A packet that belongs to no connection (`seg` if it is TCP): smoltcp
@@ -1080,6 +1329,7 @@ impl Endpoint {
                 deadline: None,
                 generation: 0,
                 seq: SeqTracker::default(),
+                peer_fin_end: None,
             },
         );
         self.by_tuple.insert(tuple, id);
@@ -1109,8 +1359,12 @@ impl Endpoint {
     /// [`step`](Self::step); `shown`: the input's segment event was already
     /// emitted (a SYN that ended TIME-WAIT on the same 4-tuple).
     fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
+        // A nested step (a fault path releasing a held packet while this
+        // one sends) can end this connection: every access below checks.
         if let Some((packet, seg)) = input {
-            let c = self.conns.get_mut(&id).expect("stepped connection exists");
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let had_fin = c.peer_fin;
+            let fin_end = seg.flags.fin.then(|| seg.seq.wrapping_add(seg.seq_len()));
             c.fin_seen |= seg.flags.fin;
             c.seq.received(&seg);
             if !shown {
@@ -1121,8 +1375,14 @@ impl Endpoint {
             self.iface.poll_ingress_single(now, &mut self.dev, &mut c.set);
             self.dev.rx.clear();
             self.note_state(now, id, Cause::Segment);
+            if let Some(c) = self.conns.get_mut(&id)
+                && !had_fin
+                && c.peer_fin
+            {
+                c.peer_fin_end = fin_end;
+            }
             self.flush_tx(now, Some(id));
-            let c = &self.conns[&id];
+            let Some(c) = self.conns.get(&id) else { return };
             if c.state == TcpState::Listen {
                 // An RST during the handshake sends smoltcp's socket back to
                 // LISTEN; the connection is gone.
@@ -1135,7 +1395,9 @@ impl Endpoint {
         // changes state here is a timer (retransmission, TIME-WAIT expiry,
         // user timeout).
         for _ in 0..10_000 {
-            let c = self.conns.get_mut(&id).expect("stepped connection exists");
+            // Sending can run a nested step (a fault path releasing a held
+            // packet) that ends this connection.
+            let Some(c) = self.conns.get_mut(&id) else { return };
             let r = self.iface.poll_egress(now, &mut self.dev, &mut c.set);
             let sent = !self.dev.tx.is_empty();
             self.note_state(now, id, Cause::Timer);
@@ -1144,13 +1406,19 @@ impl Endpoint {
                 break;
             }
             // Sending may have freed buffer space for the application.
+            if !self.conns.contains_key(&id) {
+                return;
+            }
             self.run_app(now, id);
+        }
+        if self.retire_time_wait(now, id) {
+            return;
         }
         self.reschedule(now, id);
     }
 
     fn run_app(&mut self, now: Instant, id: ConnId) {
-        let c = self.conns.get_mut(&id).expect("connection exists");
+        let Some(c) = self.conns.get_mut(&id) else { return };
         let mut actions = std::mem::take(&mut self.actions);
         let sock = c.set.get_mut::<tcp::Socket>(c.handle);
         c.app.io(sock, &mut actions);

@@ -6,16 +6,17 @@
 //!
 //! Sans-IO like the rest of the endpoint: time comes in as milliseconds since
 //! the endpoint's start, answers go out as [`TwAction`]s the caller turns into
-//! segments and events. Lookups are one hash probe; expiry is a FIFO queue,
-//! because every record shares one duration: a restarted timer pushes a new
-//! queue entry and bumps the record's generation, so the stale entry is
-//! skipped when it reaches the front (lazy deletion, no per-entry heap
-//! allocation, no scan).
-//!
-//! Status: the table and its rules are complete and tested here; the
-//! endpoint does not yet move connections into it (see docs/time-wait.md).
+//! segments and events. Lookups are one hash probe. Expiry: every record
+//! gets one entry in a FIFO queue when it is inserted (all share one
+//! duration, so the queue is in time order). A restart only moves the
+//! record's expiry; when its queue entry comes due and the record has been
+//! restarted since, the entry moves to a small heap ordered by the new
+//! expiry. Each record has exactly one pending entry whatever a peer sends
+//! (a flood of ACKs cannot grow the queue), no scan, no allocation per
+//! entry beyond the queue slot.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
@@ -32,14 +33,14 @@ pub const INVALID_RATELIMIT_MS: u32 = 500;
 /// An IPv4 4-tuple in 12 bytes (a `FourTuple` holds two 32-byte
 /// `SocketAddr`s). IPv6 tuples go to a second map with full keys: a busy
 /// IPv4 server is the case that must stay small.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(C, packed(4))]
 struct V4Key {
     ips: u64,
     ports: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
     V4(V4Key),
     Other(FourTuple),
@@ -64,7 +65,7 @@ fn tuple_of(k: &V4Key) -> FourTuple {
     }
 }
 
-/// What a TIME-WAIT connection remembers (28 bytes).
+/// What a TIME-WAIT connection remembers (32 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TwRecord {
     /// Our next sequence number (after our FIN).
@@ -77,11 +78,13 @@ pub struct TwRecord {
     pub expires: u32,
     /// Last ACK sent for an invalid segment (rate limit), ms.
     pub last_invalid_ack: u32,
+    /// Our receive window field as last sent (answers repeat it).
+    pub win: u16,
     /// The connection's number (u32 in the record: 4 billion connections
     /// per run; the caller widens it).
     pub id: u32,
-    /// Bumped on every timer restart; queue entries of older generations
-    /// are stale.
+    /// Tells this record's queue entry from one left by an earlier record
+    /// of the same 4-tuple.
     generation: u16,
     has_ts: bool,
     acked_invalid: bool,
@@ -90,20 +93,28 @@ pub struct TwRecord {
 /// The answer to one segment, for the caller to send and show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TwAction {
-    /// A retransmitted FIN: ACK it (seq=snd_nxt, ack=rcv_nxt), timer restarted.
-    AckFin { seq: u32, ack: u32 },
-    /// An RST: TIME-WAIT ends (`cause: segment`), record removed.
+    /// A retransmitted FIN (our last ACK was lost): ACK it again
+    /// (seq=snd_nxt, ack=rcv_nxt), timer restarted. Never rate-limited
+    /// (it occupies sequence space).
+    AckFin { seq: u32, ack: u32, win: u16 },
+    /// A bare ACK exactly at rcv_nxt: no answer, timer restarted (Linux's
+    /// `inet_twsk_reschedule`).
+    Absorbed,
+    /// An RST at rcv_nxt: TIME-WAIT ends (`cause: segment`), record removed.
     Killed,
-    /// An RST ignored because of RFC 1337 (`tcp_rfc1337=1`).
+    /// The same RST ignored because of RFC 1337 (`tcp_rfc1337=1`).
     RstIgnored,
+    /// An RST not at rcv_nxt (or failing PAWS): ignored, no answer.
+    RstOutOfWindow,
     /// A SYN acceptable for a new connection (seq after rcv_nxt, or a newer
     /// TSval): record removed; Linux's ISN for the new connection is
     /// `snd_nxt + 65535 + 2` (`tcp_timewait_state_process`).
-    NewConnection { isn: u32 },
-    /// Any other segment: ACK with the TIME-WAIT's numbers.
-    Ack { seq: u32, ack: u32 },
+    NewConnection { isn: u32, rcv_nxt: u32 },
+    /// Any other segment: ACK with the TIME-WAIT's numbers; `restarted`
+    /// when it carried ACK (or failed PAWS), which restarts the timer.
+    Ack { seq: u32, ack: u32, win: u16, restarted: bool },
     /// Same, but suppressed by the 500 ms rate limit (counted).
-    AckLimited,
+    AckLimited { restarted: bool },
 }
 
 /// Settings of the table (`--time-wait`, `--rfc1337`, `--max-tw`).
@@ -130,9 +141,12 @@ pub struct TimeWaitTable<S> {
     cfg: TwConfig,
     v4: HashMap<V4Key, TwRecord, S>,
     other: HashMap<FourTuple, TwRecord, S>,
-    /// (expires, generation, key) in expiry order.
-    queue: VecDeque<(u32, u16, V4Key)>,
-    other_queue: VecDeque<(u32, u16, FourTuple)>,
+    /// (expires, generation, key) in insertion order = expiry order.
+    queue: VecDeque<(u32, u16, Key)>,
+    /// Entries of records restarted after insertion, by their new expiry.
+    requeued: BinaryHeap<Reverse<(u32, u16, Key)>>,
+    /// Generation for the next record.
+    next_generation: u16,
     /// Connections that skipped TIME-WAIT because the table was full.
     pub overflows: u64,
     /// ACKs suppressed by the rate limit.
@@ -146,7 +160,8 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
             v4: HashMap::with_hasher(hasher.clone()),
             other: HashMap::with_hasher(hasher),
             queue: VecDeque::new(),
-            other_queue: VecDeque::new(),
+            requeued: BinaryHeap::new(),
+            next_generation: 0,
             overflows: 0,
             limited: 0,
         }
@@ -170,6 +185,7 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
         id: ConnId,
         snd_nxt: u32,
         rcv_nxt: u32,
+        win: u16,
         ts: Option<u32>,
     ) -> bool {
         if self.len() >= self.cfg.max {
@@ -183,23 +199,19 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
             ts_recent: ts.unwrap_or(0),
             expires,
             last_invalid_ack: 0,
+            win,
             id: id as u32,
-            generation: 0,
+            generation: self.next_generation,
             has_ts: ts.is_some(),
             acked_invalid: false,
         };
-        match key(tuple) {
-            Key::V4(k) => {
-                let generation = self.v4.get(&k).map_or(0, |r| r.generation.wrapping_add(1));
-                self.v4.insert(k, TwRecord { generation, ..rec });
-                self.queue.push_back((expires, generation, k));
-            }
-            Key::Other(t) => {
-                let generation = self.other.get(&t).map_or(0, |r| r.generation.wrapping_add(1));
-                self.other.insert(t, TwRecord { generation, ..rec });
-                self.other_queue.push_back((expires, generation, t));
-            }
-        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let k = key(tuple);
+        match k {
+            Key::V4(k) => self.v4.insert(k, rec),
+            Key::Other(t) => self.other.insert(t, rec),
+        };
+        self.queue.push_back((expires, rec.generation, k));
         true
     }
 
@@ -228,104 +240,135 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
         }
     }
 
-    /// A segment for a 4-tuple in the table; `None` when the tuple is not in
-    /// TIME-WAIT. `tsval`: the segment's timestamp option, if any.
-    pub fn process(&mut self, now_ms: u32, seg: &Segment, tsval: Option<u32>) -> Option<TwAction> {
+    /// A segment for a 4-tuple in the table: the connection's number and
+    /// the answer, or `None` when the tuple is not in TIME-WAIT. `tsval`: the
+    /// segment's timestamp option, if any; `listener`: a listening socket
+    /// would take a new connection on this port. The order of the checks
+    /// is `tcp_timewait_state_process`'s for the TIME-WAIT substate.
+    pub fn process(
+        &mut self,
+        now_ms: u32,
+        seg: &Segment,
+        tsval: Option<u32>,
+        listener: bool,
+    ) -> Option<(ConnId, TwAction)> {
         let k = key(&seg.tuple_at_receiver());
         let cfg = self.cfg;
         let rec = self.get_mut(&k)?;
+        let id = ConnId::from(rec.id);
         let f = seg.flags;
         // PAWS (RFC 7323 §5): with timestamps, an older TSval is an old
         // duplicate.
         let paws_reject = rec.has_ts && tsval.is_some_and(|v| before(v, rec.ts_recent));
-        if f.rst {
-            // RFC 1337: TIME-WAIT assassination hazard; Linux kills the
-            // TIME-WAIT socket on an in-window RST unless tcp_rfc1337=1.
-            if paws_reject || seg.seq != rec.rcv_nxt && !f.syn {
-                // Out of window: treated like any other segment.
-                return Some(self.invalid_ack(&k, now_ms));
-            }
-            if cfg.rfc1337 {
-                return Some(TwAction::RstIgnored);
-            }
-            self.remove(&k);
-            return Some(TwAction::Killed);
-        }
-        if f.syn && !f.ack && !paws_reject {
-            // tcp_timewait_state_process: a SYN is acceptable when its
-            // sequence is after rcv_nxt, or (with timestamps) its TSval is
-            // newer than ts_recent.
-            let seq_ok = before(rec.rcv_nxt, seg.seq);
-            let ts_ok = rec.has_ts && tsval.is_some_and(|v| before(rec.ts_recent, v));
-            if seq_ok || ts_ok {
-                let isn = rec.snd_nxt.wrapping_add(65535 + 2);
-                self.remove(&k);
-                return Some(TwAction::NewConnection { isn });
-            }
-        }
-        if f.fin && !paws_reject && seg.seq.wrapping_add(seg.len as u32).wrapping_add(1) == rec.rcv_nxt {
-            // The peer's FIN again (our last ACK was lost): re-ACK and
-            // restart the timer (RFC 9293 §3.10.7.4).
-            rec.expires = now_ms.saturating_add(cfg.len_ms);
-            rec.generation = rec.generation.wrapping_add(1);
+        if !paws_reject && seg.seq == rec.rcv_nxt && (seg.seq_len() == 0 || f.rst) {
+            // In window: only a reset or a bare ACK can be here.
             if let Some(t) = tsval {
                 rec.ts_recent = t;
             }
-            let (seq, ack, expires, generation) = (rec.snd_nxt, rec.rcv_nxt, rec.expires, rec.generation);
-            match k {
-                Key::V4(k) => self.queue.push_back((expires, generation, k)),
-                Key::Other(t) => self.other_queue.push_back((expires, generation, t)),
+            if f.rst {
+                // TIME-WAIT assassination (RFC 1337): Linux kills the
+                // TIME-WAIT socket unless tcp_rfc1337=1.
+                if cfg.rfc1337 {
+                    return Some((id, TwAction::RstIgnored));
+                }
+                self.remove(&k);
+                return Some((id, TwAction::Killed));
             }
-            return Some(TwAction::AckFin { seq, ack });
+            self.restart(&k, now_ms);
+            return Some((id, TwAction::Absorbed));
         }
-        Some(self.invalid_ack(&k, now_ms))
-    }
-
-    fn invalid_ack(&mut self, k: &Key, now_ms: u32) -> TwAction {
-        let rec = self.get_mut(k).expect("record exists");
+        if f.syn && !f.rst && !f.ack && !paws_reject {
+            // A SYN is acceptable when its sequence is after rcv_nxt, or
+            // (with timestamps) its TSval is newer than ts_recent.
+            let seq_ok = before(rec.rcv_nxt, seg.seq);
+            let ts_ok = rec.has_ts && tsval.is_some_and(|v| before(rec.ts_recent, v));
+            if (seq_ok || ts_ok) && !listener {
+                // tcp_v4_rcv: TCP_TW_SYN without a listener falls through
+                // to the TIME-WAIT's ACK (no rate limit, no restart).
+                let (seq, ack, win) = (rec.snd_nxt, rec.rcv_nxt, rec.win);
+                return Some((id, TwAction::Ack { seq, ack, win, restarted: false }));
+            }
+            if seq_ok || ts_ok {
+                let rcv_nxt = rec.rcv_nxt;
+                let isn = match rec.snd_nxt.wrapping_add(65535 + 2) {
+                    0 => 1,
+                    n => n,
+                };
+                self.remove(&k);
+                return Some((id, TwAction::NewConnection { isn, rcv_nxt }));
+            }
+        }
+        if f.rst {
+            return Some((id, TwAction::RstOutOfWindow));
+        }
+        // Out of window: answered with an ACK. A segment with ACK (or an
+        // old duplicate by PAWS) restarts the timer; an ACK-less SYN does
+        // not (it may be a new SYN with a random sequence below rcv_nxt).
+        let restarted = paws_reject || f.ack;
+        if restarted {
+            self.restart(&k, now_ms);
+        }
+        let rec = self.get_mut(&k).expect("record exists");
+        let (seq, ack, win) = (rec.snd_nxt, rec.rcv_nxt, rec.win);
+        if f.fin && seg.seq.wrapping_add(seg.seq_len()) == ack {
+            return Some((id, TwAction::AckFin { seq, ack, win }));
+        }
+        // tcp_oow_rate_limited: data without SYN is not part of an ACK
+        // loop and is always answered; bare ACKs and SYNs at most once per
+        // 500 ms (tcp_invalid_ratelimit).
+        if seg.seq_len() != 0 && !f.syn {
+            return Some((id, TwAction::Ack { seq, ack, win, restarted }));
+        }
         if rec.acked_invalid && now_ms.wrapping_sub(rec.last_invalid_ack) < INVALID_RATELIMIT_MS {
             self.limited += 1;
-            return TwAction::AckLimited;
+            return Some((id, TwAction::AckLimited { restarted }));
         }
         rec.acked_invalid = true;
         rec.last_invalid_ack = now_ms;
-        TwAction::Ack { seq: rec.snd_nxt, ack: rec.rcv_nxt }
+        Some((id, TwAction::Ack { seq, ack, win, restarted }))
     }
 
-    /// Earliest expiry still queued (may be stale: then `expire` finds
-    /// nothing and the caller asks again).
+    /// Restarts a record's timer (its queue entry notices when it comes due).
+    fn restart(&mut self, k: &Key, now_ms: u32) {
+        let len = self.cfg.len_ms;
+        if let Some(rec) = self.get_mut(k) {
+            rec.expires = now_ms.saturating_add(len);
+        }
+    }
+
+    /// Earliest expiry pending (may belong to a restarted record: then
+    /// `expire` moves it and the caller asks again).
     pub fn poll_at(&self) -> Option<u32> {
-        [self.queue.front().map(|e| e.0), self.other_queue.front().map(|e| e.0)].into_iter().flatten().min()
+        [self.queue.front().map(|e| e.0), self.requeued.peek().map(|e| e.0.0)].into_iter().flatten().min()
     }
 
     /// Removes every record due at `now_ms`, calling `f(tuple, id)` for each
     /// (the caller emits `TIME-WAIT -> CLOSED (timer)`).
     pub fn expire(&mut self, now_ms: u32, mut f: impl FnMut(FourTuple, ConnId)) {
-        while let Some(&(at, generation, k)) = self.queue.front() {
-            if at > now_ms {
-                break;
+        loop {
+            let from_queue = self.queue.front().map(|e| e.0);
+            let from_heap = self.requeued.peek().map(|e| e.0.0);
+            let (at, generation, k) = match (from_queue, from_heap) {
+                (Some(q), h) if q <= now_ms && h.is_none_or(|h| q <= h) => self.queue.pop_front().expect("front"),
+                (_, Some(h)) if h <= now_ms => self.requeued.pop().expect("peeked").0,
+                _ => return,
+            };
+            let Some(rec) = self.get_mut(&k) else { continue };
+            if rec.generation != generation {
+                continue;
             }
-            self.queue.pop_front();
-            if let Some(r) = self.v4.get(&k)
-                && r.generation == generation
-            {
-                let id = ConnId::from(r.id);
-                self.v4.remove(&k);
-                f(tuple_of(&k), id);
+            if rec.expires > at {
+                let entry = (rec.expires, generation, k);
+                self.requeued.push(Reverse(entry));
+                continue;
             }
-        }
-        while let Some(&(at, generation, t)) = self.other_queue.front() {
-            if at > now_ms {
-                break;
-            }
-            self.other_queue.pop_front();
-            if let Some(r) = self.other.get(&t)
-                && r.generation == generation
-            {
-                let id = ConnId::from(r.id);
-                self.other.remove(&t);
-                f(t, id);
-            }
+            let id = ConnId::from(rec.id);
+            self.remove(&k);
+            let tuple = match k {
+                Key::V4(v) => tuple_of(&v),
+                Key::Other(t) => t,
+            };
+            f(tuple, id);
         }
     }
 
@@ -359,26 +402,90 @@ mod tests {
     fn table(rfc1337: bool) -> TimeWaitTable<RandomState> {
         let mut t = TimeWaitTable::new(TwConfig { len_ms: 60_000, rfc1337, max: 4 }, RandomState::new());
         // Our snd_nxt 1001, the peer's rcv_nxt 5001 (after its FIN at 5000).
-        assert!(t.insert(0, &tuple(), 7, 1001, 5001, None));
+        assert!(t.insert(0, &tuple(), 7, 1001, 5001, 502, None));
         t
     }
 
-    #[test]
-    fn test_time_wait_fin_reacked_and_timer_restarted() {
-        let mut t = table(false);
-        assert_eq!(t.process(30_000, &seg("F.", 5000, 1001), None), Some(TwAction::AckFin { seq: 1001, ack: 5001 }));
+    fn answer(t: &mut TimeWaitTable<RandomState>, now: u32, flags: &str, seq: u32, ack: u32) -> Option<TwAction> {
+        t.process(now, &seg(flags, seq, ack), None, true).map(|(id, a)| {
+            assert_eq!(id, 7);
+            a
+        })
+    }
+
+    fn expired(t: &mut TimeWaitTable<RandomState>, now: u32) -> Vec<(FourTuple, ConnId)> {
         let mut gone = Vec::new();
-        t.expire(60_000, |tu, id| gone.push((tu, id)));
-        assert!(gone.is_empty(), "the restart moved expiry to 90 s");
-        t.expire(90_000, |tu, id| gone.push((tu, id)));
-        assert_eq!(gone, vec![(tuple(), 7)]);
+        t.expire(now, |tu, id| gone.push((tu, id)));
+        gone
+    }
+
+    #[test]
+    fn test_time_wait_fin_reacked_every_time_and_timer_restarted() {
+        let mut t = table(false);
+        let re_ack = Some(TwAction::AckFin { seq: 1001, ack: 5001, win: 502 });
+        assert_eq!(answer(&mut t, 30_000, "F.", 5000, 1001), re_ack);
+        // A FIN occupies sequence space: never rate-limited.
+        assert_eq!(answer(&mut t, 30_001, "F.", 5000, 1001), re_ack);
+        assert_eq!(t.poll_at(), Some(60_000));
+        assert!(expired(&mut t, 60_000).is_empty(), "the restart moved expiry to 90 s");
+        assert_eq!(t.poll_at(), Some(90_001));
+        assert!(expired(&mut t, 90_000).is_empty());
+        assert_eq!(expired(&mut t, 90_001), vec![(tuple(), 7)]);
         assert!(t.is_empty());
+        assert_eq!(t.poll_at(), None);
+    }
+
+    #[test]
+    fn test_time_wait_bare_ack_at_rcv_nxt_absorbed_and_restarts() {
+        let mut t = table(false);
+        assert_eq!(answer(&mut t, 10_000, ".", 5001, 1001), Some(TwAction::Absorbed));
+        assert!(expired(&mut t, 60_000).is_empty());
+        assert_eq!(expired(&mut t, 70_000), vec![(tuple(), 7)]);
+    }
+
+    #[test]
+    fn test_time_wait_ack_flood_keeps_one_pending_entry() {
+        let mut t = table(false);
+        for now in 1..=10_000 {
+            answer(&mut t, now, ".", 5001, 1001);
+        }
+        assert_eq!(t.queue.len() + t.requeued.len(), 1);
+        assert!(expired(&mut t, 60_000).is_empty());
+        assert_eq!(t.queue.len() + t.requeued.len(), 1);
+        assert_eq!(expired(&mut t, 70_000), vec![(tuple(), 7)]);
+    }
+
+    #[test]
+    fn test_time_wait_restarted_entries_expire_in_time_order() {
+        // A (t=0) restarted at 50 s, B (t=10 s) restarted at 20 s: B must
+        // expire at 80 s, before A at 110 s.
+        let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
+        let (a, mut b) = (tuple(), tuple());
+        b.remote.set_port(40001);
+        t.insert(0, &a, 1, 1, 100, 0, None);
+        t.insert(10_000, &b, 2, 1, 100, 0, None);
+        let ack = |tu: &FourTuple| Segment {
+            src: tu.remote,
+            dst: tu.local,
+            flags: Flags::parse(".").unwrap(),
+            seq: 100,
+            ack: 1,
+            win: 1,
+            len: 0,
+        };
+        t.process(20_000, &ack(&b), None, true);
+        t.process(50_000, &ack(&a), None, true);
+        let mut gone = Vec::new();
+        for now in (0..=120_000).step_by(1_000) {
+            t.expire(now, |_, id| gone.push((now, id)));
+        }
+        assert_eq!(gone, vec![(80_000, 2), (110_000, 1)]);
     }
 
     #[test]
     fn test_time_wait_timeout_default_60s() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
-        t.insert(5, &tuple(), 1, 1, 1, None);
+        t.insert(5, &tuple(), 1, 1, 1, 0, None);
         assert_eq!(t.poll_at(), Some(60_005));
         assert_eq!(t.entries(20_005).map(|e| e.2).collect::<Vec<_>>(), vec![40_000]);
     }
@@ -386,39 +493,70 @@ mod tests {
     #[test]
     fn test_time_wait_rst_kills_without_rfc1337() {
         let mut t = table(false);
-        assert_eq!(t.process(1, &seg("R", 5001, 0), None), Some(TwAction::Killed));
+        assert_eq!(answer(&mut t, 1, "R", 5001, 0), Some(TwAction::Killed));
         assert!(t.get(&tuple()).is_none());
     }
 
     #[test]
     fn test_time_wait_rst_ignored_with_rfc1337() {
         let mut t = table(true);
-        assert_eq!(t.process(1, &seg("R", 5001, 0), None), Some(TwAction::RstIgnored));
+        assert_eq!(answer(&mut t, 1, "R", 5001, 0), Some(TwAction::RstIgnored));
+        assert!(t.get(&tuple()).is_some());
+    }
+
+    #[test]
+    fn test_time_wait_rst_out_of_window_ignored() {
+        let mut t = table(false);
+        assert_eq!(answer(&mut t, 1, "R", 4000, 0), Some(TwAction::RstOutOfWindow));
         assert!(t.get(&tuple()).is_some());
     }
 
     #[test]
     fn test_time_wait_syn_above_rcv_nxt_accepted_with_linux_isn() {
         let mut t = table(false);
-        assert_eq!(t.process(1, &seg("S", 9000, 0), None), Some(TwAction::NewConnection { isn: 1001 + 65537 }));
+        assert_eq!(answer(&mut t, 1, "S", 9000, 0), Some(TwAction::NewConnection { isn: 1001 + 65537, rcv_nxt: 5001 }));
         assert!(t.is_empty());
     }
 
     #[test]
-    fn test_time_wait_syn_below_rcv_nxt_acked_then_rate_limited() {
+    fn test_time_wait_syn_below_rcv_nxt_acked_then_rate_limited_no_restart() {
         let mut t = table(false);
-        assert_eq!(t.process(1, &seg("S", 100, 0), None), Some(TwAction::Ack { seq: 1001, ack: 5001 }));
-        assert_eq!(t.process(400, &seg("S", 100, 0), None), Some(TwAction::AckLimited));
+        let ack = Some(TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: false });
+        assert_eq!(answer(&mut t, 1, "S", 100, 0), ack);
+        assert_eq!(answer(&mut t, 400, "S", 100, 0), Some(TwAction::AckLimited { restarted: false }));
         assert_eq!(t.limited, 1);
-        assert_eq!(t.process(501, &seg("S", 100, 0), None), Some(TwAction::Ack { seq: 1001, ack: 5001 }));
+        assert_eq!(answer(&mut t, 501, "S", 100, 0), ack);
+        assert_eq!(expired(&mut t, 60_000), vec![(tuple(), 7)], "an ACK-less SYN does not restart the timer");
+    }
+
+    #[test]
+    fn test_time_wait_syn_above_rcv_nxt_without_listener_acked() {
+        let mut t = table(false);
+        let ack = (7, TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: false });
+        assert_eq!(t.process(1, &seg("S", 9000, 0), None, false), Some(ack));
+        assert_eq!(t.process(2, &seg("S", 9000, 0), None, false), Some(ack), "not rate-limited");
+        assert!(t.get(&tuple()).is_some());
+    }
+
+    #[test]
+    fn test_time_wait_data_always_acked() {
+        let mut t = table(false);
+        let mut data = seg("P.", 5001, 1001);
+        data.len = 10;
+        let ack = TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: true };
+        assert_eq!(t.process(1, &data, None, true), Some((7, ack)));
+        assert_eq!(t.process(2, &data, None, true), Some((7, ack)));
+        assert_eq!(t.limited, 0);
     }
 
     #[test]
     fn test_time_wait_syn_with_newer_tsval_accepted() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
-        t.insert(0, &tuple(), 1, 1001, 5001, Some(777));
-        assert_eq!(t.process(1, &seg("S", 100, 0), Some(700)), Some(TwAction::Ack { seq: 1001, ack: 5001 }));
-        assert_eq!(t.process(600, &seg("S", 100, 0), Some(778)), Some(TwAction::NewConnection { isn: 1001 + 65537 }));
+        t.insert(0, &tuple(), 1, 1001, 5001, 502, Some(777));
+        let older = t.process(1, &seg("S", 100, 0), Some(700), true).map(|x| x.1);
+        assert_eq!(older, Some(TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: true }), "PAWS");
+        let newer = t.process(600, &seg("S", 100, 0), Some(778), true).map(|x| x.1);
+        assert_eq!(newer, Some(TwAction::NewConnection { isn: 1001 + 65537, rcv_nxt: 5001 }));
     }
 
     #[test]
@@ -427,21 +565,25 @@ mod tests {
         for p in 1..=3u16 {
             let mut tu = tuple();
             tu.remote.set_port(p);
-            assert!(t.insert(0, &tu, 1, 1, 1, None));
+            assert!(t.insert(0, &tu, 1, 1, 1, 0, None));
         }
         let mut tu = tuple();
         tu.remote.set_port(9);
-        assert!(!t.insert(0, &tu, 1, 1, 1, None));
+        assert!(!t.insert(0, &tu, 1, 1, 1, 0, None));
         assert_eq!(t.overflows, 1);
+    }
+
+    fn expired_any(t: &mut TimeWaitTable<RandomState>, now: u32) -> Vec<(FourTuple, ConnId)> {
+        let mut gone = Vec::new();
+        t.expire(now, |tu, id| gone.push((tu, id)));
+        gone
     }
 
     #[test]
     fn test_time_wait_ipv6_tuple() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
         let tu = FourTuple { local: "[fd00::2]:80".parse().unwrap(), remote: "[fd00::1]:4000".parse().unwrap() };
-        t.insert(0, &tu, 3, 1, 1, None);
-        let mut gone = Vec::new();
-        t.expire(60_000, |tu, id| gone.push((tu, id)));
-        assert_eq!(gone, vec![(tu, 3)]);
+        t.insert(0, &tu, 3, 1, 1, 0, None);
+        assert_eq!(expired_any(&mut t, 60_000), vec![(tu, 3)]);
     }
 }

@@ -20,7 +20,11 @@
 //! rst_on_unread = false
 //! keepalive = "1s"             # optional
 //! timeout = "5s"               # optional smoltcp user timeout
-//! time_wait_syn = "accept"     # or "drop"
+//! time_wait_model = "linux"    # or "smoltcp" (smoltcp's own TIME-WAIT socket, 10 s)
+//! time_wait = "60s"            # linux model: TIME-WAIT length (default 60s)
+//! rfc1337 = false              # linux model: ignore an RST in TIME-WAIT
+//! max_tw = 262144              # linux model: TIME-WAIT table size
+//! time_wait_syn = "accept"     # smoltcp model: or "drop"
 //! faults = ["drop out ack after-fin 1st"]
 //!
 //! [linux]
@@ -47,7 +51,8 @@ use smoltcp::time::Duration;
 use toml::Spanned;
 
 use super::Expect;
-use crate::endpoint::{AppKind, ClosePolicy, Policy, TimeWaitSyn};
+use crate::endpoint::timewait::TwConfig;
+use crate::endpoint::{AppKind, ClosePolicy, Policy, TimeWaitModel, TimeWaitSyn};
 use crate::event::{Dir, Side, TcpState};
 use crate::fault::FaultRule;
 
@@ -71,6 +76,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("time-wait-assassination", include_str!("../../scenarios/time-wait-assassination.toml")),
     ("time-wait-assassination-linux", include_str!("../../scenarios/time-wait-assassination-linux.toml")),
     ("time-wait-assassination-rfc1337", include_str!("../../scenarios/time-wait-assassination-rfc1337.toml")),
+    (
+        "time-wait-assassination-rfc1337-closelab",
+        include_str!("../../scenarios/time-wait-assassination-rfc1337-closelab.toml"),
+    ),
     ("time-wait-syn-linux", include_str!("../../scenarios/time-wait-syn-linux.toml")),
     ("fin-retransmit-forever", include_str!("../../scenarios/fin-retransmit-forever.toml")),
     ("keepalive-dead-peer", include_str!("../../scenarios/keepalive-dead-peer.toml")),
@@ -172,6 +181,8 @@ pub struct ScenarioSpec {
     pub keep_alive: Option<Duration>,
     pub user_timeout: Option<Duration>,
     pub time_wait_syn: TimeWaitSyn,
+    pub time_wait_model: TimeWaitModel,
+    pub time_wait: TwConfig,
     pub faults: Vec<FaultRule>,
     pub steps: Vec<Step>,
     pub done: Vec<Done>,
@@ -243,6 +254,11 @@ struct RawCloselab {
     keepalive: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     time_wait_syn: Option<Spanned<String>>,
+    time_wait_model: Option<Spanned<String>>,
+    time_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    rfc1337: bool,
+    max_tw: Option<usize>,
     #[serde(default)]
     faults: Vec<Spanned<String>>,
 }
@@ -362,13 +378,22 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         Some(s) => Some(field!(s, |v: &str| crate::config::parse_timer(v, "timeout"))),
         None => None,
     };
-    let time_wait_syn = match c.time_wait_syn.as_ref().map(|m| (m, m.get_ref().as_str())) {
-        None | Some((_, "accept")) => TimeWaitSyn::Accept,
-        Some((_, "drop")) => TimeWaitSyn::Drop,
-        Some((m, other)) => {
-            return Err(err(m.span(), format!("invalid time_wait_syn `{other}` (expected accept or drop)")));
-        }
-    };
+    // Errors point at the first TIME-WAIT option given (the rules are
+    // config::time_wait's, shared with the CLI).
+    let tw_span = [&c.time_wait_model, &c.time_wait, &c.time_wait_syn]
+        .into_iter()
+        .flatten()
+        .map(|v| v.span())
+        .next()
+        .unwrap_or(0..0);
+    let (time_wait_model, time_wait, time_wait_syn) = crate::config::time_wait(&crate::config::TimeWaitOptions {
+        model: c.time_wait_model.as_ref().map(|v| v.get_ref().as_str()),
+        len: c.time_wait.as_ref().map(|v| v.get_ref().as_str()),
+        rfc1337: c.rfc1337,
+        max: c.max_tw,
+        syn: c.time_wait_syn.as_ref().map(|v| v.get_ref().as_str()),
+    })
+    .map_err(|m| err(tw_span, m))?;
     let mut faults = Vec::new();
     for f in &c.faults {
         faults.push(field!(f, |s: &str| FaultRule::parse(s).map_err(|e| e.to_string())));
@@ -467,6 +492,8 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         keep_alive,
         user_timeout,
         time_wait_syn,
+        time_wait_model,
+        time_wait,
         faults,
         steps,
         done,

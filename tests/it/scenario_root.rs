@@ -100,6 +100,7 @@ repeat_tests! {
     test_time_wait_assassination_repeat5 => "time-wait-assassination",
     test_time_wait_assassination_linux_repeat5 => "time-wait-assassination-linux",
     test_time_wait_assassination_rfc1337_repeat5 => "time-wait-assassination-rfc1337",
+    test_time_wait_assassination_rfc1337_closelab_repeat5 => "time-wait-assassination-rfc1337-closelab",
     test_time_wait_syn_linux_repeat5 => "time-wait-syn-linux",
     test_fin_retransmit_forever_repeat5 => "fin-retransmit-forever",
     test_keepalive_dead_peer_repeat5 => "keepalive-dead-peer",
@@ -123,13 +124,30 @@ fn test_run_all_exits_0_and_pcap_opens_in_tcpdump() {
         assert_eq!(x.get("pass").and_then(|p| p.as_bool()), Some(true), "{x}");
     }
     util::assert_lab_gone(lab.name());
-    // The timeline's segments (every scenario's), in order, by flags.
+    // The timeline's packets (every scenario's), in order, by flags: the
+    // segments, segments that arrived after the end of a run (discarded),
+    // and late segments of an earlier round (written as notes).
+    let after_end = closelab::sys::linger::ARRIVED_AFTER_END;
     let timeline: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains("\"type\":\"segment\""))
-        .map(|l| {
-            let j = closelab::view::json::parse(l).expect("segment line is JSON");
-            j.get("flags").and_then(|f| f.as_str()).expect("flags").to_string()
+        .filter_map(|l| {
+            let j = closelab::view::json::parse(l).ok()?;
+            let field = |k: &str| j.get(k).and_then(|f| f.as_str()).map(str::to_string);
+            match field("type")?.as_str() {
+                "segment" => field("flags"),
+                "fault" if field("detail").as_deref() == Some(after_end) => field("flags"),
+                "note" => {
+                    let text = field("text")?;
+                    let late = text.starts_with("late segment of") || text.starts_with("closelab's answer");
+                    let (_, rest) = text.split_once(": ")?;
+                    let packet = !rest.starts_with("fault ") || text.contains(after_end);
+                    if !(late && packet) {
+                        return None;
+                    }
+                    Some(text.split('[').nth(1)?.split(']').next()?.to_string())
+                }
+                _ => None,
+            }
         })
         .collect();
     assert!(timeline.len() > 100, "21 scenarios send more than {} segments", timeline.len());
