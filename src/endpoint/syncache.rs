@@ -403,7 +403,7 @@ impl Endpoint {
         self.syn.drops.memory += 1;
         if self.syn.drops.memory == 1 {
             let text = format!(
-                "memory budget {} bytes reached: dropping new SYNs and handshake ACKs (counted in the exit summary)",
+                "memory budget {} bytes reached: dropping new SYNs and handshake ACKs (counted in ss -s and the exit summary)",
                 self.cfg.max_memory
             );
             self.emit(now, None, EventKind::Note { text }, None);
@@ -426,7 +426,7 @@ impl Endpoint {
             self.syn.drops.backlog += 1;
             if self.syn.drops.backlog == 1 {
                 let text = format!(
-                    "SYN backlog {} full: dropping new SYNs (counted in the exit summary)",
+                    "SYN backlog {} full: dropping new SYNs (counted in ss -s and the exit summary)",
                     self.cfg.syn_backlog
                 );
                 self.emit(now, None, EventKind::Note { text }, None);
@@ -618,7 +618,7 @@ impl Endpoint {
         self.syn.last_cookie = Some(now);
         if self.syn.drops.cookies == 1 {
             let text = format!(
-                "SYN backlog {} full: answering new SYNs with SYN cookies (no state; counted in the exit summary)",
+                "SYN backlog {} full: answering new SYNs with SYN cookies (no state; counted in ss -s and the exit summary)",
                 self.cfg.syn_backlog
             );
             self.emit(now, None, EventKind::Note { text }, None);

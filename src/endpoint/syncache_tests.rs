@@ -201,7 +201,7 @@ fn test_backlog_full_drops_syns_silently_and_counts_them() {
     assert_eq!(ep.half_open(), 10);
     assert_eq!(ep.syn_drops(), SynDrops { backlog: 40, ..SynDrops::default() });
     let n = notes(&ep.take_events());
-    assert_eq!(n, vec!["SYN backlog 10 full: dropping new SYNs (counted in the exit summary)".to_string()]);
+    assert_eq!(n, vec!["SYN backlog 10 full: dropping new SYNs (counted in ss -s and the exit summary)".to_string()]);
 }
 
 #[test]

@@ -439,6 +439,10 @@ pub fn answer(line: &str, now: Instant, ep: &mut Endpoint) -> String {
                 ep.listen_ports().into_iter().flat_map(|p| ips.iter().map(move |ip| SocketAddr::new(*ip, p))).collect();
             let rows = ss::rows(&ep.connections(now), &listening, ep.config().keep_alive.is_some());
             let mut out: String = rows.iter().map(|r| r.json() + "\n").collect();
+            for (name, n) in ep.syn_drops().counted() {
+                out.push_str(&ss::counted_json(&name, n));
+                out.push('\n');
+            }
             out.push_str(END);
             out.push('\n');
             out
@@ -686,11 +690,13 @@ pub fn ss(opts: &SsOptions, out: &mut dyn Write) -> Result<(), String> {
     let at = locate(opts.tun.as_deref(), opts.lab.as_deref())?;
     loop {
         let lines = request(&at, &Request::Ss)?;
-        let rows = lines
+        let (counted, rows): (Vec<&String>, Vec<&String>) = lines.iter().partition(|l| ss::parse_counted(l).is_some());
+        let counted: Vec<(String, u64)> = counted.iter().filter_map(|l| ss::parse_counted(l)).collect();
+        let rows = rows
             .iter()
             .map(|l| Row::parse(l).map_err(|e| format!("{}: bad answer on the control socket: {e}: {l}", at.what)))
             .collect::<Result<Vec<Row>, String>>()?;
-        let body = ss::render(opts.filter.apply(rows), opts.summary, opts.json, opts.watch.is_some());
+        let body = ss::render(opts.filter.apply(rows), &counted, opts.summary, opts.json, opts.watch.is_some());
         let text = match opts.watch {
             Some(every) if !opts.json => format!(
                 "\x1b[H\x1b[2JEvery {}: closelab ss, {} (Ctrl-C to stop)\n\n{body}",

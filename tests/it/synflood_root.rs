@@ -127,6 +127,15 @@ fn run(test: &str, extra: &str) -> Option<(u64, u64, u32, serde_json::Value)> {
     let sent = flood(&ns);
     echo_client(&ns);
     let after = rss_kib(cl.pid());
+    // `closelab ss -s` during the flood: SYN-RECV and the endpoint's counts.
+    let out = util::run_ok(&mut ns.command(util::BIN).args(["ss", "-s", "--tun", "cl0"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("closelab ss -s:\n{text}");
+    let syn_recv = text.lines().find_map(|l| l.strip_prefix("SYN_RECV ")).and_then(|n| n.parse::<u64>().ok());
+    assert!(syn_recv.is_some_and(|n| n > 0), "ss -s shows the half-open connections:\n{text}");
+    if extra.contains("--syn-backlog 256") {
+        assert!(text.contains("\nSYN cookies sent (backlog full) "), "ss -s shows the cookies:\n{text}");
+    }
     cl.signal(Signal::SIGINT);
     let done = cl.finish(Duration::from_secs(20));
     done.assert_code(0);
