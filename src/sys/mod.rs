@@ -20,4 +20,5 @@ pub mod signals;
 pub mod sockdiag;
 pub mod story;
 pub mod tun;
+pub mod tundrops;
 pub mod webserver;

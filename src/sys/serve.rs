@@ -15,6 +15,7 @@ use crate::sys::linger::{Linger, SegmentClock, discard_in_flight};
 use crate::sys::observe::Observer;
 use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen, Tick};
 use crate::sys::tun::{TunDevice, TunSpec};
+use crate::sys::tundrops::{self, TunDrops};
 use crate::view::json::JsonSink;
 use crate::view::text::TextSink;
 use crate::view::{PcapSink, SummarySink, Tee};
@@ -87,6 +88,13 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         None => None,
     };
     let tun = TunDevice::open(&opts.tun).map_err(|e| e.to_string())?;
+    // The kernel's default queue (500) drops bursts before closelab reads
+    // them; a longer one, and every drop counted either way.
+    let (queue, queue_note) = match tundrops::raise_txqueuelen(tun.name(), tundrops::TXQUEUELEN) {
+        Ok(()) => (Some(tundrops::TXQUEUELEN), None),
+        Err(e) => (None, Some(e)),
+    };
+    let mut drops = TunDrops::new(tun.name(), queue);
     // After the TUN: a second endpoint on the same TUN is told so by the
     // TUN itself. Without /run/closelab/ctl (not root) the endpoint still
     // runs, and says what is missing.
@@ -160,7 +168,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     let mut main: Box<dyn MainOutput + '_> =
         if opts.output.json { Box::new(JsonSink::new(&mut *out)) } else { Box::new(TextSink::new(&mut *out)) };
     main.event(&note);
-    if let Some(text) = control_note {
+    for text in [control_note, queue_note].into_iter().flatten() {
         main.event(&Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text } });
     }
     let last_segment = SegmentClock::default();
@@ -171,7 +179,8 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             sinks.push(p);
         }
         let mut tee = Tee(sinks);
-        let mut driver = Observing { inner: inner.as_mut(), observer: observer.as_mut(), error: None };
+        let mut driver =
+            Observing { inner: inner.as_mut(), observer: observer.as_mut(), drops: Some(&mut drops), error: None };
         let mut outcome =
             run::run_with(&mut ep, clock, &tun, signals, &mut tee, &mut driver, opts.stop.clone(), control.as_mut());
         if let Some(e) = driver.error.take() {
@@ -192,7 +201,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             // Done by its own rule: record until both sides are quiet.
             let mut idle = Idle;
             let mut linger = Lingering {
-                run: Observing { inner: &mut idle, observer: observer.as_mut(), error: None },
+                run: Observing { inner: &mut idle, observer: observer.as_mut(), drops: Some(&mut drops), error: None },
                 linger: Linger::new(opts.endpoint.slow),
                 last: last_segment,
             };
@@ -203,8 +212,12 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         if let Some(o) = observer.as_mut() {
             o.flush(&ep, &mut tee);
         }
+        drops.read(ep.secs(clock.now()), &mut tee);
         outcome
     };
+    if drops.total() > 0 {
+        summary.summary.counted.insert("packets dropped on the TUN's kernel queue".into(), drops.total());
+    }
     summary.summary.counted.extend(ep.syn_drops().counted());
     main.summary(&summary.summary);
     if let Some(e) = main.error() {
@@ -223,12 +236,21 @@ const OBSERVE_EVERY: smoltcp::time::Duration = smoltcp::time::Duration::from_mil
 struct Observing<'a> {
     inner: &'a mut dyn Driver,
     observer: Option<&'a mut Observer>,
+    /// The TUN's drop counter, read every [`tundrops::CHECK_EVERY`].
+    drops: Option<&'a mut TunDrops>,
     error: Option<String>,
 }
 
 impl Driver for Observing<'_> {
     fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick> {
-        let tick = self.inner.tick(now, ep, sink)?;
+        let mut tick = self.inner.tick(now, ep, sink)?;
+        if let Some(d) = self.drops.as_deref_mut() {
+            d.check(ep.secs(now), sink);
+            if let Tick::Continue(at) = tick {
+                let next = now + smoltcp::time::Duration::from_micros(tundrops::CHECK_EVERY.as_micros() as u64);
+                tick = Tick::Continue(Some(at.map_or(next, |a| a.min(next))));
+            }
+        }
         let Some(o) = self.observer.as_deref_mut() else { return Ok(tick) };
         if let Err(e) = o.poll(ep.secs(now), ep, sink) {
             self.error = Some(format!("observing the Linux side: {e}"));

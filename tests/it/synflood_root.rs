@@ -128,7 +128,7 @@ fn run(test: &str, extra: &str) -> Option<(u64, u64, u32, serde_json::Value)> {
     echo_client(&ns);
     let after = rss_kib(cl.pid());
     // `closelab ss -s` during the flood: SYN-RECV and the endpoint's counts.
-    let out = util::run_ok(&mut ns.command(util::BIN).args(["ss", "-s", "--tun", "cl0"]));
+    let out = util::run_ok(ns.command(util::BIN).args(["ss", "-s", "--tun", "cl0"]));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("closelab ss -s:\n{text}");
     let syn_recv = text.lines().find_map(|l| l.strip_prefix("SYN_RECV ")).and_then(|n| n.parse::<u64>().ok());
@@ -139,7 +139,18 @@ fn run(test: &str, extra: &str) -> Option<(u64, u64, u32, serde_json::Value)> {
     cl.signal(Signal::SIGINT);
     let done = cl.finish(Duration::from_secs(20));
     done.assert_code(0);
-    Some((before, after, sent, done.summary()))
+    let summary = done.summary();
+    // TUN queue drops, if any, are in the timeline as notes and counted in
+    // the summary, the same number.
+    let noted: u64 = done
+        .events()
+        .iter()
+        .filter(|e| util::str_of(e, "type") == "note")
+        .filter_map(|e| util::str_of(e, "text").strip_prefix("the TUN's kernel queue dropped ").map(str::to_string))
+        .map(|rest| rest.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).expect("a count"))
+        .sum();
+    assert_eq!(noted, counted(&summary, "packets dropped on the TUN's kernel queue"), "{done}");
+    Some((before, after, sent, summary))
 }
 
 /// Every SYN kept as a half-open connection (backlog 20,001): each costs
@@ -153,6 +164,11 @@ fn test_syn_flood_half_open_costs_no_buffers() {
         return;
     };
     let half_open = reached(&summary, "SYN-RECEIVED");
+    let tun_dropped = counted(&summary, "packets dropped on the TUN's kernel queue");
+    println!("TUN queue drops: {tun_dropped}");
+    // Every SYN either became a half-open connection or was counted as a
+    // drop on the TUN's queue (the real client's are among them too).
+    assert!(half_open - 1 + tun_dropped >= u64::from(FLOOD), "{half_open} half-open, {tun_dropped} dropped: {summary}");
     println!(
         "syn flood, backlog 20001: sent {sent} spoofed SYNs, {half_open} SYN-RECEIVED, RSS {before} KiB before, {after} KiB after ({:.2} KiB per half-open)",
         (after.saturating_sub(before)) as f64 / half_open.max(1) as f64
@@ -175,10 +191,13 @@ fn test_syn_flood_past_the_backlog_uses_cookies() {
         return;
     };
     let cookies = counted(&summary, "SYN cookies sent (backlog full)");
+    let tun_dropped = counted(&summary, "packets dropped on the TUN's kernel queue");
     println!(
-        "syn flood, backlog 256: sent {sent} spoofed SYNs, {} SYN-RECEIVED, {cookies} cookies, RSS {before} KiB before, {after} KiB after",
+        "syn flood, backlog 256: sent {sent} spoofed SYNs, {} SYN-RECEIVED, {cookies} cookies, {tun_dropped} TUN queue drops, RSS {before} KiB before, {after} KiB after",
         reached(&summary, "SYN-RECEIVED")
     );
+    // Every SYN was kept, answered by cookie, or counted as a TUN drop.
+    assert!(256 + cookies + tun_dropped >= u64::from(FLOOD), "{summary}");
     assert_eq!(reached(&summary, "ESTABLISHED"), 1, "{summary}");
     assert!(cookies > 0, "the backlog overflowed: {summary}");
     // The client's SYN came past the full backlog (the flood's entries last
