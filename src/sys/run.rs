@@ -264,7 +264,13 @@ fn run_registered(
             Tick::Stop => return Ok(Outcome::Done),
             Tick::Continue(at) => at,
         };
-        let timeout = [ep.poll_at(), driver_at].into_iter().flatten().min().map(|at| {
+        // Idle control clients are dropped on time, not when the next
+        // request happens to come.
+        let control_at = control.as_deref_mut().and_then(|c| {
+            c.expire(now);
+            c.poll_at()
+        });
+        let timeout = [ep.poll_at(), driver_at, control_at].into_iter().flatten().min().map(|at| {
             let now = clock.now();
             if at <= now { StdDuration::ZERO } else { StdDuration::from_micros((at - now).total_micros()) }
         });

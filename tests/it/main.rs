@@ -8,6 +8,7 @@
 mod util;
 
 mod cli;
+mod control_root;
 mod demo_root;
 mod endpoint_root;
 mod lab_root;
