@@ -313,13 +313,11 @@ fn load_options(a: LoadArgs) -> Result<closelab::sys::load::LoadOptions, String>
         connect_timeout: load::parse_duration("--connect-timeout", &a.connect_timeout)?,
         buffer,
         time_wait: config::time_wait(&config::TimeWaitOptions {
-            model: None,
             len: Some(&a.time_wait),
-            rfc1337: false,
             max: a.max_tw,
-            syn: None,
+            ..Default::default()
         })?
-        .1,
+        .time_wait,
     };
     Ok(closelab::sys::load::LoadOptions { spec, lab: a.lab, json: a.json, plot: a.plot, story: a.story, seed: a.seed })
 }
@@ -561,8 +559,9 @@ struct EndpointArgs {
     /// Reset a connection that gets no answer for this long (smoltcp's user timeout; any state).
     #[arg(long)]
     timeout: Option<String>,
-    /// Who keeps TIME-WAIT: closelab's compact table with Linux's rules (the socket is freed), or
-    /// smoltcp's own socket (fixed 10 s, a new SYN per --time-wait-syn).
+    /// Who keeps TIME-WAIT: closelab's compact table with Linux's rules and close timers (the
+    /// socket is freed), or smoltcp as it is (TIME-WAIT in its socket, fixed 10 s, a new SYN per
+    /// --time-wait-syn, no FIN-WAIT-2 timeout, no retransmission limit).
     #[arg(long, value_enum, default_value = "linux")]
     time_wait_model: TwModelArg,
     /// TIME-WAIT length [default: 60s, Linux's TCP_TIMEWAIT_LEN].
@@ -579,6 +578,22 @@ struct EndpointArgs {
     /// [default: accept].
     #[arg(long, value_enum)]
     time_wait_syn: Option<TwSynArg>,
+    /// An orphaned FIN-WAIT-2 (closelab's application called close()) ends after this long,
+    /// silently, like net.ipv4.tcp_fin_timeout [default: 60s].
+    #[arg(long, value_name = "DUR")]
+    fin_timeout: Option<String>,
+    /// Retransmissions of a segment before the connection is dropped, like tcp_retries2
+    /// [default: 15].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// The same once closelab's application has closed, like tcp_orphan_retries (0 means 8)
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    orphan_retries: Option<u32>,
+    /// SYN-ACK retransmissions before a half-open connection is freed, like tcp_synack_retries
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    synack_retries: Option<u32>,
     /// Receive and send buffer per connection.
     #[arg(long, default_value = "64k")]
     buffer: String,
@@ -679,7 +694,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     cfg.app = app;
     cfg.policy =
         Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
-    let (model, tw, syn) = config::time_wait(&config::TimeWaitOptions {
+    let close = config::time_wait(&config::TimeWaitOptions {
         model: Some(match ep.time_wait_model {
             TwModelArg::Linux => "linux",
             TwModelArg::Smoltcp => "smoltcp",
@@ -691,8 +706,13 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             TwSynArg::Accept => "accept",
             TwSynArg::Drop => "drop",
         }),
+        fin_timeout: ep.fin_timeout.as_deref(),
+        retries: ep.retries,
+        orphan_retries: ep.orphan_retries,
+        synack_retries: ep.synack_retries,
     })?;
-    (cfg.time_wait_model, cfg.time_wait, cfg.time_wait_syn) = (model, tw, syn);
+    (cfg.time_wait_model, cfg.time_wait, cfg.time_wait_syn) = (close.model, close.time_wait, close.syn);
+    cfg.close_timers = close.timers;
     cfg.faults = ep.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let tun = TunSpec {
         name: tun_name,

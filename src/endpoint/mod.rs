@@ -79,6 +79,44 @@ impl TimeWaitModel {
     }
 }
 
+/// Linux's close timers that smoltcp does not have, each named after its
+/// sysctl. Retransmissions are counted per segment (smoltcp's backoff: RTO
+/// at least 1 s, doubling up to 60 s), not converted into Linux's time
+/// budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseTimers {
+    /// `tcp_fin_timeout`: an orphaned FIN-WAIT-2 (the application called
+    /// close(), not shutdown()) ends this long after it began, silently.
+    /// `None`: never (smoltcp alone).
+    pub fin_timeout: Option<Duration>,
+    /// `tcp_retries2`: retransmissions of one segment before the
+    /// connection is dropped (ETIMEDOUT, no segment sent).
+    pub retries: u32,
+    /// `tcp_orphan_retries` for connections the application has closed:
+    /// 0 means 8, as on Linux.
+    pub orphan_retries: u32,
+    /// `tcp_synack_retries`: SYN-ACK retransmissions before a half-open
+    /// connection is freed.
+    pub synack_retries: u32,
+}
+
+/// Linux's `tcp_syn_retries` default (SYN-SENT; no flag).
+pub const SYN_RETRIES: u32 = 6;
+
+impl Default for CloseTimers {
+    /// Linux's defaults: 60 s, 15, 0 (= 8), 5.
+    fn default() -> CloseTimers {
+        CloseTimers { fin_timeout: Some(Duration::from_secs(60)), retries: 15, orphan_retries: 0, synack_retries: 5 }
+    }
+}
+
+impl CloseTimers {
+    /// smoltcp alone: no FIN-WAIT-2 timeout, retransmissions without end.
+    pub fn none() -> CloseTimers {
+        CloseTimers { fin_timeout: None, retries: u32::MAX, orphan_retries: u32::MAX, synack_retries: u32::MAX }
+    }
+}
+
 /// Everything the endpoint needs to know; built by the CLI's validation step.
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
@@ -107,6 +145,9 @@ pub struct EndpointConfig {
     pub time_wait_model: TimeWaitModel,
     /// TIME-WAIT length, RFC 1337 and the table's size (Linux model).
     pub time_wait: timewait::TwConfig,
+    /// Linux's close timers: `--fin-timeout`, `--retries`,
+    /// `--orphan-retries`, `--synack-retries`.
+    pub close_timers: CloseTimers,
     pub faults: Vec<FaultRule>,
     /// Keep raw bytes of each segment for pcap sinks.
     pub capture: bool,
@@ -135,6 +176,7 @@ impl EndpointConfig {
             time_wait_syn: TimeWaitSyn::Accept,
             time_wait_model: TimeWaitModel::Linux,
             time_wait: timewait::TwConfig::default(),
+            close_timers: CloseTimers::default(),
             faults: Vec::new(),
             capture: false,
             data_events: true,
@@ -217,6 +259,11 @@ struct Conn {
     /// The peer's sequence space ends here (after its FIN), once its FIN
     /// has been accepted: rcv_nxt of a TIME-WAIT record.
     peer_fin_end: Option<u32>,
+    /// An orphaned FIN-WAIT-2 ends then (`--fin-timeout`).
+    orphan_at: Option<Instant>,
+    /// A retransmission limit was reached: its description; the
+    /// connection is dropped at the end of the step.
+    expired: Option<String>,
 }
 
 /// Retransmissions and keep-alive probes of one connection, read from its
@@ -229,6 +276,11 @@ struct SeqTracker {
     /// space was sent.
     snd_max: Option<u32>,
     retrans: u32,
+    /// Retransmissions of the oldest unacknowledged segment (the one an
+    /// RTO resends first) since the ACK last advanced: what the
+    /// retransmission limits count (a go-back-N round resends many
+    /// segments but is one timeout).
+    head_retrans: u32,
     probes: u32,
     /// Acknowledgment number and window field of the last segment sent
     /// with ACK.
@@ -273,6 +325,9 @@ impl SeqTracker {
                 self.probes += 1;
             } else {
                 self.retrans += 1;
+                if seg.seq == self.snd_una {
+                    self.head_retrans += 1;
+                }
             }
         }
         if seq_lt(max, end) {
@@ -294,6 +349,7 @@ impl SeqTracker {
         {
             self.snd_una = seg.ack;
             self.retrans = 0;
+            self.head_retrans = 0;
         }
     }
 
@@ -1296,6 +1352,8 @@ impl Endpoint {
                 generation: 0,
                 seq: SeqTracker::default(),
                 peer_fin_end: None,
+                orphan_at: None,
+                expired: None,
             },
         );
         self.by_tuple.insert(tuple, id);
@@ -1328,6 +1386,21 @@ impl Endpoint {
     fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
         // A nested step (a fault path releasing a held packet while this
         // one sends) can end this connection: every access below checks.
+        if input.is_none()
+            && let Some(c) = self.conns.get(&id)
+            && c.state == TcpState::FinWait2
+            && c.orphan_at.is_some_and(|at| at <= now)
+        {
+            let t = self.cfg.close_timers.fin_timeout.unwrap_or_default();
+            self.drop_conn(
+                now,
+                id,
+                format!(
+                    "orphaned FIN-WAIT-2 ends after --fin-timeout {t} (tcp_fin_timeout): no segment sent, as Linux"
+                ),
+            );
+            return;
+        }
         if let Some((packet, seg)) = input {
             let Some(c) = self.conns.get_mut(&id) else { return };
             let had_fin = c.peer_fin;
@@ -1378,10 +1451,39 @@ impl Endpoint {
             }
             self.run_app(now, id);
         }
+        if let Some(why) = self.conns.get_mut(&id).and_then(|c| c.expired.take()) {
+            self.drop_conn(now, id, why);
+            return;
+        }
         if self.retire_time_wait(now, id) {
             return;
         }
         self.reschedule(now, id);
+    }
+
+    /// Ends a connection by one of Linux's close timers: a note naming it,
+    /// `STATE -> CLOSED (timer)`, the socket freed without a segment (Linux
+    /// reports ETIMEDOUT to the application and sends nothing).
+    fn drop_conn(&mut self, now: Instant, id: ConnId, why: String) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let from = c.state;
+        self.note(now, Some(id), why);
+        self.emit(now, Some(id), EventKind::State { from, to: TcpState::Closed, cause: Cause::Timer }, None);
+        self.finish(id);
+    }
+
+    /// The retransmission limit of a connection now, and its name.
+    fn retry_limit(&self, c: &Conn) -> (u32, &'static str) {
+        let t = &self.cfg.close_timers;
+        match c.state {
+            TcpState::SynReceived => (t.synack_retries, "--synack-retries (tcp_synack_retries)"),
+            TcpState::SynSent => (SYN_RETRIES, "tcp_syn_retries"),
+            _ if c.app.closed == Some(CloseCall::Close) => {
+                let n = if t.orphan_retries == 0 { 8 } else { t.orphan_retries };
+                (n, "--orphan-retries (tcp_orphan_retries; the application has closed)")
+            }
+            _ => (t.retries, "--retries (tcp_retries2)"),
+        }
     }
 
     fn run_app(&mut self, now: Instant, id: ConnId) {
@@ -1465,6 +1567,10 @@ impl Endpoint {
             return;
         }
         c.state = new;
+        c.orphan_at = match (new, c.app.closed, self.cfg.close_timers.fin_timeout) {
+            (TcpState::FinWait2, Some(CloseCall::Close), Some(t)) => Some(now + t),
+            _ => None,
+        };
         match new {
             TcpState::Established => {
                 c.synchronized = true;
@@ -1528,12 +1634,27 @@ impl Endpoint {
 
     fn send(&mut self, now: Instant, id: Option<ConnId>, packet: Vec<u8>) {
         let seg = wire::parse(&packet);
+        let limit = id.and_then(|i| self.conns.get(&i)).map(|c| self.retry_limit(c));
         let fin_seen = match id.and_then(|i| self.conns.get_mut(&i)) {
             Some(c) => {
+                if c.expired.is_some() {
+                    // Dropped by a retransmission limit: nothing more goes out.
+                    return;
+                }
                 let before = c.fin_seen;
                 if let Ok(s) = &seg {
                     c.fin_seen |= s.flags.fin;
                     c.seq.sent(s);
+                    if let Some((n, name)) = limit
+                        && c.seq.head_retrans > n
+                    {
+                        // The retransmission that would exceed the limit is
+                        // not sent: Linux gives up when that timer fires.
+                        c.expired = Some(format!(
+                            "{n} retransmissions unanswered: the connection is dropped ({name} = {n}), no segment sent, as Linux"
+                        ));
+                        return;
+                    }
                 }
                 before
             }
@@ -1552,7 +1673,7 @@ impl Endpoint {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let sock_at = self.iface.poll_at(now, &c.set).map(|t| if t < now { now } else { t });
         let (_, app_at) = c.app.due_close(now, c.peer_fin);
-        let next = [sock_at, app_at].into_iter().flatten().min();
+        let next = [sock_at, app_at, c.orphan_at].into_iter().flatten().min();
         log::trace!(
             "endpoint: conn={id} state={} next={next:?} sock_at={sock_at:?} app_at={app_at:?} now={now}",
             c.state
