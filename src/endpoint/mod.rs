@@ -820,6 +820,7 @@ impl Endpoint {
         self.tw.expire(now_ms, |_, id| gone.push(id));
         for id in gone {
             log::debug!("endpoint: conn={id} TIME-WAIT over");
+            self.finished += 1;
             self.emit(
                 now,
                 Some(id),
@@ -1216,6 +1217,7 @@ impl Endpoint {
                 );
                 let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
                 self.emit(now, Some(id), kind, None);
+                self.finished += 1;
                 return false;
             }
             TwAction::RstIgnored => {
@@ -1233,6 +1235,7 @@ impl Endpoint {
                 );
                 let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
                 self.emit(now, Some(id), kind, None);
+                self.finished += 1;
                 return true;
             }
             TwAction::Ack { seq, ack, win, restarted } => {
@@ -1296,7 +1299,9 @@ impl Endpoint {
             return false;
         }
         let (tuple, snd_nxt, win) = (c.tuple, c.seq.snd_max.unwrap_or(0), c.seq.last_win);
-        self.finish(id);
+        // Finished (for --exit-after) once TIME-WAIT is over, as with
+        // smoltcp's own TIME-WAIT.
+        self.remove(id);
         let now_ms = self.ms(now);
         if !self.tw.insert(now_ms, &tuple, id, snd_nxt, rcv_nxt, win, None) {
             let max = self.cfg.time_wait.max;
@@ -1307,6 +1312,7 @@ impl Endpoint {
             );
             let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
             self.emit(now, Some(id), kind, None);
+            self.finished += 1;
         }
         true
     }
