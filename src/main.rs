@@ -216,6 +216,10 @@ struct LoadArgs {
     /// closelab's receive and send buffer per connection.
     #[arg(long, default_value = "2k")]
     buffer: String,
+    /// closelab sends RFC 7323 timestamps, as Linux does with tcp_timestamps=1 (the Linux
+    /// client's tcp_tw_reuse needs them).
+    #[arg(long)]
+    timestamps: bool,
     /// closelab's TIME-WAIT length (its TIME-WAIT table; Linux: 60 s).
     #[arg(long, value_name = "DUR", default_value = "60s")]
     time_wait: String,
@@ -318,6 +322,7 @@ fn load_options(a: LoadArgs) -> Result<closelab::sys::load::LoadOptions, String>
             ..Default::default()
         })?
         .time_wait,
+        timestamps: a.timestamps,
     };
     Ok(closelab::sys::load::LoadOptions { spec, lab: a.lab, json: a.json, plot: a.plot, story: a.story, seed: a.seed })
 }
@@ -574,6 +579,10 @@ struct EndpointArgs {
     /// TIME-WAIT (noted and counted) [default: 262144].
     #[arg(long, value_name = "N")]
     max_tw: Option<usize>,
+    /// Send RFC 7323 TCP timestamps, as Linux does with tcp_timestamps=1 (needed for the peer's
+    /// tcp_tw_reuse).
+    #[arg(long)]
+    timestamps: bool,
     /// With --time-wait-model smoltcp: what to do with a new SYN for a 4-tuple in TIME-WAIT
     /// [default: accept].
     #[arg(long, value_enum)]
@@ -713,6 +722,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     })?;
     (cfg.time_wait_model, cfg.time_wait, cfg.time_wait_syn) = (close.model, close.time_wait, close.syn);
     cfg.close_timers = close.timers;
+    cfg.timestamps = ep.timestamps;
     cfg.faults = ep.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let tun = TunSpec {
         name: tun_name,

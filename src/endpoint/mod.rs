@@ -44,6 +44,16 @@ use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction,
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
 
+/// The clock of the TCP timestamps closelab sends (milliseconds since the
+/// endpoint's start, kept current by [`Endpoint::receive`] and
+/// [`Endpoint::poll`]). smoltcp asks for a TSval through a plain function
+/// pointer, so the value lives here; endpoints in one process share it.
+static TSVAL_CLOCK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+fn tsval() -> u32 {
+    TSVAL_CLOCK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Shortest wait before a timer that just fired may fire again.
 pub const MIN_REFIRE: Duration = Duration::from_millis(1);
 
@@ -156,6 +166,9 @@ pub struct EndpointConfig {
     pub data_events: bool,
     /// Hold every segment this long in both directions (slow motion).
     pub slow: Option<Duration>,
+    /// Send RFC 7323 timestamps (as Linux with tcp_timestamps=1 does);
+    /// smoltcp then echoes the peer's.
+    pub timestamps: bool,
 }
 
 impl EndpointConfig {
@@ -181,6 +194,7 @@ impl EndpointConfig {
             capture: false,
             data_events: true,
             slow: None,
+            timestamps: false,
         }
     }
 }
@@ -738,6 +752,7 @@ impl Endpoint {
 
     /// A packet read from the wire.
     pub fn receive(&mut self, now: Instant, packet: Vec<u8>) {
+        self.tick_tsval(now);
         let seg = wire::parse(&packet);
         let live = match &seg {
             Ok(s) => self.by_tuple.get(&s.tuple_at_receiver()).copied(),
@@ -762,8 +777,15 @@ impl Endpoint {
         self.deliver_all(now, release);
     }
 
+    fn tick_tsval(&self, now: Instant) {
+        if self.cfg.timestamps {
+            TSVAL_CLOCK.store(self.ms(now).wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Runs timers and releases delayed packets due at `now`.
     pub fn poll(&mut self, now: Instant) {
+        self.tick_tsval(now);
         for _ in 0..1_000_000 {
             let mut release = Vec::new();
             if let Some(slow) = &mut self.slow {
@@ -1337,6 +1359,9 @@ impl Endpoint {
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
         );
         sock.set_timeout(Some(self.cfg.handshake_timeout));
+        if self.cfg.timestamps {
+            sock.set_tsval_generator(Some(tsval));
+        }
         // Linux's TCP_KEEPIDLE minimum: a shorter keep-alive probes without end.
         sock.set_keep_alive(self.cfg.keep_alive.map(|d| d.max(crate::config::MIN_KEEPALIVE)));
         let mut set = SocketSet::new(Vec::with_capacity(1));

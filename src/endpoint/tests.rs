@@ -930,3 +930,49 @@ fn test_synack_retries_free_the_half_open_connection() {
     assert_eq!(states(&ev, 1), vec![(Listen, SynReceived, SEG), (SynReceived, Closed, TIMER)]);
     assert!(b.link.b.is_empty());
 }
+
+/// (sender, TSval, TSecr) of every segment on the wire that carries a
+/// timestamp option; `None` for segments without one.
+fn wire_timestamps(link: &Link) -> Vec<Option<(End, u32, u32)>> {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket, TcpRepr};
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    link.wire
+        .iter()
+        .map(|(_, from, bytes)| {
+            let ip = Ipv4Packet::new_checked(&bytes[..]).unwrap();
+            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+            let repr = TcpRepr::parse(&tcp, &ip.src_addr().into(), &ip.dst_addr().into(), &caps).unwrap();
+            repr.timestamp.map(|t| (*from, t.tsval, t.tsecr))
+        })
+        .collect()
+}
+
+#[test]
+fn test_timestamps_are_sent_only_when_asked() {
+    let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server.clone(), client.clone(), 0);
+    b.link.run_for(Duration::from_secs(2));
+    assert!(b.link.wire.len() >= 7, "handshake, data and close on the wire");
+    assert!(wire_timestamps(&b.link).iter().all(Option::is_none), "no timestamps by default");
+
+    let (mut server, mut client) = (server, client);
+    server.timestamps = true;
+    client.timestamps = true;
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(2));
+    let ts = wire_timestamps(&b.link);
+    assert!(ts.iter().all(Option::is_some), "every segment carries TSopt: {ts:?}");
+    let ts: Vec<(End, u32, u32)> = ts.into_iter().flatten().collect();
+    // The SYN echoes nothing; every later segment echoes a TSval the other
+    // end sent; each end's TSval never goes back.
+    assert_eq!(ts[0].2, 0);
+    for end in [End::A, End::B] {
+        let vals: Vec<u32> = ts.iter().filter(|t| t.0 == end).map(|t| t.1).collect();
+        assert!(vals.windows(2).all(|w| w[0] <= w[1]), "{end:?} TSvals {vals:?}");
+        assert!(vals.last() > vals.first(), "{end:?} TSval advances with the clock: {vals:?}");
+    }
+    for (i, t) in ts.iter().enumerate().skip(1) {
+        assert!(ts[..i].iter().any(|p| p.0 != t.0 && p.1 == t.2), "segment {i} echoes a TSval of the peer: {ts:?}");
+    }
+}

@@ -331,6 +331,7 @@ fn endpoint_run(
     cfg.seed = seed;
     cfg.buffer = spec.buffer;
     cfg.time_wait = spec.time_wait;
+    cfg.timestamps = spec.timestamps;
     cfg.max_conns = 2_000_000;
     cfg.data_events = false;
     cfg.faults =
