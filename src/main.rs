@@ -15,6 +15,7 @@ use closelab::sys::control::{SsOptions, Target};
 use closelab::sys::run::{ConnectPlan, Signals, StopWhen};
 use closelab::sys::serve::{self, Mode, Output, ServeOptions};
 use closelab::sys::tun::TunSpec;
+use closelab::view::TraceLevel;
 
 /// Watch TCP connections close on real packets: a userspace TCP endpoint
 /// (smoltcp) on a TUN device, with every segment and state change of both ends.
@@ -255,6 +256,13 @@ enum CloseArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum TraceArg {
+    Segments,
+    States,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TwSynArg {
     /// Replace TIME-WAIT with a new connection at once (as Linux does for a higher sequence number).
     Accept,
@@ -297,6 +305,10 @@ struct EndpointArgs {
     /// Write every segment that crossed the TUN to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
+    /// What the timeline shows: every segment, only state changes (and notes, faults, app calls), or nothing
+    /// but the summary (bulk transfers then format nothing per segment; --pcap still gets every segment).
+    #[arg(long, value_enum, default_value = "segments")]
+    trace: TraceArg,
     /// Fault rule on the packet path (repeatable), e.g. "drop out ack after-fin 1st".
     #[arg(long = "fault")]
     faults: Vec<String>,
@@ -428,7 +440,15 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         netns,
         mode,
         stop: StopWhen { finished: ep.exit_after },
-        output: Output { json: ep.json, pcap: ep.pcap },
+        output: Output {
+            json: ep.json,
+            pcap: ep.pcap,
+            trace: match ep.trace {
+                TraceArg::Segments => TraceLevel::Segments,
+                TraceArg::States => TraceLevel::States,
+                TraceArg::None => TraceLevel::None,
+            },
+        },
         control,
     })
 }

@@ -454,6 +454,7 @@ fn test_bulk_transfer_under_loss_and_reordering_arrives_intact() {
     server.buffer = 64 * 1024;
     client.buffer = 64 * 1024;
     server.data_events = true;
+    server.verify = true;
     let (mut link, _) = bench(server, client, BULK);
 
     let mut received = 0usize;

@@ -82,6 +82,13 @@ pub struct EndpointConfig {
     /// Also emit `app send/recv` events (on by default; bulk transfers turn
     /// them off to keep the timeline short).
     pub data_events: bool,
+    /// Emit an event for every segment (the timeline). Off, only state
+    /// changes, notes and faults are events: bulk transfers then format
+    /// nothing per segment. A pcap (`capture`) still gets every segment.
+    pub segment_events: bool,
+    /// Hash every byte the application reads ([`Endpoint::app_checksum`]);
+    /// per-byte work nobody asked for otherwise.
+    pub verify: bool,
     /// Hold every segment this long in both directions (slow motion).
     pub slow: Option<Duration>,
 }
@@ -105,6 +112,8 @@ impl EndpointConfig {
             faults: Vec::new(),
             capture: false,
             data_events: true,
+            segment_events: true,
+            verify: false,
             slow: None,
         }
     }
@@ -651,7 +660,7 @@ impl Endpoint {
     /// FNV-1a (64-bit) of every byte the application has read on a
     /// connection, in order (tests compare it with the sent pattern).
     pub fn app_checksum(&self, id: ConnId) -> Option<u64> {
-        self.conns.get(&id).map(|c| c.app.checksum)
+        self.conns.get(&id).and_then(|c| c.app.checksum)
     }
 
     /// A snapshot of every connection, ordered by number.
@@ -875,7 +884,7 @@ impl Endpoint {
         sock.set_keep_alive(self.cfg.keep_alive);
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(sock);
-        let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send);
+        let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send, self.cfg.verify);
         self.conns.insert(
             id,
             Conn {
@@ -1121,6 +1130,7 @@ impl Endpoint {
 
     fn segment_event(&mut self, now: Instant, conn: Option<ConnId>, dir: Dir, packet: &[u8], seg: Parsed) {
         match seg {
+            Ok(_) if !self.cfg.segment_events && !self.cfg.capture => {}
             Ok(seg) => {
                 let raw = self.cfg.capture.then(|| packet.to_vec());
                 self.emit(now, conn, EventKind::Segment { dir, seg }, raw);
