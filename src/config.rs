@@ -60,15 +60,116 @@ pub fn parse_cidr(s: &str) -> Result<IpCidr, String> {
     if prefix > max {
         return Err(err("prefix too long"));
     }
-    if ip.is_unspecified() || ip.is_multicast() {
-        return Err(err("not a unicast address"));
+    // A host needs an on-link neighbour: at least two host addresses, and a
+    // prefix that is not most of the Internet.
+    let (min, most) = if ip.is_ipv4() { (8, 30) } else { (16, 126) };
+    if prefix < min || prefix > most {
+        return Err(err(&format!("prefix /{prefix} out of range (/{min} to /{most})")));
     }
-    Ok(IpCidr::new(IpAddress::from(ip), prefix))
+    if let Some(why) = not_unicast(ip) {
+        return Err(err(&format!("{why}, not a unicast host address")));
+    }
+    let cidr = IpCidr::new(IpAddress::from(ip), prefix);
+    if let Some(why) = not_host_of(ip, &cidr) {
+        return Err(err(why));
+    }
+    Ok(cidr)
 }
 
 /// Parses a plain IP address.
 pub fn parse_ip(s: &str) -> Result<IpAddr, String> {
     s.parse().map_err(|_| format!("invalid IP address `{s}`"))
+}
+
+/// Largest per-connection buffer (`--buffer`, a scenario's `buffer`): 1 GiB.
+pub const MAX_BUFFER: usize = 1 << 30;
+
+/// Linux refuses `TCP_KEEPIDLE` below 1 s; a shorter keep-alive would probe
+/// without end.
+pub const MIN_KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// A keep-alive idle time: at least 1 s, like Linux's `TCP_KEEPIDLE` minimum.
+pub fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_KEEPALIVE {
+        return Err(format!("invalid keepalive `{s}`: at least 1s (Linux's TCP_KEEPIDLE minimum)"));
+    }
+    Ok(d)
+}
+
+/// A timer that must be longer than zero (`what` names it in the error).
+pub fn parse_timer(s: &str, what: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d == Duration::ZERO {
+        return Err(format!("invalid {what} `{s}`: must be longer than 0s"));
+    }
+    Ok(d)
+}
+
+/// A per-connection buffer size: 1 byte to 1 GiB.
+pub fn parse_buffer(s: &str) -> Result<usize, String> {
+    let n = parse_bytes(s)?;
+    if n == 0 || n > MAX_BUFFER {
+        return Err(format!("invalid buffer size `{s}` (1 byte to 1G)"));
+    }
+    Ok(n)
+}
+
+/// Why `ip` cannot be a host address of an endpoint or a peer (broadcast,
+/// multicast, loopback, unspecified), or `None` if it can.
+pub fn not_unicast(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V4(v4) if v4.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V4(v4) if v4.is_loopback() => Some("a loopback address"),
+        IpAddr::V4(v4) if v4.octets()[0] >= 240 => Some("a reserved (class E) address"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("in 0.0.0.0/8 (this network)"),
+        IpAddr::V6(v6) if v6.is_multicast() => Some("a multicast address"),
+        IpAddr::V6(v6) if v6.is_unspecified() => Some("the unspecified address"),
+        IpAddr::V6(v6) if v6.is_loopback() => Some("a loopback address"),
+        _ => None,
+    }
+}
+
+/// Why `ip` cannot be a host on the prefix `cidr` (its network or
+/// broadcast address), or `None`. Addresses outside the prefix pass.
+pub fn not_host_of(ip: IpAddr, cidr: &IpCidr) -> Option<&'static str> {
+    let len = cidr.prefix_len() as u32;
+    match (ip, IpAddr::from(cidr.address())) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) if len < 31 => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            let (ip, net) = (u32::from(ip), u32::from(net));
+            if ip & mask != net & mask {
+                None
+            } else if ip & !mask == 0 {
+                Some("the network address of its prefix")
+            } else if ip & !mask == !mask {
+                Some("the broadcast address of its prefix")
+            } else {
+                None
+            }
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) if len < 127 => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let (ip, net) = (u128::from(ip), u128::from(net));
+            // RFC 4291 §2.6.1: all-zero host bits is the subnet-router anycast address.
+            (ip & mask == net & mask && ip & !mask == 0).then_some("the subnet-router anycast address of its prefix")
+        }
+        _ => None,
+    }
+}
+
+/// A peer's address (`--peer-addr`, a connect target): unicast and, when on
+/// `cidr`'s prefix, neither its network nor its broadcast address.
+pub fn check_peer(ip: IpAddr, cidr: Option<&IpCidr>) -> Result<(), String> {
+    if let Some(why) = not_unicast(ip) {
+        return Err(format!("invalid peer address {ip}: {why}"));
+    }
+    if let Some(why) = cidr.and_then(|c| not_host_of(ip, c)) {
+        return Err(format!("invalid peer address {ip}: {why} {}", cidr.expect("checked")));
+    }
+    Ok(())
 }
 
 /// Parses `10.201.0.1:7000` or `[fd00::1]:7000`.
@@ -148,6 +249,56 @@ mod tests {
         );
         assert!(parse_cidr("10.201.0.2").unwrap_err().contains("missing /prefix"));
         assert!(parse_cidr("10.201.0.2/33").unwrap_err().contains("prefix too long"));
+    }
+
+    #[test]
+    fn test_parse_cidr_refuses_non_hosts() {
+        for (bad, why) in [
+            ("255.255.255.255/24", "the broadcast address"),
+            ("10.201.0.255/24", "the broadcast address of its prefix"),
+            ("10.201.0.0/24", "the network address of its prefix"),
+            ("10.201.0.2/0", "prefix /0 out of range"),
+            ("10.201.0.2/31", "prefix /31 out of range"),
+            ("127.0.0.2/8", "a loopback address"),
+            ("224.0.0.1/24", "a multicast address"),
+            ("0.0.0.0/24", "the unspecified address"),
+            ("fd00::/64", "subnet-router anycast"),
+            ("fd00::2/0", "prefix /0 out of range"),
+            ("ff02::1/64", "a multicast address"),
+        ] {
+            let e = parse_cidr(bad).unwrap_err();
+            assert!(e.starts_with(&format!("invalid address `{bad}`: ")) && e.contains(why), "{bad}: {e}");
+        }
+        assert!(parse_cidr("10.201.0.254/24").is_ok());
+    }
+
+    #[test]
+    fn test_check_peer() {
+        let c = parse_cidr("10.201.0.2/24").unwrap();
+        assert!(check_peer("10.201.0.1".parse().unwrap(), Some(&c)).is_ok());
+        assert!(check_peer("192.0.2.1".parse().unwrap(), Some(&c)).is_ok());
+        assert_eq!(
+            check_peer("255.255.255.255".parse().unwrap(), Some(&c)).unwrap_err(),
+            "invalid peer address 255.255.255.255: the broadcast address"
+        );
+        assert_eq!(
+            check_peer("10.201.0.255".parse().unwrap(), Some(&c)).unwrap_err(),
+            "invalid peer address 10.201.0.255: the broadcast address of its prefix 10.201.0.2/24"
+        );
+        assert!(check_peer("10.201.0.0".parse().unwrap(), Some(&c)).unwrap_err().contains("network address"));
+    }
+
+    #[test]
+    fn test_keepalive_timer_and_buffer_bounds() {
+        assert_eq!(parse_keepalive("1s"), Ok(Duration::from_secs(1)));
+        for bad in ["0s", "1us", "999ms"] {
+            assert!(parse_keepalive(bad).unwrap_err().contains("at least 1s"), "{bad}");
+        }
+        assert!(parse_timer("0s", "timeout").unwrap_err().contains("longer than 0s"));
+        assert_eq!(parse_timer("1us", "timeout"), Ok(Duration::from_micros(1)));
+        assert_eq!(parse_buffer("1G"), Ok(1 << 30));
+        assert!(parse_buffer("99999999999999").unwrap_err().contains("1 byte to 1G"));
+        assert!(parse_buffer("0").is_err());
     }
 
     #[test]

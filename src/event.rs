@@ -2,16 +2,21 @@
 //! pcap, summary) is fed from [`Event`]s; no view re-derives state from
 //! packets or sockets.
 //!
-//! This module only describes events; it performs no I/O.
+//! This module only describes events; it performs no I/O. The types derive
+//! serde's traits: their JSON form is the JSON-lines format of
+//! `crate::view::json` (shapes documented there).
 
 use std::fmt;
 use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::wire::Segment;
 
 /// TCP states, spelled as smoltcp and RFC 9293 print them (`Display`), with
 /// `ss` and `netstat` spellings for the views that imitate those tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
 pub enum TcpState {
     Closed,
     Listen,
@@ -107,6 +112,22 @@ impl TcpState {
     }
 }
 
+/// JSON writes the RFC spelling ...
+impl Serialize for TcpState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.rfc_name())
+    }
+}
+
+/// ... and reads any spelling [`TcpState::parse`] accepts.
+impl TryFrom<String> for TcpState {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<TcpState, String> {
+        TcpState::parse(&s).ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
 impl fmt::Display for TcpState {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.rfc_name())
@@ -133,7 +154,8 @@ impl From<smoltcp::socket::tcp::State> for TcpState {
 }
 
 /// Which end of the wire an event belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Side {
     /// closelab's own smoltcp endpoint.
     Closelab,
@@ -151,7 +173,8 @@ impl Side {
 }
 
 /// Direction of a segment relative to closelab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Dir {
     In,
     Out,
@@ -166,8 +189,10 @@ impl Dir {
     }
 }
 
-/// What made a state change happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What made a state change happen. In JSON: `"cause":"app","action":"close"`
+/// (the action only for `app`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "CauseWire", try_from = "CauseWire")]
 pub enum Cause {
     /// The segment processed just before (the last `Segment` event with
     /// `dir: In` of the same connection).
@@ -203,8 +228,10 @@ impl fmt::Display for Cause {
     }
 }
 
-/// Application calls on a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Application calls on a connection. In JSON: `"action":"send","bytes":5`
+/// (bytes only for send and recv).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "AppWire", try_from = "AppWire")]
 pub enum AppAction {
     Listen,
     Connect,
@@ -250,12 +277,16 @@ impl AppAction {
 }
 
 /// What a fault rule did to a segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FaultAction {
     Dropped,
     Delayed,
     Duplicated,
     Reordered,
+    /// Still held by a rule (or slow motion) when the run or round ended:
+    /// never delivered.
+    Discarded,
 }
 
 impl FaultAction {
@@ -265,6 +296,7 @@ impl FaultAction {
             FaultAction::Delayed => "delayed",
             FaultAction::Duplicated => "duplicated",
             FaultAction::Reordered => "reordered",
+            FaultAction::Discarded => "discarded",
         }
     }
 }
@@ -276,22 +308,48 @@ pub type ConnId = u64;
 /// Seconds since the start of the run, as a float (the timeline's clock).
 pub type Secs = f64;
 
-/// What happened.
-#[derive(Clone, Debug, PartialEq)]
+/// What happened; `type` in JSON, the variant's fields beside it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
 pub enum EventKind {
     /// A segment crossed closelab's link. `conn` is `None` for segments that
     /// belong to no connection (e.g. an RST answering a stray segment).
-    Segment { dir: Dir, seg: Segment },
+    Segment {
+        dir: Dir,
+        #[serde(flatten)]
+        seg: Segment,
+    },
     /// A segment that could not be parsed as TCP (kept, never panicked on).
     Malformed { dir: Dir, len: usize, reason: String },
     /// A state change and what caused it.
-    State { from: TcpState, to: TcpState, cause: Cause },
+    State {
+        from: TcpState,
+        to: TcpState,
+        #[serde(flatten)]
+        cause: Cause,
+    },
     /// An application call.
-    App { action: AppAction },
-    /// A fault rule acted on a segment.
-    Fault { action: FaultAction, dir: Dir, seg: Option<Segment>, rule: usize, detail: String },
+    App {
+        #[serde(flatten)]
+        action: AppAction,
+    },
+    /// A fault rule acted on a segment; `seg` is `None` (no segment keys)
+    /// when the segment could not be parsed.
+    Fault {
+        action: FaultAction,
+        dir: Dir,
+        rule: usize,
+        detail: String,
+        #[serde(flatten, deserialize_with = "fault_segment")]
+        seg: Option<Segment>,
+    },
     /// A timer observed on the Linux side (`timewait 59.8s`).
-    Timer { name: String, remaining: Secs, retrans: u32 },
+    Timer {
+        name: String,
+        #[serde(serialize_with = "secs")]
+        remaining: Secs,
+        retrans: u32,
+    },
     /// A connection could not be created (limit reached, …).
     Refused { tuple: String, reason: String },
     /// Free text for stories and scenario steps.
@@ -299,12 +357,159 @@ pub enum EventKind {
 }
 
 /// One entry of the stream.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    #[serde(serialize_with = "secs")]
     pub t: Secs,
     pub side: Side,
     pub conn: Option<ConnId>,
+    #[serde(flatten)]
     pub kind: EventKind,
+}
+
+/// Seconds in JSON: at most 6 decimals (microseconds), trailing zeros
+/// trimmed (`0.2003`, `1`), never an exponent. JSON has no NaN or infinity;
+/// those become `null` (and fail to read back as a time, which is the honest
+/// outcome). Written as a raw JSON number because serde_json's float
+/// formatting prints `1.0` and `1e-6`.
+pub fn secs<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if !x.is_finite() {
+        return s.serialize_none();
+    }
+    let mut text = format!("{x:.6}");
+    while text.ends_with('0') {
+        text.pop();
+    }
+    if text.ends_with('.') {
+        text.pop();
+    }
+    if text == "-0" {
+        text = "0".to_string();
+    }
+    serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?.serialize(s)
+}
+
+/// A fault's segment keys: all of them or none (a segment that could not be
+/// parsed); some of them is an error naming the first one missing.
+fn fault_segment<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Segment>, D::Error> {
+    #[derive(Deserialize)]
+    struct Keys {
+        src: Option<SocketAddr>,
+        dst: Option<SocketAddr>,
+        flags: Option<crate::wire::Flags>,
+        seq: Option<u32>,
+        ack: Option<u32>,
+        win: Option<u16>,
+        len: Option<usize>,
+    }
+    let k = Keys::deserialize(d)?;
+    match k {
+        Keys { src: None, dst: None, flags: None, seq: None, ack: None, win: None, len: None } => Ok(None),
+        Keys {
+            src: Some(src),
+            dst: Some(dst),
+            flags: Some(flags),
+            seq: Some(seq),
+            ack: Some(ack),
+            win: Some(win),
+            len: Some(len),
+        } => Ok(Some(Segment { src, dst, flags, seq, ack, win, len })),
+        k => {
+            let missing = [
+                ("src", k.src.is_none()),
+                ("dst", k.dst.is_none()),
+                ("flags", k.flags.is_none()),
+                ("seq", k.seq.is_none()),
+                ("ack", k.ack.is_none()),
+                ("win", k.win.is_none()),
+                ("len", k.len.is_none()),
+            ];
+            let first = missing.iter().find(|(_, m)| *m).map_or("?", |(name, _)| name);
+            Err(serde::de::Error::missing_field(first))
+        }
+    }
+}
+
+/// The JSON shape of [`Cause`].
+#[derive(Serialize, Deserialize)]
+struct CauseWire {
+    cause: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<usize>,
+}
+
+impl From<Cause> for CauseWire {
+    fn from(c: Cause) -> CauseWire {
+        match c {
+            Cause::App(a) => {
+                let a = AppWire::from(a);
+                CauseWire { cause: "app".into(), action: Some(a.action), bytes: a.bytes }
+            }
+            other => CauseWire { cause: other.kind().into(), action: None, bytes: None },
+        }
+    }
+}
+
+impl TryFrom<CauseWire> for Cause {
+    type Error = String;
+
+    fn try_from(w: CauseWire) -> Result<Cause, String> {
+        let plain = |c: Cause| match w.action {
+            None => Ok(c),
+            Some(_) => Err(format!("key \"action\" given for cause {:?}", w.cause)),
+        };
+        match w.cause.as_str() {
+            "segment" => plain(Cause::Segment),
+            "timer" => plain(Cause::Timer),
+            "observed" => plain(Cause::Observed),
+            "app" => match &w.action {
+                Some(action) => AppWire { action: action.clone(), bytes: w.bytes }.try_into().map(Cause::App),
+                None => Err("cause \"app\" without key \"action\"".into()),
+            },
+            other => Err(format!("unknown cause {other:?}")),
+        }
+    }
+}
+
+/// The JSON shape of [`AppAction`].
+#[derive(Serialize, Deserialize)]
+struct AppWire {
+    action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bytes: Option<usize>,
+}
+
+impl From<AppAction> for AppWire {
+    fn from(a: AppAction) -> AppWire {
+        AppWire { action: a.name().into(), bytes: a.bytes() }
+    }
+}
+
+impl TryFrom<AppWire> for AppAction {
+    type Error = String;
+
+    fn try_from(w: AppWire) -> Result<AppAction, String> {
+        let bytes = || w.bytes.ok_or_else(|| format!("app action {:?} without key \"bytes\"", w.action));
+        let action = match w.action.as_str() {
+            "send" => return Ok(AppAction::Send(bytes()?)),
+            "recv" => return Ok(AppAction::Recv(bytes()?)),
+            "listen" => AppAction::Listen,
+            "connect" => AppAction::Connect,
+            "accept" => AppAction::Accept,
+            "close" => AppAction::Close,
+            "close-unread" => AppAction::CloseUnread,
+            "shutdown" => AppAction::Shutdown,
+            "abort" => AppAction::Abort,
+            "linger-close" => AppAction::LingerClose,
+            other => return Err(format!("unknown app action {other:?}")),
+        };
+        match w.bytes {
+            None => Ok(action),
+            Some(_) => Err(format!("key \"bytes\" given for app action {:?}", w.action)),
+        }
+    }
 }
 
 /// Where events go. Views implement this; the endpoint pushes into it.

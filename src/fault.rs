@@ -266,6 +266,9 @@ impl fmt::Display for RuleError {
 
 impl std::error::Error for RuleError {}
 
+/// Most segments a `reorder N` may wait for: every held packet is memory.
+pub const MAX_REORDER: u32 = 1000;
+
 const EXPECTED_ACTION: &str = "expected drop, delay DURATION, dup or reorder N";
 const EXPECTED_WORD: &str = "expected in, out, syn, synack, fin, rst, ack, data, any, after-fin, \
                              conn=N, 1st, 2nd, Nth, nth=N, every, P% or seed=N";
@@ -303,9 +306,9 @@ impl<'a> Parser<'a> {
             "reorder" => {
                 let v = value_of("reorder", inline, "a count", "reorder 2")?;
                 match v.parse::<u32>() {
-                    Ok(n) if n >= 1 && is_digits(v) => Action::Reorder(n),
+                    Ok(n) if (1..=MAX_REORDER).contains(&n) && is_digits(v) => Action::Reorder(n),
                     _ => {
-                        return Err(self.err(v, format!("bad count `{v}` for reorder (expected 1 or more)")));
+                        return Err(self.err(v, format!("bad count `{v}` for reorder (expected 1 to {MAX_REORDER})")));
                     }
                 }
             }
@@ -551,6 +554,8 @@ struct RuleState {
 struct Held {
     dir: Dir,
     packet: Vec<u8>,
+    /// 1-based rule that holds it.
+    rule: usize,
     /// Later segments in `dir` still to pass before release.
     remaining: u32,
     deadline: Instant,
@@ -562,7 +567,9 @@ pub struct FaultPath {
     rules: Vec<RuleState>,
     /// Delayed packets by (due time, arrival number): equal due times keep
     /// their arrival order.
-    delayed: BTreeMap<(Instant, u64), (Dir, Vec<u8>)>,
+    /// The value's `usize` is the 1-based rule that delayed it (0: only
+    /// silent rules such as slow motion).
+    delayed: BTreeMap<(Instant, u64), (Dir, Vec<u8>, usize)>,
     arrivals: u64,
     /// Reorder holds, oldest first.
     held: Vec<Held>,
@@ -640,7 +647,7 @@ impl FaultPath {
             }
         }
         let Some(i) = acting else {
-            self.deliver(now, now + extra, dir, packet, release);
+            self.deliver(now, now + extra, dir, packet, 0, release);
             return;
         };
         let rule = &self.rules[i].rule;
@@ -655,21 +662,31 @@ impl FaultPath {
         applied.push(Applied { action: action.fault_action(), rule: i + 1, dir, detail });
         match action {
             Action::Drop => {}
-            Action::Delay(d) => self.deliver(now, now + extra + d, dir, packet, release),
+            Action::Delay(d) => self.deliver(now, now + extra + d, dir, packet, i + 1, release),
             Action::Dup => {
                 let copy = packet.clone();
-                self.deliver(now, now + extra, dir, packet, release);
-                self.deliver(now, now + extra, dir, copy, release);
+                self.deliver(now, now + extra, dir, packet, i + 1, release);
+                self.deliver(now, now + extra, dir, copy, i + 1, release);
             }
-            Action::Reorder(n) => self.held.push(Held { dir, packet, remaining: n, deadline: now + REORDER_MAX_HOLD }),
+            Action::Reorder(n) => {
+                self.held.push(Held { dir, packet, rule: i + 1, remaining: n, deadline: now + REORDER_MAX_HOLD })
+            }
         }
     }
 
-    fn deliver(&mut self, now: Instant, at: Instant, dir: Dir, packet: Vec<u8>, release: &mut Vec<(Dir, Vec<u8>)>) {
+    fn deliver(
+        &mut self,
+        now: Instant,
+        at: Instant,
+        dir: Dir,
+        packet: Vec<u8>,
+        rule: usize,
+        release: &mut Vec<(Dir, Vec<u8>)>,
+    ) {
         if at <= now {
             self.emit(dir, packet, release);
         } else {
-            self.delayed.insert((at, self.arrivals), (dir, packet));
+            self.delayed.insert((at, self.arrivals), (dir, packet, rule));
             self.arrivals += 1;
         }
     }
@@ -720,7 +737,7 @@ impl FaultPath {
     }
 
     fn pop_delayed(&mut self, release: &mut Vec<(Dir, Vec<u8>)>) {
-        if let Some((_, (dir, packet))) = self.delayed.pop_first() {
+        if let Some((_, (dir, packet, _))) = self.delayed.pop_first() {
             self.emit(dir, packet, release);
         }
     }
@@ -744,6 +761,20 @@ impl FaultPath {
         for h in std::mem::take(&mut self.held) {
             release.push((h.dir, h.packet));
         }
+    }
+
+    /// Takes everything held without releasing it (the end of a run): each
+    /// packet with the 1-based rule holding it (0: a silent rule such as
+    /// slow motion), delayed packets in due order, then reorder holds.
+    pub fn take_held(&mut self) -> Vec<(Dir, Vec<u8>, usize)> {
+        let mut v: Vec<_> = std::mem::take(&mut self.delayed).into_values().collect();
+        v.extend(std::mem::take(&mut self.held).into_iter().map(|h| (h.dir, h.packet, h.rule)));
+        v
+    }
+
+    /// Whether any packet is held (delayed or waiting for a reorder).
+    pub fn holds_any(&self) -> bool {
+        !self.delayed.is_empty() || !self.held.is_empty()
     }
 }
 
@@ -895,7 +926,7 @@ mod tests {
             err("drop seed=3"),
             "invalid fault rule `drop seed=3`: `seed=3` only applies to a random rule (e.g. `drop 5% seed=7`)"
         );
-        assert_eq!(err("reorder 0"), "invalid fault rule `reorder 0`: bad count `0` for reorder (expected 1 or more)");
+        assert_eq!(err("reorder 0"), "invalid fault rule `reorder 0`: bad count `0` for reorder (expected 1 to 1000)");
         assert_eq!(
             err("drop conn=0"),
             "invalid fault rule `drop conn=0`: bad connection number `0` (connections count from 1)"

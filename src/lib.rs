@@ -14,6 +14,8 @@
 //!   duplicate, reorder) as a sans-IO filter.
 //! - [`scenario`] holds the expectations a close-bug scenario checks on the
 //!   event stream (pure; the lab runner is `sys::scenario`).
+//! - [`control_proto`] is the control socket's request and answer lines
+//!   (pure; the server is `sys::control`).
 //! - [`view`] renders events: timeline lines, JSON lines, pcap, summaries.
 //! - [`sys`] is the only place that touches the OS: the TUN device and mio
 //!   loop, the network-namespace lab, the Linux kernel peer and sock_diag.
@@ -23,10 +25,14 @@
 //!   typed configuration, with one clear error per mistake.
 
 pub mod config;
+pub mod control_proto;
 pub mod endpoint;
 pub mod event;
 pub mod fault;
+pub mod load;
 pub mod scenario;
 pub mod sys;
+#[doc(hidden)]
+pub mod testing;
 pub mod view;
 pub mod wire;

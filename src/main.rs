@@ -54,12 +54,15 @@ enum Cmd {
         count: u64,
         #[command(flatten)]
         ep: EndpointArgs,
-        /// What closelab's application does after --send: echo, sink, source:BYTES, hello, http.
+        /// What closelab's application does after --send: echo, sink, source:BYTES, hello, http; or
+        /// get:/PATH[,/PATH…], the HTTP crawler (see --urls, --pool, --on-error).
         #[arg(long, default_value = "sink")]
         app: String,
         /// Who closes and how.
         #[arg(long, value_enum, default_value = "active")]
         close: CloseArg,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// A running closelab's connections like `ss -tano`; filter like ss (`state time-wait`,
     /// `state connected`, `exclude listening`).
@@ -98,13 +101,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ScenarioCmd,
     },
-    /// Build a lab, run four close stories on real packets with both sides' states, tear it down.
+    /// Build a lab, run seven close stories on real packets with both sides' states, tear it down.
     Demo {
         /// Leave the lab up afterwards for exploring.
         #[arg(long)]
         keep: bool,
-        /// Run only story N (1: closelab closes first, 2: Linux closes first, 3: CLOSE_WAIT leak, 4: web server TIME-WAIT).
-        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
+        /// Run only story N (1: closelab closes first, 2: Linux closes first, 3: CLOSE_WAIT leak, 4: web server TIME-WAIT,
+        /// 5: the crawler's leak against Apache, 6: the crawler releasing, 7: keep-alive and the "2 hours" folklore).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=7))]
         only: Option<u8>,
         /// Print the event stream as JSON lines instead of ladders.
         #[arg(long)]
@@ -115,8 +119,8 @@ enum Cmd {
         /// Lab name (default: unique).
         #[arg(long)]
         name: Option<String>,
-        /// IPv4 subnet of the lab.
-        #[arg(long)]
+        /// IPv4 subnet of the lab (Linux host .1, closelab .2).
+        #[arg(long, default_value = closelab::sys::lab::DEFAULT_SUBNET)]
         subnet: Option<String>,
         /// Seed for closelab's initial sequence numbers.
         #[arg(long, default_value_t = 1)]
@@ -125,6 +129,8 @@ enum Cmd {
         #[arg(long)]
         pcap: Option<PathBuf>,
     },
+    /// Drive many connections between the Linux host and closelab in a lab: both sides' netstat counts every second.
+    Load(Box<LoadArgs>),
     /// Draw a saved --json stream: the terminal ladder on stdout, Mermaid and SVG pictures to files.
     Ladder {
         /// JSON lines from `closelab listen/connect/demo/scenario run --json`; `-` reads stdin.
@@ -153,6 +159,203 @@ enum Cmd {
     },
 }
 
+/// `closelab load`: the busy server's netstat picture on real packets.
+#[derive(Args)]
+struct LoadArgs {
+    /// Who listens: closelab (the Linux host runs the generator), linux (closelab is the client),
+    /// kernel (a kernel server in closelab's namespace: the baseline without closelab).
+    #[arg(long, value_enum, default_value = "closelab")]
+    server: ServerArg,
+    /// Who closes first; the other side closes on EOF (or never, with --leak).
+    #[arg(long, value_enum, default_value = "server")]
+    closer: CloserArg,
+    /// The side that does not close first never closes: the CLOSE_WAIT leak.
+    #[arg(long)]
+    leak: bool,
+    /// New connections per second, e.g. 500/s or 2k/s.
+    #[arg(long, default_value = "1000/s", conflicts_with = "max")]
+    rate: String,
+    /// As fast as possible (bounded by --concurrency).
+    #[arg(long)]
+    max: bool,
+    /// Connections in flight at most.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// How long to run (default 10s unless --count).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Stop after this many connections.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Bytes the client sends first.
+    #[arg(long, default_value = "0")]
+    request: String,
+    /// Bytes the server answers.
+    #[arg(long, default_value = "0")]
+    response: String,
+    /// HTTP/1.0 GET against closelab's http app (with --server closelab).
+    #[arg(long)]
+    http: bool,
+    /// The server's port.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// TCP sysctl for the Linux namespace, e.g. net.ipv4.tcp_tw_reuse=1 (repeatable).
+    #[arg(long = "peer-sysctl")]
+    peer_sysctl: Vec<String>,
+    /// The Linux host's ip_local_port_range, e.g. 20000-20999.
+    #[arg(long)]
+    ports: Option<String>,
+    /// listen() backlog of a Linux listener.
+    #[arg(long, default_value_t = 4096)]
+    backlog: u32,
+    /// Fault rule on closelab's packet path (repeatable), e.g. "drop out ack".
+    #[arg(long = "fault")]
+    faults: Vec<String>,
+    /// A handshake not done after this long counts as a timeout error.
+    #[arg(long, default_value = "3s")]
+    connect_timeout: String,
+    /// closelab's receive and send buffer per connection.
+    #[arg(long, default_value = "2k")]
+    buffer: String,
+    /// Use this lab (default: build one and remove it afterwards).
+    #[arg(long)]
+    lab: Option<String>,
+    /// Per-second lines and the summary as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Write both sides' state counts over time to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Run a built-in story with its expectations (time-wait-pileup, port-exhaustion, close-wait-leak, syn-recv, all).
+    #[arg(long)]
+    story: Option<String>,
+    /// Seed for closelab's initial sequence numbers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ServerArg {
+    Closelab,
+    Linux,
+    Kernel,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CloserArg {
+    Client,
+    Server,
+}
+
+fn load_options(a: LoadArgs) -> Result<closelab::sys::load::LoadOptions, String> {
+    use closelab::load::{self, Closer, LoadSpec, Server};
+    let duration = match (&a.duration, a.count) {
+        (Some(d), _) => Some(load::parse_duration("--duration", d)?),
+        (None, Some(_)) => None,
+        (None, None) => Some(std::time::Duration::from_secs(10)),
+    };
+    if a.count == Some(0) {
+        return Err("--count must be at least 1".into());
+    }
+    if a.concurrency == 0 || a.concurrency > load::MAX_CONCURRENCY {
+        return Err(format!("--concurrency must be 1 to {}", load::MAX_CONCURRENCY));
+    }
+    if a.port < 1 {
+        return Err("invalid port 0".into());
+    }
+    if a.http && !matches!(a.server, ServerArg::Closelab) {
+        return Err("--http talks to closelab's http app: use it with --server closelab".into());
+    }
+    let buffer = config::parse_bytes(&a.buffer)?;
+    if !(64..=16 << 20).contains(&buffer) {
+        return Err("--buffer must be 64 bytes to 16M".into());
+    }
+    let bytes = |what: &str, s: &str| -> Result<usize, String> {
+        let n = config::parse_bytes(s)?;
+        if n > 16 << 20 { Err(format!("{what} {s} is too large (at most 16M)")) } else { Ok(n) }
+    };
+    let peer_sysctls = a
+        .peer_sysctl
+        .iter()
+        .map(|s| closelab::sys::lab::parse_peer_sysctl(s).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in &a.faults {
+        FaultRule::parse(f).map_err(|e| e.to_string())?;
+    }
+    let spec = LoadSpec {
+        server: match a.server {
+            ServerArg::Closelab => Server::Closelab,
+            ServerArg::Linux => Server::Linux,
+            ServerArg::Kernel => Server::Kernel,
+        },
+        closer: match a.closer {
+            CloserArg::Client => Closer::Client,
+            CloserArg::Server => Closer::Server,
+        },
+        leak: a.leak,
+        rate: if a.max { None } else { Some(load::parse_rate(&a.rate)?) },
+        concurrency: a.concurrency,
+        duration,
+        count: a.count,
+        request: bytes("--request", &a.request)?,
+        response: bytes("--response", &a.response)?,
+        http: a.http,
+        port: a.port,
+        peer_sysctls,
+        ports: a.ports.as_deref().map(load::parse_ports).transpose()?,
+        backlog: a.backlog.clamp(1, 65535),
+        faults: a.faults,
+        connect_timeout: load::parse_duration("--connect-timeout", &a.connect_timeout)?,
+        buffer,
+    };
+    Ok(closelab::sys::load::LoadOptions { spec, lab: a.lab, json: a.json, plot: a.plot, story: a.story, seed: a.seed })
+}
+
+/// The HTTP crawler's knobs (`connect --app get:…` or `--urls FILE`).
+#[derive(Args)]
+struct HttpArgs {
+    /// URL list for the crawler: one /PATH or http://HOST/PATH per line (# comments); implies the crawler.
+    #[arg(long, value_name = "FILE")]
+    urls: Option<PathBuf>,
+    /// Connections the crawler uses at once (keep-alive connections are reused from this pool).
+    #[arg(long, default_value_t = 1)]
+    pool: usize,
+    /// Requests started per second (default: as fast as the pool allows), e.g. 50 or 0.5.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How requests treat the connection.
+    #[arg(long = "http", value_enum, default_value = "keep-alive")]
+    http_mode: HttpModeArg,
+    /// What happens to a connection whose response is not 2xx: release it (the fix) or leak it (the bug).
+    #[arg(long, value_enum, default_value = "release")]
+    on_error: OnErrorArg,
+    /// Close pooled connections idle this long (HttpClient's evictIdleConnections).
+    #[arg(long, value_name = "DUR")]
+    evict_idle: Option<String>,
+    /// Abort a request not answered this long after it started (connect included).
+    #[arg(long, value_name = "DUR", default_value = "10s")]
+    http_timeout: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HttpModeArg {
+    /// HTTP/1.1, persistent connections reused from the pool.
+    KeepAlive,
+    /// HTTP/1.1 with `Connection: close`: the server closes after each response.
+    Close,
+    /// HTTP/1.0: the server closes after each response.
+    #[value(name = "1.0")]
+    Http10,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnErrorArg {
+    /// Release the connection like any other (back to the pool, or closed).
+    Release,
+    /// Never close or reuse it: the CLOSE_WAIT leak.
+    Leak,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum SideArg {
     /// closelab's own endpoint.
@@ -169,7 +372,7 @@ enum LabCmd {
         #[arg(long)]
         name: Option<String>,
         /// IPv4 subnet of the wire (Linux host .1, closelab .2).
-        #[arg(long)]
+        #[arg(long, default_value = closelab::sys::lab::DEFAULT_SUBNET)]
         subnet: Option<String>,
         /// TCP sysctl for the Linux namespace only, e.g. net.ipv4.tcp_fin_timeout=5 (repeatable).
         #[arg(long = "peer-sysctl")]
@@ -178,21 +381,44 @@ enum LabCmd {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Remove a lab (idempotent), or every closelab lab with --all.
+    /// Remove a lab (idempotent), stopping the endpoints running in it, or every closelab lab with --all.
     Down {
+        /// The lab to remove (as given to `lab up --name`; `lab status` lists them).
         name: Option<String>,
-        /// Remove every closelab lab left behind (after a crash or kill -9).
+        /// Remove every closelab lab left behind (after a crash or kill -9); labs with running
+        /// endpoints are skipped unless --force.
         #[arg(long)]
         all: bool,
+        /// With --all: also remove labs whose endpoints are running (they are stopped).
+        #[arg(long)]
+        force: bool,
         /// Print the exact ip commands instead of running them.
         #[arg(long)]
         dry_run: bool,
     },
     /// List labs, their addresses and running endpoints.
     Status,
+    /// Start a real web server (apache, nginx or python's http.server) on the lab's Linux host,
+    /// with a generated config and doc root; `lab down` stops it.
+    Serve {
+        name: String,
+        /// apache, nginx or python.
+        server: String,
+        /// Close idle keep-alive connections after this long (Apache KeepAliveTimeout, nginx keepalive_timeout).
+        #[arg(long, value_name = "DUR")]
+        keepalive_timeout: Option<String>,
+        /// Serve this directory instead of the generated one.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Port on the Linux host's address.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+    },
     /// Run a command on the lab's Linux host, e.g. `closelab lab exec demo -- curl http://10.201.0.2:7000/`.
     Exec {
+        /// The lab whose Linux host runs the command.
         name: String,
+        /// The command and its arguments (after `--`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
@@ -205,6 +431,7 @@ enum ScenarioCmd {
     /// Run scenarios by name, your own scenario files (FILE.toml), or `all`, in a fresh lab;
     /// exit 0 if every expectation holds, 1 if one fails.
     Run {
+        /// Scenario names (`closelab scenario list`), scenario files (FILE.toml), or `all`.
         #[arg(required = true)]
         names: Vec<String>,
         /// Machine-readable report: events and one verdict object per run, as JSON lines.
@@ -345,6 +572,7 @@ fn close_policy(c: CloseArg) -> ClosePolicy {
 /// The validation step: what the user typed → typed configuration.
 fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Result<ServeOptions, String> {
     let app = AppKind::parse(app)?;
+    let mut linux_ns = None;
     let (addrs, peer_addrs, tun_name, netns, configure) = match &ep.lab {
         Some(lab) => {
             if ep.tun.is_some() || !ep.addr.is_empty() || !ep.peer_addr.is_empty() {
@@ -352,6 +580,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             }
             let info = closelab::sys::lab::load(lab).map_err(|e| e.to_string())?;
             let cidr = config::parse_cidr(&format!("{}/{}", info.closelab, info.prefix))?;
+            linux_ns = Some(info.ns_linux.clone());
             (vec![cidr], Vec::new(), info.tun.clone(), Some(info.ns_closelab.clone()), false)
         }
         None => {
@@ -369,6 +598,8 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             } else {
                 for p in &ep.peer_addr {
                     let ip = config::parse_ip(p)?;
+                    let own_cidr = addrs.iter().find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4()).copied();
+                    config::check_peer(ip, own_cidr.as_ref()).map_err(|e| format!("--peer-addr: {e}"))?;
                     let own = addrs
                         .iter()
                         .find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4())
@@ -382,10 +613,23 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             (addrs, peers, tun, None, true)
         }
     };
-    if let Mode::Connect(plan) = &mode
-        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == plan.remote.is_ipv4())
+    let remote = match &mode {
+        Mode::Connect(plan) => Some(plan.remote),
+        Mode::Crawl(c) => Some(c.remote),
+        Mode::Listen { .. } => None,
+    };
+    if let Some(remote) = remote
+        && !addrs.iter().any(|a| IpAddr::from(a.address()).is_ipv4() == remote.is_ipv4())
     {
-        return Err(format!("cannot connect to {}: no --addr of the same IP family", plan.remote));
+        return Err(format!("cannot connect to {remote}: no --addr of the same IP family"));
+    }
+    if let Mode::Connect(plan) = &mode {
+        let ip = plan.remote.ip();
+        let own = addrs.iter().find(|a| IpAddr::from(a.address()).is_ipv4() == ip.is_ipv4());
+        config::check_peer(ip, own).map_err(|e| format!("cannot connect to {}: {e}", plan.remote))?;
+        if own.is_some_and(|a| IpAddr::from(a.address()) == ip) {
+            return Err(format!("cannot connect to {}: that is closelab's own address", plan.remote));
+        }
     }
     let dur = |s: &Option<String>| s.as_deref().map(config::parse_duration).transpose();
     let mut cfg = EndpointConfig::new(addrs[0]);
@@ -399,21 +643,13 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         (t.as_nanos() as u64) ^ ((std::process::id() as u64) << 32) | 1
     });
-    cfg.buffer = config::parse_bytes(&ep.buffer)?;
-    if cfg.buffer == 0 {
-        return Err("--buffer must be at least 1 byte".into());
-    }
+    cfg.buffer = config::parse_buffer(&ep.buffer)?;
     if ep.max_conns == 0 {
         return Err("--max-conns must be at least 1".into());
     }
     cfg.max_conns = ep.max_conns;
-    cfg.keep_alive = dur(&ep.keepalive)?;
-    cfg.user_timeout = dur(&ep.timeout)?;
-    if cfg.user_timeout == Some(smoltcp::time::Duration::ZERO) {
-        return Err(
-            "--timeout must be longer than 0s (it resets a connection after that long without an answer)".into()
-        );
-    }
+    cfg.keep_alive = ep.keepalive.as_deref().map(config::parse_keepalive).transpose()?;
+    cfg.user_timeout = ep.timeout.as_deref().map(|t| config::parse_timer(t, "timeout")).transpose()?;
     cfg.slow = dur(&ep.slow)?;
     cfg.app = app;
     cfg.policy =
@@ -438,6 +674,7 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         endpoint: cfg,
         tun,
         netns,
+        linux_ns,
         mode,
         stop: StopWhen { finished: ep.exit_after },
         output: Output {
@@ -453,6 +690,79 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     })
 }
 
+/// The crawler's validation step. `--max-conns` becomes its budget (the
+/// connections it may hold, like an fd limit); the endpoint's own table then
+/// only bounds memory, so TIME-WAIT entries never fail a request.
+fn crawl_config(
+    remote: std::net::SocketAddr,
+    app: &str,
+    http: &HttpArgs,
+    ep: &mut EndpointArgs,
+) -> Result<closelab::endpoint::crawl::CrawlConfig, String> {
+    use closelab::endpoint::crawl::{self, OnError};
+    use closelab::endpoint::http::HttpMode;
+    let mut paths = Vec::new();
+    if app.starts_with("get:") {
+        paths = crawl::parse_get(app)?;
+    } else if app != "sink" {
+        return Err(format!("--urls is the crawler's URL list: leave out --app {app} (or use --app get:/PATH)"));
+    }
+    if let Some(file) = &http.urls {
+        const MAX_FILE: u64 = 64 << 20;
+        let name = file.display().to_string();
+        let meta = std::fs::metadata(file).map_err(|e| format!("cannot read URL list {name}: {e}"))?;
+        if meta.len() > MAX_FILE {
+            return Err(format!("URL list {name} is larger than 64 MiB"));
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read URL list {name}: {e}"))?;
+        paths.extend(crawl::parse_url_list(&name, &text)?);
+    }
+    if paths.len() > crawl::MAX_URLS {
+        return Err(format!("more than {} URLs", crawl::MAX_URLS));
+    }
+    let mut c = crawl::CrawlConfig::new(remote, paths);
+    if !(1..=10_000).contains(&http.pool) {
+        return Err(format!("invalid --pool {} (1 to 10000)", http.pool));
+    }
+    c.pool = http.pool;
+    if let Some(r) = http.rate
+        && !(r.is_finite() && r > 0.0 && r <= 100_000.0)
+    {
+        return Err(format!("invalid --rate {r} (requests per second, above 0 and at most 100000)"));
+    }
+    c.rate = http.rate;
+    c.mode = match http.http_mode {
+        HttpModeArg::KeepAlive => HttpMode::KeepAlive,
+        HttpModeArg::Close => HttpMode::Close,
+        HttpModeArg::Http10 => HttpMode::Http10,
+    };
+    c.on_error = match http.on_error {
+        OnErrorArg::Release => OnError::Release,
+        OnErrorArg::Leak => OnError::Leak,
+    };
+    c.evict_idle = http.evict_idle.as_deref().map(config::parse_duration).transpose()?;
+    if c.evict_idle == Some(smoltcp::time::Duration::ZERO) {
+        return Err("--evict-idle must be longer than 0s".into());
+    }
+    c.timeout = config::parse_duration(&http.http_timeout)?;
+    if c.timeout == smoltcp::time::Duration::ZERO {
+        return Err("--http-timeout must be longer than 0s".into());
+    }
+    if ep.max_conns == 0 {
+        return Err("--max-conns must be at least 1".into());
+    }
+    c.budget = ep.max_conns;
+    ep.max_conns = ep.max_conns.max(100_000);
+    Ok(c)
+}
+
+/// The endpoint settings every crawler connection needs: the HTTP client app.
+fn crawl_endpoint(mut opts: ServeOptions) -> ServeOptions {
+    opts.endpoint.app = AppKind::HttpClient;
+    opts.endpoint.policy.close = ClosePolicy::Never;
+    opts
+}
+
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.cmd {
         Cmd::Listen { port, ep, app, close } => {
@@ -462,9 +772,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let opts = serve_options(ep, &app, close, Mode::Listen { port })?;
             endpoint(opts)
         }
-        Cmd::Connect { remote, send, count, ep, app, close } => {
+        Cmd::Connect { remote, send, count, mut ep, app, close, http } => {
             let remote = config::parse_socket_addr(&remote)?;
             let send = config::parse_bytes(&send)?;
+            if app == "http" {
+                return Err(
+                    "--app http is closelab's HTTP server (it answers requests and sends none): to fetch from a server use --app get:/PATH[,/PATH…] or --urls FILE"
+                        .into(),
+                );
+            }
+            if app.starts_with("get:") || http.urls.is_some() {
+                if send != 0 || count != 1 {
+                    return Err("--send and --count do not apply to the HTTP crawler (its URLs decide)".into());
+                }
+                let crawl = crawl_config(remote, &app, &http, &mut ep)?;
+                let opts = serve_options(ep, "sink", close, Mode::Crawl(crawl))?;
+                return endpoint(crawl_endpoint(opts));
+            }
             let opts = serve_options(ep, &app, close, Mode::Connect(ConnectPlan { remote, send, count }))?;
             endpoint(opts)
         }
@@ -475,9 +799,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             closelab::sys::control::ss(&opts, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Close(c) => conn_action(closelab::view::ss::Action::Close, c),
-        Cmd::Abort(c) => conn_action(closelab::view::ss::Action::Abort, c),
-        Cmd::Shutdown(c) => conn_action(closelab::view::ss::Action::Shutdown, c),
+        Cmd::Close(c) => conn_action(closelab::control_proto::Action::Close, c),
+        Cmd::Abort(c) => conn_action(closelab::control_proto::Action::Abort, c),
+        Cmd::Shutdown(c) => conn_action(closelab::control_proto::Action::Shutdown, c),
         Cmd::Lab { cmd } => lab(cmd),
         Cmd::Scenario { cmd: ScenarioCmd::List } => {
             for (name, summary) in closelab::sys::scenario::list() {
@@ -513,6 +837,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             demo(opts)
         }
+        Cmd::Load(args) => {
+            let opts = load_options(*args)?;
+            let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+            let mut out = std::io::stdout();
+            Ok(match closelab::sys::load::run(&opts, &mut signals, &mut out)? {
+                closelab::sys::load::RunEnd::Ok => ExitCode::SUCCESS,
+                closelab::sys::load::RunEnd::Failed => ExitCode::from(1),
+                closelab::sys::load::RunEnd::Interrupted => ExitCode::from(130),
+            })
+        }
         Cmd::Ladder { file, conn, story, unicode, mermaid, svg, svg_counts, counts_side } => {
             let job = closelab::sys::ladder::LadderJob {
                 input: file,
@@ -542,8 +876,23 @@ fn lab(cmd: LabCmd) -> Result<ExitCode, String> {
         LabCmd::Up { name, subnet, peer_sysctl, dry_run } => {
             labcmd::up(name.as_deref(), subnet.as_deref(), &peer_sysctl, dry_run, &mut out)?
         }
-        LabCmd::Down { name, all, dry_run } => labcmd::down(name.as_deref(), all, dry_run, &mut out)?,
+        LabCmd::Down { name, all, force, dry_run } => labcmd::down(name.as_deref(), all, force, dry_run, &mut out)?,
         LabCmd::Status => labcmd::status(&mut out)?,
+        LabCmd::Serve { name, server, keepalive_timeout, root, port } => {
+            use closelab::sys::webserver::{ServeSpec, ServerKind, serve_cmd};
+            let kind = ServerKind::parse(&server)?;
+            let keepalive_timeout = match keepalive_timeout.as_deref().map(config::parse_duration).transpose()? {
+                Some(d) if d == smoltcp::time::Duration::ZERO || d > smoltcp::time::Duration::from_secs(3600) => {
+                    return Err("--keepalive-timeout must be above 0s and at most 1h".into());
+                }
+                d => d.map(|d| std::time::Duration::from_micros(d.total_micros())),
+            };
+            if port == 0 {
+                return Err("invalid port 0".into());
+            }
+            closelab::sys::lab::validate_name(&name).map_err(|e| e.to_string())?;
+            serve_cmd(&ServeSpec { lab: name, kind, port, keepalive_timeout, root }, &mut out)?
+        }
         LabCmd::Exec { name, command } => return labcmd::exec(&name, &command).map(ExitCode::from),
     }
     Ok(ExitCode::SUCCESS)
@@ -577,7 +926,7 @@ fn watch_interval(watch: Option<String>, filter: &mut Vec<String>) -> Result<Opt
     Ok(Some(std::time::Duration::from_micros(d.total_micros())))
 }
 
-fn conn_action(action: closelab::view::ss::Action, c: ConnArgs) -> Result<ExitCode, String> {
+fn conn_action(action: closelab::control_proto::Action, c: ConnArgs) -> Result<ExitCode, String> {
     closelab::sys::control::act(action, &c.conn, c.tun.as_deref(), c.lab.as_deref(), &mut std::io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,8 +10,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
-/// TCP flags in tcpdump's letters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// TCP flags in tcpdump's letters (also their JSON form: `"F."`, `"none"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Flags {
     pub syn: bool,
     pub fin: bool,
@@ -35,6 +36,24 @@ impl Flags {
             }
         }
         Some(f)
+    }
+}
+
+impl From<Flags> for String {
+    fn from(f: Flags) -> String {
+        f.to_string()
+    }
+}
+
+impl TryFrom<String> for Flags {
+    type Error = String;
+
+    /// What `Display` writes, `none` included.
+    fn try_from(s: String) -> Result<Flags, String> {
+        match s.as_str() {
+            "none" => Ok(Flags::default()),
+            _ => Flags::parse(&s).ok_or_else(|| format!("bad tcp flags {s:?}")),
+        }
     }
 }
 
@@ -77,7 +96,7 @@ impl fmt::Display for FourTuple {
 }
 
 /// Summary of one TCP segment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     pub src: SocketAddr,
     pub dst: SocketAddr,

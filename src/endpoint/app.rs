@@ -10,6 +10,7 @@ use std::fmt;
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
+use crate::endpoint::http::{HttpError, Response, ResponseParser};
 use crate::event::AppAction;
 
 /// The one line the `hello` app sends.
@@ -28,6 +29,13 @@ pub enum AppKind {
     Hello,
     /// A small HTTP/1.1 responder: GET → 200, anything else → 400.
     Http,
+    /// An HTTP/1.1 client connection of the crawler (`get:/PATH,…`): it
+    /// sends the requests the crawler hands it and reads the responses; the
+    /// crawler, not the close policy, decides when it closes.
+    HttpClient,
+    /// Answer the first bytes that arrive with these bytes, once (a canned
+    /// server for tests and scenarios: a malformed HTTP response, …).
+    Reply(Vec<u8>),
 }
 
 impl AppKind {
@@ -38,11 +46,16 @@ impl AppKind {
             "sink" => Ok(AppKind::Sink),
             "hello" => Ok(AppKind::Hello),
             "http" => Ok(AppKind::Http),
+            _ if s.starts_with("get:") => {
+                Err(format!("app `{s}` is the HTTP client: it runs with `closelab connect`, not here"))
+            }
             _ => match s.strip_prefix("source:") {
                 Some(n) => {
                     crate::config::parse_bytes(n).map(AppKind::Source).map_err(|e| format!("invalid app `{s}`: {e}"))
                 }
-                None => Err(format!("invalid app `{s}` (expected echo, sink, source:BYTES, hello or http)")),
+                None => Err(format!(
+                    "invalid app `{s}` (expected echo, sink, source:BYTES, hello, http or, with connect, get:/PATH[,/PATH…])"
+                )),
             },
         }
     }
@@ -51,7 +64,7 @@ impl AppKind {
     /// read (hello, source) leave data unread, which matters for
     /// `--rst-on-unread`.
     fn reads(&self) -> bool {
-        matches!(self, AppKind::Echo | AppKind::Sink | AppKind::Http)
+        matches!(self, AppKind::Echo | AppKind::Sink | AppKind::Http | AppKind::HttpClient | AppKind::Reply(_))
     }
 }
 
@@ -63,6 +76,8 @@ impl fmt::Display for AppKind {
             AppKind::Source(n) => write!(f, "source:{n}"),
             AppKind::Hello => write!(f, "hello"),
             AppKind::Http => write!(f, "http"),
+            AppKind::HttpClient => write!(f, "http-client"),
+            AppKind::Reply(b) => write!(f, "reply:{}B", b.len()),
         }
     }
 }
@@ -152,6 +167,83 @@ pub(crate) struct App {
     pub(crate) checksum: Option<u64>,
     pub(crate) established_at: Option<Instant>,
     pub(crate) peer_fin_at: Option<Instant>,
+    /// The HTTP client's side of the connection (`HttpClient` only).
+    pub(crate) client: Option<Box<ClientConn>>,
+}
+
+/// One HTTP client connection: requests sent and not yet answered, the
+/// response parser, and what it finished.
+#[derive(Debug, Default)]
+pub(crate) struct ClientConn {
+    parser: ResponseParser,
+    /// Paths of requests sent, oldest first.
+    outstanding: std::collections::VecDeque<String>,
+    /// Responses (or errors) completed since the endpoint last looked.
+    pub(crate) results: Vec<(String, Result<Response, HttpError>)>,
+    /// A protocol error: nothing more is parsed, the connection is aborted.
+    failed: bool,
+    eof_seen: bool,
+}
+
+impl ClientConn {
+    pub(crate) fn sent(&mut self, path: String) {
+        self.outstanding.push_back(path);
+    }
+
+    fn fail(&mut self, e: HttpError) {
+        let path = self.outstanding.pop_front().unwrap_or_default();
+        self.results.push((path, Err(e)));
+        self.outstanding.clear();
+        self.failed = true;
+    }
+
+    /// Bytes the server sent.
+    fn bytes(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.failed {
+            if self.outstanding.is_empty() {
+                return self.fail(HttpError::Unsolicited(data.len()));
+            }
+            match self.parser.feed(data) {
+                Ok((n, done)) => {
+                    data = &data[n..];
+                    if let Some(r) = done {
+                        let path = self.outstanding.pop_front().unwrap_or_default();
+                        self.results.push((path, Ok(r)));
+                    }
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+    }
+
+    /// The server closed its side.
+    fn eof(&mut self) {
+        if self.eof_seen || self.failed {
+            return;
+        }
+        self.eof_seen = true;
+        if self.outstanding.is_empty() {
+            return;
+        }
+        let idle = self.parser.idle();
+        match self.parser.eof() {
+            Ok(Some(r)) => {
+                let path = self.outstanding.pop_front().unwrap_or_default();
+                self.results.push((path, Ok(r)));
+            }
+            Ok(None) if idle => self.fail(HttpError::Truncated("before the response".into())),
+            Ok(None) => {}
+            Err(e) => self.fail(e),
+        }
+        if !self.outstanding.is_empty() && !self.failed {
+            self.fail(HttpError::Truncated("before the response".into()));
+        }
+    }
+
+    /// A request waits for its response.
+    pub(crate) fn busy(&self) -> bool {
+        !self.outstanding.is_empty()
+    }
 }
 
 /// The repeating byte pattern of `source` and `--send`: byte `i` of the
@@ -171,6 +263,7 @@ impl App {
         if kind == AppKind::Hello {
             pending.extend_from_slice(HELLO_LINE);
         }
+        let client = (kind == AppKind::HttpClient).then(Box::default);
         App {
             kind,
             policy,
@@ -186,6 +279,7 @@ impl App {
             checksum: verify.then_some(0xcbf2_9ce4_8422_2325),
             established_at: None,
             peer_fin_at: None,
+            client,
         }
     }
 
@@ -204,16 +298,17 @@ impl App {
             // buffer, without an intermediate copy.
             let keep = self.closed.is_none() || self.closed == Some(CloseCall::Shutdown);
             while sock.can_recv() {
-                let (kind, pending, request, checksum) =
-                    (&self.kind, &mut self.pending, &mut self.request, &mut self.checksum);
+                let (kind, pending, request, checksum, client) =
+                    (&self.kind, &mut self.pending, &mut self.request, &mut self.checksum, &mut self.client);
                 let r = sock.recv(|buf| {
                     if let Some(sum) = checksum {
                         *sum = buf.iter().fold(*sum, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
                     }
                     if keep {
-                        match kind {
-                            AppKind::Echo => pending.extend_from_slice(buf),
-                            AppKind::Http => request.extend_from_slice(buf),
+                        match (kind, client) {
+                            (AppKind::Echo, _) => pending.extend_from_slice(buf),
+                            (AppKind::Http, _) => request.extend_from_slice(buf),
+                            (AppKind::HttpClient, Some(c)) => c.bytes(buf),
                             _ => {}
                         }
                     }
@@ -227,7 +322,19 @@ impl App {
             if got > 0 {
                 self.received += got;
                 actions.push(AppAction::Recv(got));
+                if let (AppKind::Reply(bytes), false) = (&self.kind, self.echoed) {
+                    self.pending.extend_from_slice(bytes);
+                    self.echoed = true;
+                }
             }
+        }
+        if let Some(c) = self.client.as_mut()
+            && self.closed.is_none()
+            && !sock.may_recv()
+            && sock.state() != tcp::State::SynSent
+            && sock.state() != tcp::State::Closed
+        {
+            c.eof();
         }
         if self.kind == AppKind::Http && self.closed.is_none() {
             self.http_answer();
@@ -270,6 +377,8 @@ impl App {
                 AppKind::Echo => self.echoed,
                 AppKind::Sink | AppKind::Source(_) | AppKind::Hello => true,
                 AppKind::Http => self.http_close,
+                AppKind::HttpClient => false,
+                AppKind::Reply(_) => self.echoed,
             };
         }
     }
@@ -294,6 +403,10 @@ impl App {
     pub(crate) fn due_close(&self, now: Instant, peer_fin: bool) -> (Option<CloseCall>, Option<Instant>) {
         if self.closed.is_some() {
             return (None, None);
+        }
+        if let Some(c) = &self.client {
+            // The crawler closes; the app only aborts on a protocol error.
+            return (c.failed.then_some(CloseCall::Abort), None);
         }
         let Some(est) = self.established_at else { return (None, None) };
         let call = match self.policy.close {
@@ -332,6 +445,19 @@ impl App {
             // data): an active closer still closes.
             None if peer_fin => (Some(call), None),
             None => (None, None),
+        }
+    }
+
+    /// Queues an HTTP request on a client connection; false if this is not
+    /// one, or it already closed or failed.
+    pub(crate) fn http_send(&mut self, path: String, bytes: &[u8]) -> bool {
+        match self.client.as_mut() {
+            Some(c) if !c.failed && self.closed.is_none() => {
+                c.sent(path);
+                self.pending.extend_from_slice(bytes);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -376,10 +502,16 @@ pub fn http_response(head: &[u8]) -> (Vec<u8>, bool) {
         Some("keep-alive") => false,
         _ => version == "HTTP/1.0",
     };
-    let body = format!("hello from closelab: {}\n", parts[1]);
+    // A server with files that exist and files that do not: any path
+    // starting with /missing is not found.
+    let (status, body) = if parts[1].starts_with("/missing") {
+        ("404 Not Found", format!("not found: {}\n", parts[1]))
+    } else {
+        ("200 OK", format!("hello from closelab: {}\n", parts[1]))
+    };
     let conn_header = if close { "close" } else { "keep-alive" };
     let resp = format!(
-        "{version} 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn_header}\r\n\r\n{body}",
+        "{version} {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn_header}\r\n\r\n{body}",
         body.len()
     );
     (resp.into_bytes(), close)

@@ -433,16 +433,25 @@ fn pattern_fnv1a(n: usize) -> u64 {
     (0..n).fold(0xcbf2_9ce4_8422_2325u64, |h, i| (h ^ u64::from(app::pattern_byte(i))).wrapping_mul(0x100_0000_01b3))
 }
 
-#[test]
-fn test_bulk_transfer_under_loss_and_reordering_arrives_intact() {
-    // Every segment crosses exactly one 5% drop (its sender's outgoing path),
-    // so the loss is 5% in each direction; 5% of A's data segments and of
-    // B's ACKs are also held back until 2 later segments have passed.
-    // Seeds: with some seeds (the ones of this test with seed 1, 3, 4 or 8
-    // instead of 2 at 100 MiB; 6 or 7 at 8 MiB) the close hangs in
-    // FIN-WAIT-1 / ESTABLISHED because of the smoltcp defect pinned in
-    // `test_smoltcp_fin_on_duplicate_data_then_dup_acks_hangs_fin_wait_1`.
-    let seed = 2;
+/// How a bulk transfer ended.
+#[derive(Debug, PartialEq)]
+enum BulkEnd {
+    /// Both ends closed and forgot the connection.
+    Closed,
+    /// The smoltcp defect pinned in
+    /// `test_smoltcp_fin_on_duplicate_data_then_dup_acks_hangs_fin_wait_1`:
+    /// every byte arrived, but A sits in FIN-WAIT-1 with no timer facing
+    /// B in ESTABLISHED, forever.
+    HungFinWait1,
+}
+
+/// `bytes` from A to B with the faults of seed `seed`: every segment
+/// crosses exactly one 5% drop (its sender's outgoing path), so the loss is
+/// 5% in each direction; 5% of A's data segments and of B's ACKs are also
+/// held back until 2 later segments have passed. Asserts the data arrived
+/// byte for byte and the faults acted, then how the close went.
+#[track_caller]
+fn bulk(seed: u64, bytes: usize) -> BulkEnd {
     let fa = [format!("drop 5% seed={seed} out"), format!("reorder 2 5% seed={} out data", seed + 100)];
     let fb = [format!("drop 5% seed={} out", seed + 200), format!("reorder 2 5% seed={} out", seed + 300)];
     let fa: Vec<&str> = fa.iter().map(String::as_str).collect();
@@ -455,7 +464,7 @@ fn test_bulk_transfer_under_loss_and_reordering_arrives_intact() {
     client.buffer = 64 * 1024;
     server.data_events = true;
     server.verify = true;
-    let (mut link, _) = bench(server, client, BULK);
+    let (mut link, _) = bench(server, client, bytes);
 
     let mut received = 0usize;
     let mut checksum = None;
@@ -490,29 +499,70 @@ fn test_bulk_transfer_under_loss_and_reordering_arrives_intact() {
     }
     drain(&mut link, &mut received);
 
-    // Byte-identical: exactly BULK bytes read by B's application, and the
+    // Byte-identical: exactly `bytes` read by B's application, and the
     // FNV-1a of what it read equals that of the pattern A sent.
-    assert_eq!(received, BULK);
-    assert_eq!(checksum, Some(pattern_fnv1a(BULK)));
+    assert_eq!(received, bytes, "seed {seed}");
+    assert_eq!(checksum, Some(pattern_fnv1a(bytes)), "seed {seed}");
     // The faults really acted (about 5% each).
-    let segments = BULK / 1460;
-    assert!(drops > segments / 40 && reorders > segments / 80, "drops={drops} reorders={reorders} of ~{segments}");
-
-    // No connection left stuck: both ends closed and forgot the connection.
-    let stuck = (link.a.connections(link.now()), link.b.connections(link.now()));
+    let segments = bytes / 1460;
     assert!(
-        link.a.is_empty() && link.b.is_empty(),
-        "stuck (FIN-WAIT-1 with no deadline facing ESTABLISHED is the smoltcp defect pinned below): {stuck:?}"
+        drops > segments / 40 && reorders > segments / 80,
+        "seed {seed}: drops={drops} reorders={reorders} of ~{segments}"
     );
-    assert_eq!((link.a.finished(), link.b.finished()), (1, 1));
-    // Each end went through its close states (loss may add or skip
-    // transient ones, e.g. FIN-WAIT-1 straight to TIME-WAIT when B's FIN
-    // carries the ACK of A's FIN).
     assert_eq!(st_a[..3], [(Closed, SynSent, CONNECT), (SynSent, Established, SEG), (Established, FinWait1, CLOSE)]);
-    assert_eq!(st_a.last().unwrap(), &(TimeWait, Closed, TIMER), "{st_a:?}");
-    assert!(st_a.iter().any(|s| s.1 == TimeWait), "{st_a:?}");
-    assert_eq!(st_b[2..4], [(Established, CloseWait, SEG), (CloseWait, LastAck, CLOSE)], "{st_b:?}");
-    assert_eq!(st_b.last().unwrap().1, Closed, "{st_b:?}");
+
+    if link.a.is_empty() && link.b.is_empty() {
+        assert_eq!((link.a.finished(), link.b.finished()), (1, 1));
+        // Each end went through its close states (loss may add or skip
+        // transient ones, e.g. FIN-WAIT-1 straight to TIME-WAIT when B's
+        // FIN carries the ACK of A's FIN).
+        assert_eq!(st_a.last().unwrap(), &(TimeWait, Closed, TIMER), "seed {seed}: {st_a:?}");
+        assert!(st_a.iter().any(|s| s.1 == TimeWait), "seed {seed}: {st_a:?}");
+        assert_eq!(st_b[2..4], [(Established, CloseWait, SEG), (CloseWait, LastAck, CLOSE)], "seed {seed}: {st_b:?}");
+        assert_eq!(st_b.last().unwrap().1, Closed, "seed {seed}: {st_b:?}");
+        return BulkEnd::Closed;
+    }
+    // Anything else stuck is a new bug, not the known one.
+    let (a, b) = (link.a.connections(link.now()), link.b.connections(link.now()));
+    assert_eq!(
+        (
+            a.iter().map(|c| (c.state, c.send_q, c.deadline)).collect::<Vec<_>>(),
+            b.iter().map(|c| (c.state, c.recv_q, c.deadline)).collect::<Vec<_>>()
+        ),
+        (vec![(FinWait1, 0, None)], vec![(Established, 0, None)]),
+        "seed {seed}: stuck, but not in the known smoltcp FIN-WAIT-1 hang: {a:?} {b:?}"
+    );
+    assert_eq!(st_a.len(), 3, "seed {seed}: A left FIN-WAIT-1: {st_a:?}");
+    assert_eq!(st_b.last().unwrap().1, Established, "seed {seed}: {st_b:?}");
+    BulkEnd::HungFinWait1
+}
+
+// 100 MiB under seeded 5% loss and reordering, for seeds 1 to 8 (~5 s each
+// under `cargo test`, one test each so libtest spreads them over its
+// threads). Every seed delivers every byte intact; seeds 1, 3, 4 and 8 then
+// hit the smoltcp FIN-WAIT-1 hang pinned below, the others close cleanly.
+// A seed that changes sides means smoltcp's or closelab's loss recovery
+// changed: find out why before updating the expectation.
+macro_rules! bulk_seeds {
+    ($($test:ident => $seed:literal, $end:ident;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                assert_eq!(bulk($seed, BULK), BulkEnd::$end, "seed {}", $seed);
+            }
+        )*
+    };
+}
+
+bulk_seeds! {
+    test_bulk_100mib_under_loss_seed_1_arrives_intact_then_hangs => 1, HungFinWait1;
+    test_bulk_100mib_under_loss_seed_2_arrives_intact_and_closes => 2, Closed;
+    test_bulk_100mib_under_loss_seed_3_arrives_intact_then_hangs => 3, HungFinWait1;
+    test_bulk_100mib_under_loss_seed_4_arrives_intact_then_hangs => 4, HungFinWait1;
+    test_bulk_100mib_under_loss_seed_5_arrives_intact_and_closes => 5, Closed;
+    test_bulk_100mib_under_loss_seed_6_arrives_intact_and_closes => 6, Closed;
+    test_bulk_100mib_under_loss_seed_7_arrives_intact_and_closes => 7, Closed;
+    test_bulk_100mib_under_loss_seed_8_arrives_intact_then_hangs => 8, HungFinWait1;
 }
 
 // A smoltcp 0.14 defect found by the transfer above: pinned here.
@@ -571,4 +621,36 @@ fn test_smoltcp_fin_on_duplicate_data_then_dup_acks_hangs_fin_wait_1() {
         })
         .collect();
     assert_eq!(b_fins, vec![1460, 1460]);
+}
+
+// 5. The end of a run: what the fault path still holds.
+
+#[test]
+fn test_discard_held_writes_each_held_segment_as_discarded() {
+    // A delays its FIN by 1 s; the run ends 100 ms after the close, while
+    // the FIN is still held: it is written as discarded (with its segment
+    // and the rule), never delivered, and nothing is held afterwards.
+    let client = cfg("10.0.0.1/24", ClosePolicy::Active, Some(ms(50)), &["delay 1s out fin"]);
+    let server = cfg("10.0.0.2/24", ClosePolicy::Passive, None, &[]);
+    let (mut link, c) = bench(server, client, 0);
+    let end = t0() + ms(150);
+    link.run_until(end);
+    assert!(link.a.holds_packets(), "the FIN is held at the end");
+    assert_eq!(link.a.discard_held(end, "discarded at end of round"), 1);
+    assert!(!link.a.holds_packets());
+    let ev = link.a.take_events();
+    let discarded: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Fault { action: FaultAction::Discarded, dir, seg, rule, detail } => {
+                Some((e.conn, *dir, seg.as_ref().map(|s| s.flags.fin), *rule, detail.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        discarded,
+        vec![(Some(c), Dir::Out, Some(true), 1, "discarded at end of round (held by rule 1)".to_string())]
+    );
+    assert_eq!(link.a.discard_held(end, "again"), 0);
 }

@@ -1,8 +1,8 @@
 //! The sans-IO endpoint: packets and `now` in, packets and events out.
 //!
 //! closelab does not let smoltcp's `Interface::poll` walk a shared
-//! `SocketSet`: that costs a scan of every socket per packet (CONTEXT.md:
-//! 102 µs per packet with 10,000 sockets) and merges transient states (a
+//! `SocketSet`: that costs a scan of every socket per packet (measured with
+//! smoltcp 0.14 on 2 cores: 102 µs per packet with 10,000 sockets) and merges transient states (a
 //! simultaneous close would jump over CLOSING). Instead each connection owns a
 //! one-socket `SocketSet`; a segment is looked up by 4-tuple in a hash map and
 //! only that connection is stepped (`poll_ingress_single`, then the
@@ -18,8 +18,11 @@
 //! pass `now` and ask [`Endpoint::poll_at`] when to come back.
 
 pub mod app;
+pub mod crawl;
 pub mod device;
+pub mod http;
 pub mod link;
+pub mod timewait;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -36,9 +39,12 @@ use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
 
-use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, Side, Sink, TcpState};
+use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
+
+/// Shortest wait before a timer that just fired may fire again.
+pub const MIN_REFIRE: Duration = Duration::from_millis(1);
 
 /// What to do with a bare SYN for a 4-tuple that is in TIME-WAIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +123,15 @@ impl EndpointConfig {
             slow: None,
         }
     }
+}
+
+/// A finished HTTP exchange of the client app: the response, or why there
+/// is none (the connection was then aborted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpDone {
+    pub conn: ConnId,
+    pub path: String,
+    pub result: Result<http::Response, http::HttpError>,
 }
 
 /// Errors of [`Endpoint::connect`].
@@ -407,6 +422,8 @@ pub struct Endpoint {
     /// Scratch list for the application's calls in one step (kept to
     /// reuse its allocation).
     actions: Vec<AppAction>,
+    /// HTTP exchanges finished since [`Endpoint::take_http`] was last called.
+    http_done: Vec<HttpDone>,
 }
 
 impl Endpoint {
@@ -453,6 +470,7 @@ impl Endpoint {
             empty: SocketSet::new(Vec::new()),
             dev,
             actions: Vec::new(),
+            http_done: Vec::new(),
             cfg,
         }
     }
@@ -537,6 +555,48 @@ impl Endpoint {
         self.app_call(now, id, CloseCall::Close)
     }
 
+    /// Connections that still involve the peer: neither closed nor in
+    /// TIME-WAIT (nor listening).
+    pub fn open_count(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| !matches!(c.state, TcpState::TimeWait | TcpState::Closed | TcpState::Listen))
+            .count()
+    }
+
+    /// Shutting down: accept no new connection and close() every connection
+    /// the application has not closed yet (FIN after queued data). Returns
+    /// how many were closed.
+    pub fn close_all(&mut self, now: Instant) -> usize {
+        self.listen_ports.clear();
+        let ids: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.app.closed.is_none() && !matches!(c.state, TcpState::TimeWait | TcpState::Closed))
+            .map(|c| c.id)
+            .collect();
+        for &id in &ids {
+            self.app_call(now, id, CloseCall::Close);
+        }
+        ids.len()
+    }
+
+    /// The end of a shutdown: RST for every connection still open (see
+    /// [`Endpoint::open_count`]), so the peer forgets it instead of
+    /// retransmitting to an endpoint that is gone. Returns how many.
+    pub fn abort_all(&mut self, now: Instant) -> usize {
+        let ids: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| !matches!(c.state, TcpState::TimeWait | TcpState::Closed | TcpState::Listen))
+            .map(|c| c.id)
+            .collect();
+        for &id in &ids {
+            self.app_call(now, id, CloseCall::Abort);
+        }
+        ids.len()
+    }
+
     /// Application abort (RST) on a connection, by hand.
     pub fn abort(&mut self, now: Instant, id: ConnId) -> bool {
         self.app_call(now, id, CloseCall::Abort)
@@ -554,6 +614,37 @@ impl Endpoint {
         self.do_close(now, id, call);
         self.step(now, id, None);
         true
+    }
+
+    /// Sends an HTTP request on a client connection (app `HttpClient`).
+    /// Returns false if the connection is gone, closed, or not a client.
+    pub fn http_send(&mut self, now: Instant, id: ConnId, path: &str, request: &[u8]) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else { return false };
+        if !c.app.http_send(path.to_string(), request) {
+            return false;
+        }
+        self.step(now, id, None);
+        true
+    }
+
+    /// A request sent on this client connection waits for its response.
+    pub fn http_busy(&self, id: ConnId) -> bool {
+        self.conns.get(&id).and_then(|c| c.app.client.as_ref()).is_some_and(|c| c.busy())
+    }
+
+    /// HTTP exchanges finished since the last call, in order.
+    pub fn take_http(&mut self) -> Vec<HttpDone> {
+        std::mem::take(&mut self.http_done)
+    }
+
+    /// Whether the peer's FIN has arrived on a connection.
+    pub fn peer_closed(&self, id: ConnId) -> Option<bool> {
+        self.conns.get(&id).map(|c| c.peer_fin)
+    }
+
+    /// A line of free text in the event stream (a driver's note).
+    pub fn note(&mut self, now: Instant, conn: Option<ConnId>, text: String) {
+        self.emit(now, conn, EventKind::Note { text }, None);
     }
 
     /// A packet read from the wire.
@@ -597,6 +688,7 @@ impl Endpoint {
                     }
                     self.step(now, id, None);
                     progressed = true;
+                    self.no_refire(now, id);
                 }
             }
             if !progressed {
@@ -606,10 +698,52 @@ impl Endpoint {
         log::warn!("endpoint: poll did not settle at t={}", self.secs(now));
     }
 
+    /// The guard against a timer that fires again at the same instant: a
+    /// connection whose timer step leaves it due at `now` again (nothing
+    /// will change by stepping it at the same instant) waits
+    /// [`MIN_REFIRE`] instead, so no timer can spin the loop.
+    fn no_refire(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if c.deadline.is_some_and(|at| at <= now) {
+            let at = now + MIN_REFIRE;
+            c.deadline = Some(at);
+            c.generation += 1;
+            self.timers.push(Reverse((at, id, c.generation)));
+            log::debug!("endpoint: conn={id} timer due again at once, deferred to t={}", self.secs(at));
+        }
+    }
+
     /// When to call [`poll`](Self::poll) next.
     pub fn poll_at(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
         [timer, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())].into_iter().flatten().min()
+    }
+
+    /// Whether fault rules or slow motion hold a packet right now.
+    pub fn holds_packets(&self) -> bool {
+        self.faults.holds_any() || self.slow.as_ref().is_some_and(|s| s.holds_any())
+    }
+
+    /// Ends a run: every packet fault rules or slow motion still hold is
+    /// dropped and written as a `discarded` fault event with its segment and
+    /// `why` (nothing vanishes without a word). Returns how many.
+    pub fn discard_held(&mut self, now: Instant, why: &str) -> usize {
+        let mut held = self.faults.take_held();
+        if let Some(slow) = &mut self.slow {
+            held.extend(slow.take_held());
+        }
+        let n = held.len();
+        for (dir, packet, rule) in held {
+            let seg = wire::parse(&packet).ok();
+            let conn = seg.as_ref().and_then(|s| {
+                let tuple = if dir == Dir::Out { s.tuple_at_sender() } else { s.tuple_at_receiver() };
+                self.by_tuple.get(&tuple).copied()
+            });
+            let holder = if rule == 0 { "slow motion".to_string() } else { format!("rule {rule}") };
+            let detail = format!("{why} (held by {holder})");
+            self.emit(now, conn, EventKind::Fault { action: FaultAction::Discarded, dir, seg, rule, detail }, None);
+        }
+        n
     }
 
     /// The next packet for the wire.
@@ -807,6 +941,7 @@ impl Endpoint {
         };
         let tuple = seg.tuple_at_receiver();
         let bare_syn = seg.flags.syn && !seg.flags.ack && !seg.flags.rst;
+        let mut syn_shown = false;
         if let Some(id) = conn {
             let in_tw = self.conns[&id].state == TcpState::TimeWait;
             if !(in_tw && bare_syn && self.cfg.time_wait_syn == TimeWaitSyn::Accept) {
@@ -815,7 +950,11 @@ impl Endpoint {
             }
             // A new incarnation of the 4-tuple: retire TIME-WAIT first. Never
             // call listen() on the TIME-WAIT socket itself (smoltcp would
-            // silently discard TIME-WAIT).
+            // silently discard TIME-WAIT). Cause before effect: the SYN is
+            // shown arriving at the TIME-WAIT connection, then TIME-WAIT
+            // ends, then the new connection starts from the same segment.
+            self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg.clone()));
+            syn_shown = true;
             self.emit(
                 now,
                 Some(id),
@@ -855,7 +994,7 @@ impl Endpoint {
                 return;
             }
             conn.state = TcpState::Listen;
-            self.step(now, id, Some((packet, seg)));
+            self.step_shown(now, id, Some((packet, seg)), syn_shown);
             return;
         }
         self.stateless(now, packet, Some(seg));
@@ -881,7 +1020,8 @@ impl Endpoint {
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
         );
         sock.set_timeout(Some(self.cfg.handshake_timeout));
-        sock.set_keep_alive(self.cfg.keep_alive);
+        // Linux's TCP_KEEPIDLE minimum: a shorter keep-alive probes without end.
+        sock.set_keep_alive(self.cfg.keep_alive.map(|d| d.max(crate::config::MIN_KEEPALIVE)));
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(sock);
         let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send, self.cfg.verify);
@@ -924,11 +1064,19 @@ impl Endpoint {
     /// Steps one connection: ingress (if a packet is given), application,
     /// egress; emits each state change with its cause; reschedules its timer.
     fn step(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>) {
+        self.step_shown(now, id, input, false);
+    }
+
+    /// [`step`](Self::step); `shown`: the input's segment event was already
+    /// emitted (a SYN that ended TIME-WAIT on the same 4-tuple).
+    fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
         if let Some((packet, seg)) = input {
             let c = self.conns.get_mut(&id).expect("stepped connection exists");
             c.fin_seen |= seg.flags.fin;
             c.seq.received(&seg);
-            self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
+            if !shown {
+                self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
+            }
             self.dev.rx.push_back(packet);
             let c = self.conns.get_mut(&id).expect("stepped connection exists");
             self.iface.poll_ingress_single(now, &mut self.dev, &mut c.set);
@@ -967,6 +1115,10 @@ impl Endpoint {
         let mut actions = std::mem::take(&mut self.actions);
         let sock = c.set.get_mut::<tcp::Socket>(c.handle);
         c.app.io(sock, &mut actions);
+        let done = match c.app.client.as_mut() {
+            Some(cl) if !cl.results.is_empty() => std::mem::take(&mut cl.results),
+            _ => Vec::new(),
+        };
         let (call, _) = c.app.due_close(now, c.peer_fin);
         if self.cfg.data_events {
             for &a in &actions {
@@ -975,6 +1127,22 @@ impl Endpoint {
         }
         actions.clear();
         self.actions = actions;
+        for (path, result) in done {
+            let text = match &result {
+                Ok(r) => format!(
+                    "http: GET {path} -> {} {}, {} body bytes ({}, fnv1a {:016x}), {}",
+                    r.status,
+                    r.reason,
+                    r.body_len,
+                    r.framing.name(),
+                    r.checksum,
+                    if r.keep_alive { "keep-alive" } else { "server closes" }
+                ),
+                Err(e) => format!("http: GET {path} failed: {e} (connection aborted)"),
+            };
+            self.emit(now, Some(id), EventKind::Note { text }, None);
+            self.http_done.push(HttpDone { conn: id, path, result });
+        }
         if let Some(call) = call {
             self.do_close(now, id, call);
         }

@@ -133,13 +133,23 @@ fn test_time_wait_lasts_exactly_smoltcp_10s() {
     let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
     let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
     let mut b = bench(server, client, 0);
-    b.link.run_for(Duration::from_secs(60));
+    let limit = t0() + Duration::from_secs(60);
+    b.link.run_while(limit, |l| l.b.state(1) != Some(TimeWait));
+    assert_eq!(b.link.b.state(1), Some(TimeWait));
+    let entered = b.link.now();
+    // The state is visible (state() and the ss-like table) while it lasts:
+    // up to a millisecond before the 10 s are over ...
+    b.link.run_until(entered + Duration::from_millis(9_999));
+    assert_eq!(b.link.b.state(1), Some(TimeWait));
+    assert_eq!(b.link.b.connections(b.link.now()).iter().map(|c| c.state).collect::<Vec<_>>(), [TimeWait]);
+    // ... and gone once they are.
+    b.link.run_until(limit);
+    assert_eq!(b.link.b.state(1), None);
+    assert!(b.link.b.is_empty());
     let ev = b.link.b.take_events();
     let tw = time_of(&ev, 1, TimeWait).expect("reached TIME-WAIT");
     let closed = time_of(&ev, 1, Closed).expect("left TIME-WAIT");
     assert!((closed - tw - 10.0).abs() < 1e-9, "TIME-WAIT lasted {}s", closed - tw);
-    // The state is visible while it lasts.
-    assert!(b.link.b.is_empty());
 }
 
 #[test]
@@ -512,4 +522,65 @@ fn test_seq_tracker_counts_retransmissions_and_probes() {
     t.sent(&seg_out(isn.wrapping_add(50), 0, "R."));
     t.sent(&seg_out(isn.wrapping_add(50), 0, "."));
     assert_eq!((t.probes, t.retrans, t.unacked()), (0, 0, 0));
+}
+
+// Tests for a SYN that ends TIME-WAIT.
+
+#[test]
+fn test_time_wait_syn_cause_before_effect() {
+    let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(2));
+    assert_eq!(b.link.b.state(1), Some(TimeWait));
+    let port = b.link.a.take_events().iter().find_map(|e| match &e.kind {
+        EventKind::Segment { seg, .. } => Some(seg.src.port()),
+        _ => None,
+    });
+    b.link.b.take_events();
+    let now = b.link.now();
+    let remote = "10.0.0.2:7000".parse().unwrap();
+    b.link.a.connect_from(now, remote, port, 0).unwrap();
+    b.link.run_for(Duration::from_secs(1));
+    let ev = b.link.b.take_events();
+    // The SYN arrives at the TIME-WAIT connection first, then TIME-WAIT
+    // ends, then connection 2 starts from that segment.
+    let syn = ev
+        .iter()
+        .position(|e| e.conn == Some(1) && matches!(&e.kind, EventKind::Segment { dir: Dir::In, seg } if seg.flags.syn))
+        .expect("SYN shown on the TIME-WAIT connection");
+    let ended = ev
+        .iter()
+        .position(|e| e.conn == Some(1) && e.kind == EventKind::State { from: TimeWait, to: Closed, cause: SEG })
+        .expect("TIME-WAIT ended by the segment");
+    let new = ev.iter().position(|e| e.conn == Some(2)).expect("new connection");
+    assert!(syn < ended && ended < new, "order: syn {syn}, ended {ended}, new {new}");
+    assert!(
+        !ev.iter()
+            .any(|e| e.conn == Some(2) && matches!(&e.kind, EventKind::Segment { dir: Dir::In, seg } if seg.flags.syn)),
+        "the SYN is shown once"
+    );
+    // Connection 2 ran its whole story (hello, active close).
+    assert_eq!(path(&ev, 2), vec![Listen, SynReceived, Established, FinWait1, FinWait2, TimeWait]);
+}
+
+/// A zero keep-alive (the CLI refuses it; the library clamps it to Linux's
+/// 1 s minimum) used to send a probe per egress call: 10,000 at one instant.
+#[test]
+fn test_keep_alive_zero_does_not_storm() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    server.keep_alive = Some(Duration::ZERO);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_millis(500));
+    b.link.b.take_events();
+    b.link.run_for(Duration::from_secs(5));
+    let probes = b
+        .link
+        .b
+        .take_events()
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Segment { dir: Dir::Out, seg } if seg.len == 1))
+        .count();
+    assert!((3..=6).contains(&probes), "{probes} keep-alive probes in 5 s at the 1 s minimum");
 }

@@ -74,6 +74,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("time-wait-syn-linux", include_str!("../../scenarios/time-wait-syn-linux.toml")),
     ("fin-retransmit-forever", include_str!("../../scenarios/fin-retransmit-forever.toml")),
     ("keepalive-dead-peer", include_str!("../../scenarios/keepalive-dead-peer.toml")),
+    ("crawler-close-wait-leak", include_str!("../../scenarios/crawler-close-wait-leak.toml")),
 ];
 
 /// A Linux step, with the closelab address left symbolic.
@@ -117,10 +118,12 @@ pub enum Done {
     Time(f64),
     /// At least `secs` after `side` reached `state`.
     After(Side, TcpState, f64),
+    /// The crawler (`mode = "crawl"`) has tried every URL.
+    CrawlDone,
 }
 
 /// How closelab takes part.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
     Listen,
     /// Connect `count` times, one after the other, from `local_port` if
@@ -130,6 +133,27 @@ pub enum Mode {
         count: usize,
         local_port: Option<u16>,
     },
+    /// The HTTP crawler against the web server of `[lab] server`.
+    Crawl(CrawlSpec),
+}
+
+/// The crawler of a `mode = "crawl"` scenario (the server's address is the
+/// runner's business).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrawlSpec {
+    pub paths: Vec<String>,
+    pub pool: usize,
+    pub rate: Option<f64>,
+    pub on_error: crate::endpoint::crawl::OnError,
+    pub http: crate::endpoint::http::HttpMode,
+    pub budget: usize,
+}
+
+/// A real web server on the Linux host (`[lab] server`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub kind: crate::sys::webserver::ServerKind,
+    pub keepalive_timeout: Option<StdDuration>,
 }
 
 /// A parsed scenario.
@@ -142,6 +166,7 @@ pub struct ScenarioSpec {
     pub slow: Option<Duration>,
     pub timeout: StdDuration,
     pub mode: Mode,
+    pub server: Option<ServerSpec>,
     pub app: AppKind,
     pub policy: Policy,
     pub keep_alive: Option<Duration>,
@@ -190,11 +215,22 @@ struct RawLab {
     peer_sysctl: Vec<Spanned<String>>,
     slow: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    server: Option<Spanned<String>>,
+    server_keepalive_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawCloselab {
+    #[serde(default)]
+    urls: Vec<Spanned<String>>,
+    generate_urls: Option<usize>,
+    missing_every: Option<usize>,
+    pool: Option<usize>,
+    rate: Option<f64>,
+    on_error: Option<Spanned<String>>,
+    http: Option<Spanned<String>>,
+    max_conns: Option<usize>,
     mode: Option<Spanned<String>>,
     send: Option<Spanned<String>>,
     count: Option<usize>,
@@ -238,6 +274,8 @@ struct RawExpect {
     within: Option<Spanned<String>>,
     backoff: Option<Spanned<String>>,
     linux_time_wait_syn: Option<bool>,
+    in_state: Option<Spanned<String>>,
+    note: Option<String>,
 }
 
 /// Parses a scenario file.
@@ -283,8 +321,27 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
     let mode = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
         None | Some((_, "listen")) => Mode::Listen,
         Some((_, "connect")) => Mode::Connect { send, count: c.count.unwrap_or(1).max(1), local_port: c.local_port },
-        Some((m, other)) => return Err(err(m.span(), format!("invalid mode `{other}` (expected listen or connect)"))),
+        Some((m, "crawl")) => Mode::Crawl(crawl_spec(c).map_err(|e| err(m.span(), e))?),
+        Some((m, other)) => {
+            return Err(err(m.span(), format!("invalid mode `{other}` (expected listen, connect or crawl)")));
+        }
     };
+    let server = match &raw.lab.server {
+        Some(s) => Some(ServerSpec {
+            kind: field!(s, crate::sys::webserver::ServerKind::parse),
+            keepalive_timeout: match &raw.lab.server_keepalive_timeout {
+                Some(k) => Some(field!(k, std_dur)),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    if let (Mode::Crawl(_), None, Some(m)) = (&mode, &server, &c.mode) {
+        return Err(err(
+            m.span(),
+            "mode = \"crawl\" needs a web server: [lab] server = \"apache\", \"nginx\" or \"python\"".into(),
+        ));
+    }
     let app = match &c.app {
         Some(s) => field!(s, AppKind::parse),
         None => AppKind::Echo,
@@ -298,11 +355,11 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         None => None,
     };
     let keep_alive = match &c.keepalive {
-        Some(s) => Some(field!(s, dur)),
+        Some(s) => Some(field!(s, crate::config::parse_keepalive)),
         None => None,
     };
     let user_timeout = match &c.timeout {
-        Some(s) => Some(field!(s, dur)),
+        Some(s) => Some(field!(s, |v: &str| crate::config::parse_timer(v, "timeout"))),
         None => None,
     };
     let time_wait_syn = match c.time_wait_syn.as_ref().map(|m| (m, m.get_ref().as_str())) {
@@ -368,6 +425,13 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         if let Some(n) = x.received {
             got.push(Expect::Received { bytes: n });
         }
+        if let Some(st) = &x.in_state {
+            let (side, state) = field!(st, side_state);
+            got.push(Expect::InState { side, state, min: x.min.unwrap_or(1), max: x.max });
+        }
+        if let Some(t) = &x.note {
+            got.push(Expect::Notes { text: t.clone(), min: x.min.unwrap_or(1), max: x.max });
+        }
         if let Some(r) = &x.reached {
             let (side, st) = field!(r, side_state);
             let (from, to) = match &x.within {
@@ -385,7 +449,7 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         }
         match got.len() {
             1 => expects.push(got.pop().expect("one")),
-            0 => return Err(err(span, "an [[expect]] needs one of path, never, segments, backoff, fault, received, reached, linux_time_wait_syn".into())),
+            0 => return Err(err(span, "an [[expect]] needs one of path, never, segments, backoff, fault, received, reached, linux_time_wait_syn, in_state, note".into())),
             _ => return Err(err(span, "one kind of expectation per [[expect]]".into())),
         }
     }
@@ -397,6 +461,7 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         slow,
         timeout,
         mode,
+        server,
         app,
         policy: Policy { close, close_after, rst_on_unread: c.rst_on_unread },
         keep_alive,
@@ -407,6 +472,57 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         done,
         expects,
     })
+}
+
+/// The crawler's settings of `[closelab]`: `urls` and/or `generate_urls = N`
+/// (`/files/0001.txt` … with every `missing_every`-th a `/missing/N`).
+fn crawl_spec(c: &RawCloselab) -> Result<CrawlSpec, String> {
+    use crate::endpoint::crawl::OnError;
+    use crate::endpoint::http::HttpMode;
+    let mut paths = Vec::new();
+    for u in &c.urls {
+        crate::endpoint::http::validate_path(u.get_ref())?;
+        paths.push(u.get_ref().clone());
+    }
+    if let Some(n) = c.generate_urls {
+        if n == 0 || n > 100_000 {
+            return Err(format!("invalid generate_urls {n} (1 to 100000)"));
+        }
+        let every = c.missing_every.unwrap_or(0);
+        paths.extend(
+            (1..=n).map(|i| {
+                if every > 0 && i % every == 0 { format!("/missing/{i}") } else { format!("/files/{i:04}.txt") }
+            }),
+        );
+    }
+    if paths.is_empty() {
+        return Err("mode = \"crawl\" needs urls = [\"/PATH\", …] or generate_urls = N".into());
+    }
+    let on_error = match c.on_error.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("release") => OnError::Release,
+        Some("leak") => OnError::Leak,
+        Some(o) => return Err(format!("invalid on_error `{o}` (expected release or leak)")),
+    };
+    let http = match c.http.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("keep-alive") => HttpMode::KeepAlive,
+        Some("close") => HttpMode::Close,
+        Some("1.0") => HttpMode::Http10,
+        Some(o) => return Err(format!("invalid http `{o}` (expected keep-alive, close or 1.0)")),
+    };
+    let pool = c.pool.unwrap_or(1);
+    if !(1..=10_000).contains(&pool) {
+        return Err(format!("invalid pool {pool} (1 to 10000)"));
+    }
+    if let Some(r) = c.rate
+        && !(r.is_finite() && r > 0.0 && r <= 100_000.0)
+    {
+        return Err(format!("invalid rate {r} (requests per second, above 0 and at most 100000)"));
+    }
+    let budget = c.max_conns.unwrap_or(1024);
+    if budget == 0 {
+        return Err("max_conns must be at least 1".into());
+    }
+    Ok(CrawlSpec { paths, pool, rate: c.rate, on_error, http, budget })
 }
 
 fn side(s: &str) -> Result<Side, String> {
@@ -541,6 +657,7 @@ pub fn parse_done(s: &str) -> Result<Done, String> {
     Ok(match words.as_slice() {
         ["linux-done"] => Done::LinuxDone,
         ["linux-gone"] => Done::LinuxGone,
+        ["crawl-done"] => Done::CrawlDone,
         ["reached", sd, st] => Done::Reached(side(sd)?, state(st)?),
         ["time", d] => Done::Time(crate::config::parse_duration(d)?.total_micros() as f64 / 1e6),
         ["after", sd, st, d] => Done::After(
@@ -550,7 +667,7 @@ pub fn parse_done(s: &str) -> Result<Done, String> {
         ),
         _ => {
             return Err(format!(
-                "unknown condition `{s}` (expected linux-done, linux-gone, reached SIDE STATE, time D, after SIDE STATE D)"
+                "unknown condition `{s}` (expected linux-done, linux-gone, crawl-done, reached SIDE STATE, time D, after SIDE STATE D)"
             ));
         }
     })

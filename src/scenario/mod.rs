@@ -12,8 +12,9 @@ use crate::wire::Flags;
 /// One expectation on a run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expect {
-    /// `side` visits these states in this order on connection 1 (other
-    /// states may come between them).
+    /// `side` visits exactly these states one after the other on connection
+    /// 1: consecutive state changes, nothing in between (a subsequence would
+    /// let `ESTABLISHED CLOSED`, an RST, pass a whole graceful close).
     Path { side: Side, states: Vec<TcpState> },
     /// `side` never reaches `state` on any connection.
     Never { side: Side, state: TcpState },
@@ -37,6 +38,20 @@ pub enum Expect {
     /// FIN), answered with a bare ACK otherwise; either way connection 2 is
     /// established in the end.
     LinuxTimeWaitSyn,
+    /// At the end, between `min` and `max` connections of `side` are in
+    /// `state` (their last state change led there).
+    InState { side: Side, state: TcpState, min: usize, max: Option<usize> },
+    /// Between `min` and `max` notes contain `text` (the crawler's
+    /// `http: GET … -> 404`, `too many open files`, …).
+    Notes { text: String, min: usize, max: Option<usize> },
+}
+
+fn range_word(min: usize, max: Option<usize>) -> String {
+    match max {
+        Some(m) if m == min => format!("exactly {min}"),
+        Some(m) => format!("{min} to {m}"),
+        None => format!("at least {min}"),
+    }
 }
 
 impl fmt::Display for Expect {
@@ -63,6 +78,10 @@ impl fmt::Display for Expect {
             Expect::Backoff { dir, flags, min } => {
                 write!(f, "at least {min} [{flags}] segments {} with doubling intervals", dir_word(*dir))
             }
+            Expect::InState { side, state, min, max } => {
+                write!(f, "{} {} connection(s) in {state} at the end", range_word(*min, *max), side.name())
+            }
+            Expect::Notes { text, min, max } => write!(f, "{} note(s) with `{text}`", range_word(*min, *max)),
             Expect::LinuxTimeWaitSyn => write!(
                 f,
                 "Linux answers a SYN for its TIME-WAIT 4-tuple with [S.] if its sequence number is above rcv_nxt, else with [.]"
@@ -100,22 +119,28 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
                     _ => None,
                 })
                 .collect();
-            let mut i = 0;
-            let mut last_t = None;
-            for (s, t) in &seen {
-                if i < states.len() && *s == states[i] {
-                    i += 1;
-                    last_t = Some(*t);
-                }
-            }
-            if i == states.len() {
+            let want: Vec<TcpState> = states.clone();
+            let found =
+                want.is_empty() || seen.windows(want.len()).any(|w| w.iter().map(|(s, _)| *s).eq(want.iter().copied()));
+            if found {
                 Ok(())
             } else {
+                // Report where the longest prefix of `states` ran and the
+                // state that broke it.
+                let mut best = (0, None);
+                for start in 0..seen.len() {
+                    let n = seen[start..].iter().zip(&want).take_while(|((s, _), w)| s == *w).count();
+                    if n > best.0 {
+                        best = (n, Some(seen[start + n - 1].1));
+                    }
+                }
                 let got = seen.iter().map(|(s, _)| s.rfc_name()).collect::<Vec<_>>().join(" -> ");
-                Err(fail(
-                    format!("missing {} (seen: {})", states[i], if got.is_empty() { "no state change" } else { &got }),
-                    last_t,
-                ))
+                let got = if got.is_empty() { "no state change".to_string() } else { got };
+                let reason = match best.0 {
+                    0 => format!("never reached {} (seen: {got})", want[0]),
+                    n => format!("no {} right after {} (seen: {got})", want[n], want[n - 1]),
+                };
+                Err(fail(reason, best.1))
             }
         }
         Expect::Never { side, state } => match events
@@ -188,6 +213,23 @@ pub fn check(expect: &Expect, events: &[Event]) -> Result<(), Failure> {
             let growing = gaps.windows(2).all(|w| w[1] + 0.02 >= w[0]);
             let doubled = gaps.len() >= 2 && gaps[gaps.len() - 1] >= 2.0 * gaps[0] - 0.02;
             if growing && doubled { Ok(()) } else { Err(fail(format!("intervals {shown}"), times.last().copied())) }
+        }
+        Expect::InState { side, state, min, max } => {
+            let mut last = std::collections::HashMap::new();
+            for e in events.iter().filter(|e| e.side == *side) {
+                if let (Some(c), EventKind::State { to, .. }) = (e.conn, &e.kind) {
+                    last.insert(c, *to);
+                }
+            }
+            let n = last.values().filter(|s| **s == *state).count();
+            if n < *min || max.is_some_and(|m| n > m) { Err(fail(format!("{n} at the end"), None)) } else { Ok(()) }
+        }
+        Expect::Notes { text, min, max } => {
+            let n = events
+                .iter()
+                .filter(|e| matches!(&e.kind, EventKind::Note { text: t } if t.contains(text.as_str())))
+                .count();
+            if n < *min || max.is_some_and(|m| n > m) { Err(fail(format!("saw {n}"), None)) } else { Ok(()) }
         }
         Expect::LinuxTimeWaitSyn => {
             let segs = |conn: u64| {
@@ -313,15 +355,96 @@ mod tests {
     }
 
     #[test]
-    fn test_path_subsequence_passes_and_fails_with_reason() {
+    fn test_path_passes_consecutive_states_and_fails_with_reason() {
         let ev = run();
         let ok = Expect::Path { side: Side::Closelab, states: vec![FinWait1, FinWait2, TimeWait] };
         assert_eq!(check(&ok, &ev), Ok(()));
+        assert_eq!(check(&Expect::Path { side: Side::Closelab, states: vec![FinWait2] }, &ev), Ok(()));
         let bad = Expect::Path { side: Side::Closelab, states: vec![FinWait1, Closing, TimeWait] };
         let f = check(&bad, &ev).unwrap_err();
         assert_eq!(f.expect, "closelab passes FIN-WAIT-1 -> CLOSING -> TIME-WAIT");
-        assert_eq!(f.reason, "missing CLOSING (seen: FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT)");
+        assert_eq!(f.reason, "no CLOSING right after FIN-WAIT-1 (seen: FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT)");
         assert_eq!(f.around, Some(0.1));
+        let none = Expect::Path { side: Side::Linux, states: vec![TimeWait] };
+        assert_eq!(check(&none, &ev).unwrap_err().reason, "never reached TIME-WAIT (seen: CLOSE-WAIT)");
+    }
+
+    #[test]
+    fn test_path_is_not_a_subsequence() {
+        // FIN-WAIT-1 and TIME-WAIT are both there, in order, but FIN-WAIT-2
+        // came between them: a path that skips it does not match.
+        let ev = run();
+        let skip = Expect::Path { side: Side::Closelab, states: vec![FinWait1, TimeWait] };
+        let f = check(&skip, &ev).unwrap_err();
+        assert_eq!(f.reason, "no TIME-WAIT right after FIN-WAIT-1 (seen: FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT)");
+        // An RST expectation (ESTABLISHED then CLOSED) fails on a graceful close.
+        let mut graceful = vec![st(0.0, Side::Closelab, SynReceived, Established)];
+        graceful.extend(run());
+        graceful.push(st(10.4, Side::Closelab, TimeWait, Closed));
+        let rst = Expect::Path { side: Side::Closelab, states: vec![Established, Closed] };
+        assert!(check(&rst, &graceful).unwrap_err().reason.starts_with("no CLOSED right after ESTABLISHED"));
+        let abort =
+            vec![st(0.0, Side::Closelab, SynReceived, Established), st(0.2, Side::Closelab, Established, Closed)];
+        assert_eq!(check(&rst, &abort), Ok(()));
+        // Only connection 1 counts.
+        let mut other = abort.clone();
+        other[1].conn = Some(2);
+        assert!(check(&rst, &other).is_err());
+    }
+
+    fn recv(t: f64, side: Side, n: usize) -> Event {
+        Event { t, side, conn: Some(1), kind: EventKind::App { action: AppAction::Recv(n) } }
+    }
+
+    #[test]
+    fn test_received_counts_closelab_bytes_only() {
+        let ev = vec![recv(0.1, Side::Closelab, 3), recv(0.2, Side::Closelab, 2), recv(0.3, Side::Linux, 100)];
+        assert_eq!(check(&Expect::Received { bytes: 5 }, &ev), Ok(()));
+        let f = check(&Expect::Received { bytes: 6 }, &ev).unwrap_err();
+        assert_eq!((f.expect.as_str(), f.reason.as_str(), f.around), ("closelab received 6 bytes", "received 5", None));
+        assert_eq!(check(&Expect::Received { bytes: 105 }, &ev).unwrap_err().reason, "received 5");
+        assert_eq!(check(&Expect::Received { bytes: 1 }, &[]).unwrap_err().reason, "received 0");
+    }
+
+    #[test]
+    fn test_reached_in_window_too_early_too_late_never() {
+        let ev = run(); // closelab enters TIME-WAIT at 0.4
+        let reached = |from, to| Expect::Reached { side: Side::Closelab, state: TimeWait, from, to };
+        assert_eq!(check(&reached(0.4, 0.4), &ev), Ok(()));
+        assert_eq!(check(&reached(0.0, f64::INFINITY), &ev), Ok(()));
+        let early = check(&reached(0.5, 1.0), &ev).unwrap_err();
+        assert_eq!((early.reason.as_str(), early.around), ("reached at 0.400s", Some(0.4)));
+        assert_eq!(early.expect, "closelab reaches TIME-WAIT between 0.5s and 1s");
+        let late = check(&reached(0.0, 0.39), &ev).unwrap_err();
+        assert_eq!(late.reason, "reached at 0.400s");
+        let never = Expect::Reached { side: Side::Linux, state: TimeWait, from: 0.0, to: f64::INFINITY };
+        let f = check(&never, &ev).unwrap_err();
+        assert_eq!((f.reason.as_str(), f.around), ("never reached", None));
+        assert_eq!(f.expect, "linux reaches TIME-WAIT");
+    }
+
+    #[test]
+    fn test_backoff_needs_count_growth_and_doubling() {
+        let at = |ts: &[f64]| ts.iter().map(|t| seg(*t, Dir::In, "S")).collect::<Vec<_>>();
+        let backoff = |min| Expect::Backoff { dir: Dir::In, flags: "S".into(), min };
+        // 1, 2, 4 s gaps: exponential.
+        assert_eq!(check(&backoff(4), &at(&[0.0, 1.0, 3.0, 7.0])), Ok(()));
+        // Too few.
+        let f = check(&backoff(5), &at(&[0.0, 1.0, 3.0, 7.0])).unwrap_err();
+        assert_eq!((f.reason.as_str(), f.around), ("saw 4", Some(7.0)));
+        // Equal gaps: growing but never doubled.
+        let f = check(&backoff(4), &at(&[0.0, 1.0, 2.0, 3.0])).unwrap_err();
+        assert_eq!(f.reason, "intervals 1.00s, 1.00s, 1.00s");
+        // Doubled overall but shrinking in the middle.
+        let f = check(&backoff(4), &at(&[0.0, 1.0, 4.0, 4.5, 7.0])).unwrap_err();
+        assert_eq!(f.reason, "intervals 1.00s, 3.00s, 0.50s, 2.50s");
+        // A single gap cannot show doubling.
+        assert_eq!(check(&backoff(2), &at(&[0.0, 1.0])).unwrap_err().reason, "intervals 1.00s");
+        // Other flags and the other direction do not count.
+        let mut ev = at(&[0.0, 1.0, 3.0]);
+        ev.push(seg(7.0, Dir::Out, "S"));
+        ev.push(seg(7.0, Dir::In, "S."));
+        assert_eq!(check(&backoff(4), &ev).unwrap_err().reason, "saw 3");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! `error: permission denied: …` and closed.
 //!
 //! Protocol: one request line (`ss`, `close 3`, `abort 10.201.0.2:7000-10.201.0.1:41234`,
-//! see [`crate::view::ss::Request`]); the answer is JSON lines and `end`, or one
+//! see [`crate::control_proto::Request`]); the answer is JSON lines and `end`, or one
 //! line `error: MESSAGE`; then the endpoint closes the connection. The
 //! endpoint serves it from its mio loop without ever blocking: the socket
 //! and its connections are registered with an inner `Poll`, whose fd the
@@ -38,10 +38,11 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use smoltcp::time::Instant;
 
+use crate::control_proto::{Action, ActionResult, ConnRef, END, ERROR, Request};
 use crate::endpoint::Endpoint;
 use crate::event::TcpState;
 use crate::sys::netns;
-use crate::view::ss::{self, ActionResult, ConnRef, END, ERROR, Filter, Request, Row};
+use crate::view::ss::{self, Filter, Row};
 
 /// Where control sockets live.
 pub const CTL_DIR: &str = "/run/closelab/ctl";
@@ -103,7 +104,11 @@ pub fn parse_file_name(name: &str) -> Option<(Target, Option<String>)> {
 fn flag_of(name: &str) -> String {
     match parse_file_name(name) {
         Some((Target::Tun(t), None)) => format!("--tun {t}"),
-        Some((Target::Tun(t), Some(ns))) => format!("--tun {t} (network namespace {ns})"),
+        // What to type: from the host, `--tun T` names the host's TUN T.
+        Some((Target::Tun(t), Some(ns))) => match ns.strip_prefix("netns-") {
+            Some(inode) => format!("`closelab ss --tun {t}` run inside its unnamed network namespace (inode {inode})"),
+            None => format!("`ip netns exec {ns} closelab ss --tun {t}`"),
+        },
         Some((Target::Lab(l), _)) => format!("--lab {l}"),
         None => name.to_string(),
     }
@@ -449,9 +454,9 @@ pub fn answer(line: &str, now: Instant, ep: &mut Endpoint) -> String {
             };
             let (id, tuple, from) = (info.id, info.tuple, info.state);
             match action {
-                ss::Action::Close => ep.close(now, id),
-                ss::Action::Abort => ep.abort(now, id),
-                ss::Action::Shutdown => ep.shutdown(now, id),
+                Action::Close => ep.close(now, id),
+                Action::Abort => ep.abort(now, id),
+                Action::Shutdown => ep.shutdown(now, id),
             };
             let to = ep.state(id).unwrap_or(TcpState::Closed);
             format!("{}\n{END}\n", ActionResult { conn: id, tuple, action, from, to }.json())
@@ -709,7 +714,7 @@ pub fn ss(opts: &SsOptions, out: &mut dyn Write) -> Result<(), String> {
 
 /// `closelab close|abort|shutdown CONN`: prints what happened.
 pub fn act(
-    action: ss::Action,
+    action: Action,
     conn: &str,
     tun: Option<&str>,
     lab: Option<&str>,
@@ -759,7 +764,7 @@ mod tests {
         assert_eq!(choose(&["lab-demo.sock".into()]), Ok("lab-demo.sock".into()));
         assert_eq!(
             choose(&["lab-demo.sock".into(), "tun-cl0.sock".into(), "tun-cl0@ns1.sock".into()]).unwrap_err(),
-            "several closelab endpoints are running: pick one with --lab demo, --tun cl0, --tun cl0 (network namespace ns1)"
+            "several closelab endpoints are running: pick one with --lab demo, --tun cl0, `ip netns exec ns1 closelab ss --tun cl0`"
         );
     }
 

@@ -1,4 +1,4 @@
-//! `closelab demo`: builds a lab with a unique name, runs four stories on
+//! `closelab demo`: builds a lab with a unique name, runs seven stories on
 //! real packets (closelab closes first, Linux closes first, the CLOSE_WAIT
 //! leak, a web server collecting TIME-WAIT), prints a ladder with both
 //! sides' states for each, and tears the lab down, also on Ctrl-C or error
@@ -70,7 +70,9 @@ pub struct DemoStory {
 pub type AfterLine = Box<dyn Fn(&[Event], &[(u64, TcpState)]) -> String>;
 
 /// Number of stories.
-pub const STORIES: usize = 4;
+pub const STORIES: usize = 7;
+/// The first story that needs Apache in the lab (`lab serve`).
+pub const FIRST_WEB_STORY: usize = 5;
 
 fn endpoint(addrs: &LabAddrs, app: AppKind, policy: Policy, opts: &DemoOptions) -> EndpointConfig {
     let mut cfg = crate::sys::story::lab_endpoint(addrs);
@@ -82,7 +84,7 @@ fn endpoint(addrs: &LabAddrs, app: AppKind, policy: Policy, opts: &DemoOptions) 
     cfg
 }
 
-/// The four stories, for a lab with these addresses.
+/// The seven stories, for a lab with these addresses (5 to 7 from crawlstory).
 pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
     let server = |port| SocketAddr::new(IpAddr::V4(addrs.closelab), port);
     let ms = Duration::from_millis;
@@ -121,6 +123,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                     v.peer_done && v.reached(Side::Closelab, TcpState::TimeWait) && v.linux_open == 0 && v.reached(Side::Linux, TcpState::LastAck)
                 }),
                 timeout,
+                crawl: None,
                 connect: None,
             },
             after: Box::new(|_, _| "closelab stays in TIME-WAIT for smoltcp's fixed 10 s (Linux would keep it 60 s); the demo moves on.".into()),
@@ -140,6 +143,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                     v.peer_done && v.reached(Side::Linux, TcpState::TimeWait) && v.reached(Side::Closelab, TcpState::Closed)
                 }),
                 timeout,
+                crawl: None,
                 connect: None,
             },
             after: Box::new(|_, _| {
@@ -165,6 +169,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                         && v.closelab_in(TcpState::CloseWait) == 1
                 }),
                 timeout,
+                crawl: None,
                 connect: None,
             },
             after: Box::new(|events, states| {
@@ -199,6 +204,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
                 observe_ports: vec![7004],
                 done: Box::new(move |v: &StoryView| v.peer_done && v.linux_open == 0 && v.closelab_in(TcpState::TimeWait) == requests),
                 timeout: StdDuration::from_secs(30),
+                crawl: None,
                 connect: None,
             },
             after: Box::new(|_, states| {
@@ -207,6 +213,26 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
             }),
         },
     ]
+    .into_iter()
+    .chain(crate::sys::crawlstory::stories(addrs, opts))
+    .collect()
+}
+
+/// Starts Apache for the crawler stories; `Ok(false)` if it is not
+/// installed (the demo then skips them, unless asked for one by --only).
+fn start_apache(lab: &str, only: Option<usize>) -> Result<bool, String> {
+    let spec = crate::sys::webserver::ServeSpec {
+        lab: lab.to_string(),
+        kind: crate::sys::webserver::ServerKind::Apache,
+        port: crate::sys::crawlstory::PORT,
+        keepalive_timeout: Some(crate::sys::crawlstory::APACHE_KEEPALIVE),
+        root: None,
+    };
+    match crate::sys::webserver::start(&spec) {
+        Ok(_) => Ok(true),
+        Err(e) if e.starts_with("cannot find") && only.is_none() => Ok(false),
+        Err(e) => Err(format!("story {}: {e}", only.unwrap_or(FIRST_WEB_STORY))),
+    }
 }
 
 /// Runs the demo. Returns whether it was interrupted.
@@ -236,6 +262,10 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
     };
     spec.add_peer_sysctl("net.ipv4.tcp_fin_timeout", &opts.fin_timeout.to_string()).map_err(|e| e.to_string())?;
     let lab = Lab::up(spec).map_err(|e| e.to_string())?;
+    if signals.interrupted() {
+        // Dropping the lab removes it.
+        return Ok(Outcome::Interrupted);
+    }
     let addrs = lab.addrs().clone();
     let w = |out: &mut dyn Write, s: &str| writeln!(out, "{s}").map_err(|e| format!("writing output: {e}"));
     let mut json = JsonSink::new(Vec::new());
@@ -276,10 +306,25 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
     let tun = crate::sys::story::open_lab_tun(&addrs)?;
     let clock = Clock::new();
     let mut outcome = Outcome::Done;
+    let mut apache: Option<bool> = None;
     for (i, story) in stories(&addrs, &opts).into_iter().enumerate() {
         let n = i + 1;
         if opts.only.is_some_and(|o| o != n) {
             continue;
+        }
+        if n >= FIRST_WEB_STORY {
+            let up = match apache {
+                Some(up) => up,
+                None => *apache.insert(start_apache(lab.name(), opts.only)?),
+            };
+            if !up {
+                note(
+                    out,
+                    opts.json,
+                    format!("story {n} skipped: apache2 is not installed (scripts/setup installs it)"),
+                )?;
+                continue;
+            }
         }
         if !opts.json {
             w(out, "")?;
@@ -331,12 +376,20 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
         p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
     }
     if opts.keep && outcome == Outcome::Done {
+        let name = lab.name().to_string();
+        lab.keep();
+        let pid = keep_endpoint(&name)?;
         note(
             out,
             opts.json,
-            format!("lab {} left up (--keep); remove it with `closelab lab down {}`", lab.name(), lab.name()),
+            format!(
+                "lab {name} left up (--keep) with an endpoint (pid {pid}: closelab listen --lab {name} --port {KEEP_PORT} \
+                 --close never, CLOSE-WAIT stays as in story 3): make a connection with \
+                 `closelab lab exec {name} -- python3 -c \"import socket; s=socket.create_connection(('{}', {KEEP_PORT})); s.close()\"`, \
+                 look with `closelab ss --lab {name}`; `closelab lab down {name}` stops the endpoint and removes the lab",
+                addrs.closelab
+            ),
         )?;
-        lab.keep();
     } else {
         let name = lab.name().to_string();
         lab.down().map_err(|e| e.to_string())?;
@@ -345,8 +398,50 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
     Ok(outcome)
 }
 
+/// The port of the endpoint `demo --keep` leaves running.
+pub const KEEP_PORT: u16 = 7003;
+
+/// Starts the endpoint `--keep` leaves in the lab: this binary's
+/// `listen --lab NAME --port 7003 --close never` in its own process group
+/// (Ctrl-C in the terminal does not reach it; `lab down` stops it), its
+/// output discarded. Returns its pid once its control socket is there.
+fn keep_endpoint(name: &str) -> Result<u32, String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find closelab's own binary: {e}"))?;
+    let port = KEEP_PORT.to_string();
+    let child = std::process::Command::new(exe)
+        .args(["listen", "--lab", name, "--port", &port, "--close", "never"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the kept endpoint: {e}"))?;
+    let pid = child.id();
+    let sock = crate::sys::control::socket_path(&crate::sys::control::Target::Lab(name.to_string()))
+        .map_err(|e| format!("cannot find the kept endpoint's control socket: {e}"))?;
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        if start.elapsed() > StdDuration::from_secs(10) {
+            return Err(format!(
+                "the kept endpoint (pid {pid}) did not start; `closelab lab down {name}` removes the lab"
+            ));
+        }
+        std::thread::sleep(StdDuration::from_millis(20));
+    }
+    // Not waited for: it outlives the demo, and `lab down` stops it.
+    drop(child);
+    Ok(pid)
+}
+
 fn ladder(events: &[Event]) -> String {
-    let mut events = events.to_vec();
+    // The crawler's requests that found no connection belong to none: the
+    // crawl's count line sums them up.
+    let mut events: Vec<Event> = events
+        .iter()
+        .filter(|e| !(e.conn.is_none() && matches!(&e.kind, EventKind::Note { text } if text.starts_with("http: GET"))))
+        .cloned()
+        .collect();
     // Linux events held until their closelab connection existed carry their
     // original time: order by time for the picture.
     events.sort_by(|a, b| a.t.total_cmp(&b.t));

@@ -4,7 +4,7 @@
 //! [`crate::view::trace`], the drawing is `view`'s; this module only opens
 //! files and reports which file and line was wrong.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use crate::event::{ConnId, Side};
@@ -33,13 +33,14 @@ pub struct LadderJob {
 pub fn run(job: &LadderJob, out: &mut dyn Write) -> Result<(), String> {
     let stdin = job.input.as_os_str() == "-";
     let name = if stdin { "stdin".to_string() } else { job.input.display().to_string() };
+    use crate::sys::files::{self, MAX_JSONL, MAX_JSONL_LINE};
     let bytes = if stdin {
-        let mut v = Vec::new();
-        std::io::stdin().lock().read_to_end(&mut v).map_err(|e| format!("cannot read stdin: {e}"))?;
-        v
+        files::read_capped(std::io::stdin().lock(), MAX_JSONL, &name)
     } else {
-        std::fs::read(&job.input).map_err(|e| format!("cannot read {name}: {}", io_reason(&e)))?
-    };
+        files::read_regular(&job.input, MAX_JSONL, &name)
+    }
+    .map_err(|e| e.to_string())?;
+    files::check_lines(&bytes, MAX_JSONL_LINE, &name).map_err(|e| e.to_string())?;
     let runs = trace::read(&bytes).map_err(|e| format!("{name}:{}: {}", e.line, e.message))?;
     if runs.is_empty() {
         return Err(format!(

@@ -270,25 +270,10 @@ pub fn read_sysctl(ns: &str, key: &str) -> Result<String, NetnsError> {
     })?
 }
 
-/// Test helper shared with `sys::lab`: true when the test may do root work;
-/// otherwise prints a visible skip line (or fails under `CI=true`).
-#[cfg(test)]
-pub(crate) fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    // Written to the stderr handle, not eprintln!, so libtest's output capture
-    // does not hide it in a passing run.
-    let _ = io::Write::write_all(&mut io::stderr(), format!("{test}: SKIPPED (needs root)\n").as_bytes());
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::require_root;
     use std::process::Command;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

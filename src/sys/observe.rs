@@ -20,9 +20,15 @@ pub struct Observer {
     diag: Diag,
     ports: HashSet<u16>,
     prev: HashMap<(SocketAddr, SocketAddr), KernelSocket>,
-    /// Linux 4-tuple → closelab connection number, remembered after the
-    /// connection has left closelab's table.
+    /// Linux 4-tuple → closelab connection number of the Linux socket that
+    /// has that 4-tuple now, remembered after the connection has left
+    /// closelab's table; forgotten when that socket goes (a later socket on
+    /// the same 4-tuple is another connection).
     conns: HashMap<(SocketAddr, SocketAddr), ConnId>,
+    /// A Linux socket first seen connecting (SYN-SENT) while closelab still
+    /// had an old connection on that 4-tuple (TIME-WAIT): it is not that
+    /// connection, whatever the table says until closelab replaces it.
+    not_conn: HashMap<(SocketAddr, SocketAddr), ConnId>,
     /// Events of Linux sockets whose closelab connection does not exist yet
     /// (Linux's SYN-SENT is seen before closelab gets the SYN): held until it
     /// does, then emitted with their original time.
@@ -41,6 +47,9 @@ const DUMP_EVERY: Secs = 0.05;
 /// emitted without one.
 const PENDING_MAX: Secs = 2.0;
 
+/// Above this many known sockets a poll dumps instead of looking each up.
+const LOOKUPS_MAX: usize = 32;
+
 impl Observer {
     /// Opens a sock_diag socket inside network namespace `ns`; it keeps
     /// reading that namespace from any thread.
@@ -51,6 +60,7 @@ impl Observer {
             ports: ports.iter().copied().collect(),
             prev: HashMap::new(),
             conns: HashMap::new(),
+            not_conn: HashMap::new(),
             pending: Vec::new(),
             last_dump: None,
         })
@@ -72,7 +82,18 @@ impl Observer {
             // Known sockets: the ones seen last time and every connection
             // closelab has (Linux's end is its remote end).
             let mut known: HashSet<(SocketAddr, SocketAddr)> = self.prev.keys().copied().collect();
-            known.extend(ep.tuples().filter(|t| ports.contains(&t.local.port())).map(|t| (t.remote, t.local)));
+            // closelab as a server (its port observed) or as a client
+            // (the Linux server's port observed).
+            known.extend(
+                ep.tuples()
+                    .filter(|t| ports.contains(&t.local.port()) || ports.contains(&t.remote.port()))
+                    .map(|t| (t.remote, t.local)),
+            );
+            if known.len() > LOOKUPS_MAX {
+                // Many connections: one dump costs less than their lookups.
+                self.last_dump = None;
+                return self.poll(t, ep, sink);
+            }
             for (local, remote) in known {
                 if let Some(s) = self.diag.lookup(local, remote).map_err(|e| e.to_string())?
                     && wanted(&s)
@@ -97,6 +118,34 @@ impl Observer {
             }
         }
         for key in keys {
+            // TIME-WAIT is a socket's last state: another state on its
+            // 4-tuple is a new socket (Linux accepted a SYN on it). The old
+            // one ends on its own connection, the new one starts on its own.
+            if let (Some(old), Some(new)) = (self.prev.get(&key), now.get(&key))
+                && old.state == TcpState::TimeWait
+                && new.state != TcpState::TimeWait
+            {
+                self.emit_for(
+                    key,
+                    t,
+                    ep,
+                    sink,
+                    EventKind::State {
+                        from: TcpState::TimeWait,
+                        to: TcpState::Closed,
+                        cause: crate::event::Cause::Observed,
+                    },
+                );
+                self.forget(key);
+                self.prev.remove(&key);
+            }
+            if let (None, Some(new)) = (self.prev.get(&key), now.get(&key))
+                && new.state == TcpState::SynSent
+                && let Some(c) = ep.find(&FourTuple { local: key.1, remote: key.0 })
+                && !matches!(ep.state(c), Some(TcpState::Listen | TcpState::SynReceived | TcpState::Established))
+            {
+                self.not_conn.insert(key, c);
+            }
             let conn = self.conn_of(key, ep);
             let listener = now.get(&key).or(self.prev.get(&key)).is_some_and(|s| s.state == TcpState::Listen);
             let wait = conn.is_none() && !listener;
@@ -139,6 +188,9 @@ impl Observer {
                             cause: crate::event::Cause::Observed,
                         },
                     );
+                    if !self.pending.iter().any(|(k, _)| *k == key) {
+                        self.forget(key);
+                    }
                 }
                 (None, None) => {}
             }
@@ -155,6 +207,37 @@ impl Observer {
         }
     }
 
+    /// Whether a Linux socket of interest has a retransmission running (it
+    /// will send again: the run is not quiet).
+    pub fn retransmitting(&self) -> bool {
+        self.prev.values().any(|s| s.timer.as_ref().is_some_and(|t| t.kind == TimerKind::On))
+    }
+
+    /// One event for the socket at `key` now, held if its connection is
+    /// not known yet.
+    fn emit_for(
+        &mut self,
+        key: (SocketAddr, SocketAddr),
+        t: Secs,
+        ep: &Endpoint,
+        sink: &mut dyn Sink,
+        kind: EventKind,
+    ) {
+        let conn = self.conn_of(key, ep);
+        let ev = Event { t, side: Side::Linux, conn, kind };
+        if conn.is_none() || self.pending.iter().any(|(k, _)| *k == key) {
+            self.pending.push((key, ev));
+        } else {
+            sink.event(&ev);
+        }
+    }
+
+    /// The Linux socket at `key` is gone: its binding goes with it.
+    fn forget(&mut self, key: (SocketAddr, SocketAddr)) {
+        self.conns.remove(&key);
+        self.not_conn.remove(&key);
+    }
+
     /// The current Linux sockets of interest.
     pub fn sockets(&self) -> impl Iterator<Item = &KernelSocket> {
         self.prev.values()
@@ -166,6 +249,10 @@ impl Observer {
         }
         let tuple = FourTuple { local: key.1, remote: key.0 };
         let c = ep.find(&tuple)?;
+        if self.not_conn.get(&key) == Some(&c) {
+            return None;
+        }
+        self.not_conn.remove(&key);
         self.conns.insert(key, c);
         Some(c)
     }

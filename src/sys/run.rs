@@ -5,13 +5,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::Duration as StdDuration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use smoltcp::time::Instant;
 
 use crate::endpoint::Endpoint;
@@ -19,6 +16,7 @@ use std::collections::VecDeque;
 
 use crate::event::{Event, EventKind, Side, Sink};
 use crate::sys::control::Control;
+pub use crate::sys::signals::Signals;
 use crate::sys::tun::TunDevice;
 
 const TUN: Token = Token(0);
@@ -45,34 +43,6 @@ impl Clock {
 impl Default for Clock {
     fn default() -> Self {
         Clock::new()
-    }
-}
-
-/// SIGINT and SIGTERM as a file descriptor. Create it in `main` before any
-/// thread starts, so every thread inherits the blocked mask and the signal
-/// can only arrive here.
-pub struct Signals {
-    fd: SignalFd,
-}
-
-impl Signals {
-    pub fn block() -> io::Result<Signals> {
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGINT);
-        mask.add(Signal::SIGTERM);
-        mask.thread_block().map_err(io::Error::from)?;
-        let fd =
-            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(io::Error::from)?;
-        Ok(Signals { fd })
-    }
-
-    /// Whether a signal arrived (consumes it).
-    pub fn pending(&mut self) -> bool {
-        matches!(self.fd.read_signal(), Ok(Some(_)))
-    }
-
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd.as_raw_fd()
     }
 }
 
@@ -184,6 +154,36 @@ pub fn run_with(
     stop: StopWhen,
     control: Option<&mut Control>,
 ) -> io::Result<Outcome> {
+    run_counting(ep, clock, tun, signals, sink, driver, stop, control, 0)
+}
+
+/// The loop once more after a signal ended it (a graceful stop closing the
+/// connections): only a further signal interrupts it.
+pub fn run_after_signal(
+    ep: &mut Endpoint,
+    clock: Clock,
+    tun: &TunDevice,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+    driver: &mut dyn Driver,
+) -> io::Result<Outcome> {
+    let seen = signals.count();
+    run_counting(ep, clock, tun, signals, sink, driver, StopWhen::default(), None, seen)
+}
+
+/// [`run_with`], ignoring the first `seen` signals at the start.
+#[allow(clippy::too_many_arguments)]
+fn run_counting(
+    ep: &mut Endpoint,
+    clock: Clock,
+    tun: &TunDevice,
+    signals: &mut Signals,
+    sink: &mut dyn Sink,
+    driver: &mut dyn Driver,
+    stop: StopWhen,
+    control: Option<&mut Control>,
+    seen: u32,
+) -> io::Result<Outcome> {
     let mut poll = Poll::new()?;
     let tun_fd = tun.raw_fd();
     poll.registry().register(&mut SourceFd(&tun_fd), TUN, Interest::READABLE)?;
@@ -193,7 +193,7 @@ pub fn run_with(
     if let Some(fd) = &ctl_fd {
         poll.registry().register(&mut SourceFd(fd), CONTROL, Interest::READABLE)?;
     }
-    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop, control);
+    let result = run_registered(ep, clock, tun, &mut poll, signals, sink, driver, stop, control, seen);
     // The fds outlive this loop (the demo reuses the TUN for every story).
     let _ = poll.registry().deregister(&mut SourceFd(&tun_fd));
     let _ = poll.registry().deregister(&mut SourceFd(&sig_fd));
@@ -214,8 +214,13 @@ fn run_registered(
     driver: &mut dyn Driver,
     stop: StopWhen,
     mut control: Option<&mut Control>,
+    seen: u32,
 ) -> io::Result<Outcome> {
     let tun_fd = tun.raw_fd();
+    // A signal during setup (taken by the watchdog) ends the run at once.
+    if signals.interrupted() && signals.count() > seen {
+        return Ok(Outcome::Interrupted);
+    }
     let mut events = Events::with_capacity(64);
     let mut wire = Wire::new();
     let mut drops = DropWatch::new(tun, clock.now());

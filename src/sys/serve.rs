@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::event::{Event, EventKind, Side, Sink};
 use crate::sys::control::{BindError, Control, Target};
-use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen};
+use smoltcp::time::Instant;
+
+use crate::sys::linger::{Linger, SegmentClock, discard_in_flight};
+use crate::sys::observe::Observer;
+use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen, Tick};
 use crate::sys::tun::{TunDevice, TunSpec};
 use crate::view::json::JsonSink;
 use crate::view::text::TextSink;
@@ -18,8 +22,12 @@ use crate::view::{Filter, PcapSink, SummarySink, Tee, TraceLevel};
 /// What the endpoint does on its own.
 #[derive(Clone, Debug)]
 pub enum Mode {
-    Listen { port: u16 },
+    Listen {
+        port: u16,
+    },
     Connect(ConnectPlan),
+    /// The HTTP crawler (`connect --app get:…`).
+    Crawl(crate::endpoint::crawl::CrawlConfig),
 }
 
 /// Where the event stream goes.
@@ -38,6 +46,9 @@ pub struct ServeOptions {
     pub tun: TunSpec,
     /// Network namespace to enter before opening the TUN (a lab's).
     pub netns: Option<String>,
+    /// The lab's Linux namespace: the crawler observes the server's sockets
+    /// there (NETLINK_SOCK_DIAG), so both ends are in the timeline.
+    pub linux_ns: Option<String>,
     pub mode: Mode,
     pub stop: StopWhen,
     pub output: Output,
@@ -48,6 +59,20 @@ pub struct ServeOptions {
 
 /// Runs until done or interrupted. Errors are one line naming the cause.
 pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write) -> Result<Outcome, String> {
+    // Before entering closelab's namespace (either way works: the observer
+    // enters the Linux one on a thread of its own).
+    // (The crawler observes the Linux side itself.)
+    let observed_port = match &opts.mode {
+        Mode::Listen { port } => Some(*port),
+        Mode::Connect(plan) => Some(plan.remote.port()),
+        _ => None,
+    };
+    let mut observer = match (&opts.linux_ns, observed_port) {
+        (Some(ns), Some(port)) => {
+            Some(Observer::new(ns, &[port]).map_err(|e| format!("observing the Linux side in {ns}: {e}"))?)
+        }
+        _ => None,
+    };
     if let Some(ns) = &opts.netns {
         crate::sys::netns::enter(ns).map_err(|e| e.to_string())?;
     }
@@ -95,12 +120,23 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     opts.endpoint.segment_events &= segments;
     opts.endpoint.data_events &= segments;
     let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
-    let mut driver: Box<dyn Driver> = match &opts.mode {
+    let mut inner: Box<dyn Driver> = match &opts.mode {
         Mode::Listen { port } => {
             ep.listen(*port);
             Box::new(Idle)
         }
         Mode::Connect(plan) => Box::new(Connector::new(plan.clone(), opts.stop.finished.is_none())),
+        Mode::Crawl(c) => {
+            let observer = match &opts.linux_ns {
+                Some(ns) => Some(crate::sys::observe::Observer::new(ns, &[c.remote.port()])?),
+                None => None,
+            };
+            Box::new(crate::sys::crawl::CrawlDriver::new(
+                crate::endpoint::crawl::Crawler::new(c.clone()),
+                opts.stop.finished.is_none(),
+                observer,
+            ))
+        }
     };
     let mut summary = SummarySink::new(Side::Closelab);
     let started = format!(
@@ -113,7 +149,17 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
                 opts.endpoint.app,
                 format!("{:?}", opts.endpoint.policy.close).to_lowercase()
             ),
-            Mode::Connect(p) => format!("connecting to {} ({} connection(s))", p.remote, p.count),
+            Mode::Connect(p) if p.count == 1 => format!("connecting to {} (1 connection)", p.remote),
+            Mode::Connect(p) => format!("connecting to {} ({} connections, one after the other)", p.remote, p.count),
+            Mode::Crawl(c) => format!(
+                "crawling http://{}: {} URL(s), pool {}, {}, on error {}, budget {} connections",
+                c.remote,
+                c.paths.len(),
+                c.pool,
+                c.mode.name(),
+                format!("{:?}", c.on_error).to_lowercase(),
+                c.budget
+            ),
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };
@@ -127,14 +173,48 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         main.event(&Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text } });
     }
     main.flush();
+    let last_segment = SegmentClock::default();
     let outcome = {
+        let mut last = last_segment.clone();
         let mut shown = Filter { level: opts.output.trace, inner: main.as_sink() };
-        let mut sinks: Vec<&mut dyn Sink> = vec![&mut shown, &mut summary];
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut shown, &mut summary, &mut last];
         if let Some(p) = pcap.as_mut() {
             sinks.push(p);
         }
         let mut tee = Tee(sinks);
-        run::run_with(&mut ep, clock, &tun, signals, &mut tee, driver.as_mut(), opts.stop.clone(), control.as_mut())
+        let mut driver = Observing { inner: inner.as_mut(), observer: observer.as_mut(), error: None };
+        let mut outcome =
+            run::run_with(&mut ep, clock, &tun, signals, &mut tee, &mut driver, opts.stop.clone(), control.as_mut());
+        if let Some(e) = driver.error.take() {
+            outcome = Err(io::Error::other(e));
+        }
+        if matches!(opts.mode, Mode::Crawl(_)) && matches!(outcome, Ok(Outcome::Interrupted)) {
+            // The crawler's connections are closed, not dropped: a server
+            // must not be left retransmitting to a vanished client.
+            let mut stop = crate::sys::crawl::GracefulStop::new();
+            let r = run::run_after_signal(&mut ep, clock, &tun, signals, &mut tee, &mut stop);
+            if !matches!(r, Ok(Outcome::Done)) {
+                // A second signal: RST at once.
+                ep.abort_all(clock.now());
+                let _ = run::run_after_signal(&mut ep, clock, &tun, signals, &mut tee, &mut Flush);
+            }
+        }
+        if matches!(outcome, Ok(Outcome::Done)) {
+            // Done by its own rule: record until both sides are quiet.
+            let mut idle = Idle;
+            let mut linger = Lingering {
+                run: Observing { inner: &mut idle, observer: observer.as_mut(), error: None },
+                linger: Linger::new(opts.endpoint.slow),
+                last: last_segment,
+            };
+            outcome = run::run_with(&mut ep, clock, &tun, signals, &mut tee, &mut linger, StopWhen::default(), None);
+        }
+        // Whatever is still on its way is written down, not lost silently.
+        discard_in_flight(&tun, &mut ep, clock.now(), &mut tee);
+        if let Some(o) = observer.as_mut() {
+            o.flush(&ep, &mut tee);
+        }
+        outcome
     };
     main.summary(&summary.summary);
     if let Some(e) = main.error() {
@@ -144,6 +224,69 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         p.finish().map_err(|e| format!("writing pcap file: {e}"))?;
     }
     outcome.map_err(|e| e.to_string())
+}
+
+/// How often the Linux side is looked at (as in the demo).
+const OBSERVE_EVERY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(2);
+
+/// A driver plus, in a lab, the Linux side's observer.
+struct Observing<'a> {
+    inner: &'a mut dyn Driver,
+    observer: Option<&'a mut Observer>,
+    error: Option<String>,
+}
+
+impl Driver for Observing<'_> {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick> {
+        let tick = self.inner.tick(now, ep, sink)?;
+        let Some(o) = self.observer.as_deref_mut() else { return Ok(tick) };
+        if let Err(e) = o.poll(ep.secs(now), ep, sink) {
+            self.error = Some(format!("observing the Linux side: {e}"));
+            return Ok(Tick::Stop);
+        }
+        Ok(match tick {
+            Tick::Stop => Tick::Stop,
+            Tick::Continue(at) => {
+                let next = now + OBSERVE_EVERY;
+                Tick::Continue(Some(at.map_or(next, |a| a.min(next))))
+            }
+        })
+    }
+}
+
+/// After the run: keeps it going (observer included) until both sides are
+/// quiet.
+struct Lingering<'a> {
+    run: Observing<'a>,
+    linger: Linger,
+    last: SegmentClock,
+}
+
+impl Driver for Lingering<'_> {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick> {
+        if self.run.tick(now, ep, sink)? == Tick::Stop {
+            return Ok(Tick::Stop);
+        }
+        let busy = ep.holds_packets() || self.run.observer.as_deref().is_some_and(|o| o.retransmitting());
+        if self.linger.over(ep.secs(now), self.last.0.get(), busy) {
+            return Ok(Tick::Stop);
+        }
+        Ok(Tick::Continue(Some(now + OBSERVE_EVERY)))
+    }
+}
+
+/// A driver that stops at once: one loop pass writes what is queued.
+struct Flush;
+
+impl Driver for Flush {
+    fn tick(
+        &mut self,
+        _now: smoltcp::time::Instant,
+        _ep: &mut Endpoint,
+        _sink: &mut dyn Sink,
+    ) -> io::Result<run::Tick> {
+        Ok(run::Tick::Stop)
+    }
 }
 
 /// The main output (text or JSON) with its summary line and error.

@@ -12,6 +12,7 @@ use smoltcp::time::{Duration, Instant};
 
 use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::event::{ConnId, Event, EventKind, Side, Sink, TcpState};
+use crate::sys::linger::{Linger, discard_in_flight, last_segment};
 use crate::sys::observe::Observer;
 use crate::sys::peer::{Peer, PeerMsg, PeerStep};
 use crate::sys::run::{self, Clock, Driver, Outcome, Signals, StopWhen, Tick};
@@ -28,6 +29,8 @@ pub struct StoryView<'a> {
     pub linux_open: usize,
     /// Seconds since the story started.
     pub t: f64,
+    /// The story's crawler, if it has one.
+    pub crawler: Option<&'a crate::endpoint::crawl::Crawler>,
 }
 
 impl StoryView<'_> {
@@ -69,6 +72,9 @@ pub struct Story {
     /// closelab connects to a Linux listener once the Linux script has
     /// called listen(); `None`: closelab listens on `port`.
     pub connect: Option<Connect>,
+    /// closelab runs this HTTP crawler from the start (against a server
+    /// already running on the Linux host, e.g. from `lab serve`).
+    pub crawl: Option<crate::endpoint::crawl::CrawlConfig>,
 }
 
 /// closelab's side as a client: where to, what to send first, how many
@@ -113,6 +119,9 @@ struct StoryDriver {
     listening: bool,
     /// closelab's connections opened so far.
     opened: Vec<ConnId>,
+    /// Keeps recording after the end condition until both sides are quiet.
+    linger: Linger,
+    crawler: Option<crate::endpoint::crawl::Crawler>,
 }
 
 const OBSERVE_EVERY: Duration = Duration::from_millis(2);
@@ -156,11 +165,13 @@ impl Driver for StoryDriver {
                 }
             }
         }
+        if let Some(c) = self.crawler.as_mut() {
+            c.tick(now, ep);
+        }
         if let Err(e) = self.observer.poll(t, ep, tee) {
             self.error = Some(format!("observing the Linux side: {e}"));
         }
         if self.error.is_some() {
-            self.observer.flush(ep, tee);
             return Ok(Tick::Stop);
         }
         let events = self.recorder.0.borrow();
@@ -171,12 +182,19 @@ impl Driver for StoryDriver {
             peer_done: self.peer.finished(),
             linux_open,
             t: (now - self.start).total_micros() as f64 / 1e6,
+            crawler: self.crawler.as_ref(),
         };
-        let done = (self.done)(&view);
+        // Once the end condition has held, the story is over: it only
+        // records until both sides are quiet.
+        let done = self.linger.started() || (self.done)(&view);
+        let last = last_segment(&events);
         drop(events);
         if done {
-            self.observer.flush(ep, tee);
-            return Ok(Tick::Stop);
+            let busy = !self.peer.finished() || ep.holds_packets() || self.observer.retransmitting();
+            if self.linger.over(t, last, busy) || now >= self.deadline {
+                return Ok(Tick::Stop);
+            }
+            return Ok(Tick::Continue(Some(now + OBSERVE_EVERY)));
         }
         if now >= self.deadline {
             self.error = Some("story did not finish in time".into());
@@ -197,8 +215,9 @@ pub fn run_story(
 ) -> Result<StoryResult, String> {
     let observer = Observer::new(ns_linux, &story.observe_ports)?;
     let start = clock.now();
+    let linger = Linger::new(story.endpoint.slow);
     let mut ep = Endpoint::new(story.endpoint, start);
-    if story.connect.is_none() {
+    if story.connect.is_none() && story.crawl.is_none() {
         ep.listen(story.port);
     }
     let peer = Peer::spawn(ns_linux, story.peer, story.timeout);
@@ -214,11 +233,19 @@ pub fn run_story(
         connect: story.connect,
         listening: false,
         opened: Vec::new(),
+        linger,
+        crawler: story.crawl.map(crate::endpoint::crawl::Crawler::new),
     };
     let outcome = {
         let mut rec = recorder.clone();
         let mut tee = Tee(vec![sink, &mut rec]);
-        run::run(&mut ep, clock, tun, signals, &mut tee, &mut driver, StopWhen::default()).map_err(|e| e.to_string())?
+        let outcome = run::run(&mut ep, clock, tun, signals, &mut tee, &mut driver, StopWhen::default())
+            .map_err(|e| e.to_string())?;
+        // What is still on its way is written down, not carried into the
+        // next story; Linux events held for their connection come out too.
+        discard_in_flight(tun, &mut ep, clock.now(), &mut tee);
+        driver.observer.flush(&ep, &mut tee);
+        outcome
     };
     if let Some(e) = driver.error.take() {
         return Err(e);

@@ -226,13 +226,6 @@ mod tests {
         assert!(abs.contains("    C-xL: [.] ack 3127000007 (dropped, rule 1)\n"));
     }
 
-    #[test]
-    fn test_deterministic() {
-        let events = with_second_conn();
-        assert_eq!(render(&events, None), render(&events.clone(), None));
-        assert_eq!(render(&events, Some(1)), render(&events, Some(1)));
-    }
-
     // Tests for escaping.
 
     /// Every line is one statement Mermaid's lexer reads as we mean it: no

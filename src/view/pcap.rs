@@ -186,10 +186,7 @@ mod tests {
 
     #[test]
     fn test_tcpdump_reads_it() {
-        let have_tcpdump = std::process::Command::new("tcpdump").arg("--version").output().is_ok();
-        if !have_tcpdump {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "tcpdump is not installed (CI=true requires it)");
-            eprintln!("test_tcpdump_reads_it: SKIPPED (tcpdump not installed)");
+        if !crate::testing::require_tool("pcap::test_tcpdump_reads_it", "tcpdump") {
             return;
         }
         let file = TempFile(std::env::temp_dir().join(format!("closelab-pcap-test-{}.pcap", std::process::id())));

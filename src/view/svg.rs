@@ -446,7 +446,7 @@ pub fn counts(events: &[Event], side: Side) -> String {
         .iter()
         .filter(|e| e.side == side && e.t.is_finite())
         .filter_map(|e| match (e.conn, &e.kind) {
-            (Some(c), EventKind::State { to, .. }) => Some((e.t, c, *to)),
+            (Some(c), EventKind::State { to, .. }) => Some((bounded_t(e.t), c, *to)),
             _ => None,
         })
         .collect();
@@ -477,7 +477,7 @@ pub fn counts(events: &[Event], side: Side) -> String {
         TcpState::ALL.into_iter().filter(|s| *s != TcpState::Closed && peak[state_index(*s)] > 0).collect();
 
     // Axes.
-    let times = events.iter().map(|e| e.t).filter(|t| t.is_finite());
+    let times = events.iter().map(|e| e.t).filter(|t| t.is_finite()).map(bounded_t);
     let t_min = times.clone().fold(f64::INFINITY, f64::min);
     let t_max = times.fold(f64::NEG_INFINITY, f64::max);
     let (t_min, t_max) = if t_min.is_finite() { (t_min, t_max) } else { (0.0, 1.0) };
@@ -561,6 +561,15 @@ pub fn counts(events: &[Event], side: Side) -> String {
 }
 
 /// 1, 2 or 5 times a power of ten, the smallest not below `raw`.
+/// Largest time (either sign) the plot places: ~31,700 years. Times
+/// beyond it are drawn at its edge, so the span, and with it the number of
+/// ticks, stays finite whatever a hostile file says (`t: 1e308`).
+const MAX_T: f64 = 1e12;
+
+fn bounded_t(t: f64) -> f64 {
+    t.clamp(-MAX_T, MAX_T)
+}
+
 fn nice(raw: f64) -> f64 {
     if !raw.is_finite() || raw <= 0.0 {
         return 1.0;
@@ -631,6 +640,80 @@ fn num(x: f64) -> String {
     if s == "-0" { "0".to_string() } else { s.to_string() }
 }
 
+/// A `closelab load` run as a count chart: every state that held a
+/// connection on either side, one line per side and state (closelab solid,
+/// Linux dashed), from the per-second samples.
+pub fn load_counts(report: &crate::load::Report) -> String {
+    let samples = &report.samples;
+    let mut series: Vec<(bool, TcpState, u64)> = Vec::new();
+    for linux in [false, true] {
+        for s in TcpState::ALL {
+            let p = report.peak(linux, s);
+            if s != TcpState::Closed && p > 0 {
+                series.push((linux, s, p));
+            }
+        }
+    }
+    let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
+    let x_step = nice(t_max / 8.0);
+    let k_hi = (t_max / x_step - 1e-9).ceil().max(1.0) as i64;
+    let x_hi = k_hi as f64 * x_step;
+    let decimals = (-(x_step.log10() + 1e-9).floor()).max(0.0) as usize;
+    let top = series.iter().map(|s| s.2).max().unwrap_or(0).max(1);
+    let y_step = if top <= 10 { 1 } else { nice(top as f64 / 8.0).round() as u64 };
+    let y_hi = top.div_ceil(y_step) * y_step;
+    let (width, height) = (860.0, 420.0);
+    let (px0, px1, py0, py1) = (64.0, 600.0, 52.0, 364.0);
+    let x_of = |t: f64| px0 + t / x_hi * (px1 - px0);
+    let y_of = |c: u64| py1 - c as f64 / y_hi as f64 * (py1 - py0);
+    let mut out = String::new();
+    let title = format!("closelab load: connections in each state ({} server)", report.spec.server.name());
+    open_svg(&mut out, width, height, &title);
+    text(&mut out, px0, 22.0, "start", INK, r#" font-weight="bold""#, &title);
+    let sub = format!(
+        "{} completed in {:.1}s, one sample per second; closelab solid, linux dashed",
+        report.client.completed, report.elapsed
+    );
+    text(&mut out, px0, 38.0, "start", GREY, "", &sub);
+    for k in 0..=k_hi {
+        let t = k as f64 * x_step;
+        let x = x_of(t);
+        line(&mut out, x, py0, x, py1, "#e5e7eb", 1.0, None);
+        text(&mut out, x, py1 + 18.0, "middle", SOFT, "", &format!("{t:.decimals$}"));
+    }
+    let mut c = 0;
+    while c <= y_hi {
+        let y = y_of(c);
+        line(&mut out, px0, y, px1, y, "#e5e7eb", 1.0, None);
+        text(&mut out, px0 - 8.0, y + 4.0, "end", SOFT, "", &c.to_string());
+        c += y_step;
+    }
+    text(&mut out, (px0 + px1) / 2.0, py1 + 40.0, "middle", SOFT, "", "time (s)");
+    if series.is_empty() {
+        text(&mut out, (px0 + px1) / 2.0, (py0 + py1) / 2.0, "middle", GREY, "", "no connections sampled");
+    }
+    for (i, (linux, s, peak)) in series.iter().enumerate() {
+        let mut pts = vec![(x_of(0.0), y_of(0))];
+        pts.extend(samples.iter().map(|x| (x_of(x.t), y_of(x.get(*linux, *s)))));
+        let points: Vec<String> = pts.iter().map(|(x, y)| format!("{},{}", num(*x), num(*y))).collect();
+        let color = state_line(*s);
+        let dash = if *linux { r#" stroke-dasharray="6 4""# } else { "" };
+        let _ = writeln!(
+            out,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+            points.join(" ")
+        );
+        let ly = py0 + 8.0 + i as f64 * 20.0;
+        line(&mut out, px1 + 20.0, ly - 4.0, px1 + 44.0, ly - 4.0, color, 3.0, linux.then_some("6 4"));
+        let label = format!("{} {} (max {peak})", if *linux { "linux" } else { "closelab" }, s.netstat_name());
+        text(&mut out, px1 + 52.0, ly, "start", INK, "", &label);
+    }
+    line(&mut out, px0, py1, px1, py1, SOFT, 1.0, None);
+    line(&mut out, px0, py0, px0, py1, SOFT, 1.0, None);
+    out.push_str("</svg>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,10 +742,8 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         match res {
             Ok(o) => assert!(o.status.success(), "{name}: python3 refuses it: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("{name}: cannot run python3 in CI: {e}"),
             Err(e) => {
-                use std::io::Write;
-                let _ = std::io::stderr().write_all(format!("SKIPPED python3 check of {name}: {e}\n").as_bytes());
+                crate::testing::skip_or_fail(&format!("python3 check of {name}"), &format!("cannot run python3: {e}"));
             }
         }
     }
@@ -804,12 +885,6 @@ mod tests {
         assert!(got.contains(">closelab</text>") && got.contains(">linux</text>"));
     }
 
-    #[test]
-    fn test_ladder_deterministic() {
-        let v = with_second_conn();
-        assert_eq!(ladder(&v, None), ladder(&v.clone(), None));
-    }
-
     // Tests for the counts plot.
 
     /// The points of the step line drawn after `label` in the legend's order.
@@ -863,6 +938,22 @@ mod tests {
         let none = counts(&[], Side::Closelab);
         assert_well_formed("counts_empty", &none);
         assert!(none.contains(">no state changes on the closelab side</text>"));
+    }
+
+    /// Two state changes at t = -1e308 and 1e308 used to make ~2^64 ticks.
+    #[test]
+    fn test_counts_hostile_times_are_bounded() {
+        use TcpState::*;
+        let v = vec![
+            state(-1e308, 1, Listen, SynReceived, Cause::Segment),
+            state(1e308, 1, SynReceived, Established, Cause::Segment),
+            state(f64::MAX, 2, Listen, SynReceived, Cause::Segment),
+        ];
+        let got = counts(&v, Side::Closelab);
+        assert_well_formed("counts_hostile", &got);
+        let ticks = got.matches("<line").count();
+        assert!(ticks < 60, "{ticks} lines");
+        assert!(got.len() < 20_000, "{} bytes", got.len());
     }
 
     #[test]

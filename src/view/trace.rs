@@ -89,7 +89,7 @@ pub fn read(input: &[u8]) -> Result<Vec<Run>, LineError> {
                     let done = std::mem::replace(&mut cur, Run { title: None, events: Vec::new() });
                     push(&mut runs, done);
                 }
-                None => return Err(LineError { line, message }),
+                None => return Err(LineError { line, message: message.to_string() }),
             },
         }
     }
@@ -251,7 +251,7 @@ mod tests {
     fn test_errors_name_the_line() {
         let mut text = lines(&active_close()[..3]);
         text.push_str("{\"side\":\"closelab\",\"type\":\"note\",\"conn\":null,\"text\":\"x\"}\n");
-        assert_eq!(read(text.as_bytes()), Err(LineError { line: 4, message: "missing key \"t\"".into() }));
+        assert_eq!(read(text.as_bytes()), Err(LineError { line: 4, message: "missing field `t` (column 56)".into() }));
         let err = read(b"\n\nnot json\n").unwrap_err();
         assert_eq!(err.line, 3);
         assert_eq!(err.to_string(), format!("line 3: {}", err.message));

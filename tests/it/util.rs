@@ -6,7 +6,6 @@
 //! Every test that touches the network gets its own namespace (`clt` + pid +
 //! counter, like ripgrep's `NEXT_ID`), so tests run in parallel and the TUN
 //! device can be called `cl0` everywhere.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,21 +26,9 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether the test may run: true as root. Without root it fails under
-/// `CI=true` (a namespaced test that cannot run must not pass silently) and
-/// otherwise prints a SKIPPED line and returns false.
-pub fn require_root(test_name: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test_name}: needs root in CI (CI=true forbids skipping)");
-    }
-    // Written to the stderr handle, not eprintln!, so libtest's output
-    // capture does not hide the skip in a passing run.
-    let _ = std::io::stderr().write_all(format!("SKIPPED {test_name}: needs root (run as root or in CI)\n").as_bytes());
-    false
-}
+/// Whether the test may run: true as root; otherwise a visible SKIPPED
+/// line, or a failure under CI (see `closelab::testing`).
+pub use closelab::testing::{require_root, require_tool, skip_or_fail};
 
 // ---------------------------------------------------------------------------
 // Commands
@@ -78,11 +65,35 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Kills it and panics with what it printed after [`RUN_TIMEOUT`].
 #[track_caller]
 pub fn run(cmd: &mut Command) -> Output {
+    run_within(cmd, RUN_TIMEOUT)
+}
+
+/// [`run`] with another time limit, for commands that run whole stories
+/// (demo, scenarios): give at least 3x what the command takes here.
+#[track_caller]
+pub fn run_within(cmd: &mut Command, timeout: Duration) -> Output {
+    run_full(cmd, None, timeout)
+}
+
+/// [`run`] with `input` written to the command's stdin (then closed).
+#[track_caller]
+pub fn run_input(cmd: &mut Command, input: Vec<u8>) -> Output {
+    run_full(cmd, Some(input), RUN_TIMEOUT)
+}
+
+#[track_caller]
+fn run_full(cmd: &mut Command, input: Option<Vec<u8>>, timeout: Duration) -> Output {
     let line = cmdline(cmd);
-    let mut child = match cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = match cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
         Ok(c) => c,
         Err(e) => panic!("cannot run `{line}`: {e}"),
     };
+    let writer = input.map(|data| {
+        let mut w = child.stdin.take().unwrap();
+        // A write error (the command exited early: EPIPE) shows in its output.
+        std::thread::spawn(move || drop(w.write_all(&data)))
+    });
     let read_all = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -92,7 +103,7 @@ pub fn run(cmd: &mut Command) -> Output {
     };
     let out = read_all(Box::new(child.stdout.take().unwrap()));
     let err = read_all(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + RUN_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -106,10 +117,13 @@ pub fn run(cmd: &mut Command) -> Output {
             Err(e) => panic!("waitpid for `{line}`: {e}"),
         }
     };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
     let output = Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() };
     if timed_out {
         panic!(
-            "command still running after {RUN_TIMEOUT:?}, killed:{}",
+            "command still running after {timeout:?}, killed:{}",
             describe(
                 &line,
                 &output.status,

@@ -6,11 +6,10 @@
 //! (`unshare --net`), so a validation bug that let closelab start serving
 //! could not create a TUN device in the host's namespace.
 
-mod util;
-
 use std::process::Command;
 
-use util::{BIN, expect_error};
+use crate::util;
+use crate::util::{BIN, expect_error};
 
 /// `closelab ARGS…`, in a fresh anonymous network namespace when root.
 fn closelab(args: &[&str]) -> Command {
@@ -84,6 +83,59 @@ fn test_connect_remote_errors() {
     expect_error(&mut with("[fd00:201::1]:7000"), "no --addr of the same IP family");
 }
 
+/// Addresses that are not a host: the limited broadcast (which smoltcp
+/// refuses with a panic), the prefix's own broadcast and network address, a
+/// /0 prefix, a broadcast peer and connect target.
+#[test]
+fn test_non_host_addresses() {
+    for (addr, why) in [
+        ("255.255.255.255/24", "the broadcast address, not a unicast host address"),
+        ("10.201.0.255/24", "the broadcast address of its prefix"),
+        ("10.201.0.0/24", "the network address of its prefix"),
+        ("10.201.0.2/0", "prefix /0 out of range (/8 to /30)"),
+    ] {
+        let line = expect_error(&mut listen(&["--addr", addr]), why);
+        assert!(line.starts_with(&format!("closelab: invalid address `{addr}`: ")), "{line}");
+    }
+    expect_error(
+        &mut listen(&["--peer-addr", "255.255.255.255"]),
+        "--peer-addr: invalid peer address 255.255.255.255: the broadcast address",
+    );
+    expect_error(
+        &mut listen(&["--peer-addr", "10.201.0.255"]),
+        "invalid peer address 10.201.0.255: the broadcast address of its prefix 10.201.0.2/24",
+    );
+    let base = ["--tun", "cl0", "--addr", "10.201.0.2/24"];
+    for (remote, why) in [
+        ("255.255.255.255:7000", "the broadcast address"),
+        ("10.201.0.255:7000", "the broadcast address of its prefix"),
+        ("224.0.0.1:7000", "a multicast address"),
+        ("10.201.0.2:7000", "closelab's own address"),
+    ] {
+        let mut a = vec!["connect", remote];
+        a.extend(base);
+        expect_error(&mut closelab(&a), &format!("cannot connect to {remote}: "));
+        expect_error(&mut closelab(&a), why);
+    }
+}
+
+/// Timers that would fire without end: a keep-alive shorter than Linux's
+/// 1 s `TCP_KEEPIDLE` minimum (0s wedged the endpoint), a zero timeout.
+#[test]
+fn test_keepalive_and_timer_bounds() {
+    for v in ["0s", "1us", "500ms"] {
+        let line = expect_error(&mut listen(&["--keepalive", v]), "at least 1s");
+        assert_eq!(line, format!("closelab: invalid keepalive `{v}`: at least 1s (Linux's TCP_KEEPIDLE minimum)"));
+    }
+    expect_error(&mut listen(&["--timeout", "0s"]), "invalid timeout `0s`: must be longer than 0s");
+}
+
+#[test]
+fn test_fault_counts_bounded() {
+    let line = expect_error(&mut listen(&["--fault", "reorder 999999999"]), "bad count `999999999` for reorder");
+    assert!(line.contains("1 to 1000"), "{line}");
+}
+
 // Tests for ports.
 
 #[test]
@@ -135,7 +187,8 @@ fn test_malformed_app() {
 #[test]
 fn test_malformed_sizes() {
     expect_error(&mut listen(&["--buffer", "1q"]), "invalid byte count `1q`");
-    expect_error(&mut listen(&["--buffer", "0"]), "--buffer must be at least 1 byte");
+    expect_error(&mut listen(&["--buffer", "0"]), "invalid buffer size `0` (1 byte to 1G)");
+    expect_error(&mut listen(&["--buffer", "99999999999999"]), "invalid buffer size `99999999999999` (1 byte to 1G)");
     expect_error(&mut listen(&["--mtu", "100"]), "invalid MTU 100 (576 to 65535)");
     let mut a = vec!["connect", "10.201.0.1:7000", "--tun", "cl0", "--addr", "10.201.0.2/24", "--send", "five"];
     expect_error(&mut closelab(&a), "invalid byte count `five`");
@@ -160,4 +213,28 @@ fn test_help_and_version() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--exit-after"), "{help}");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+// Tests for files the user names.
+
+/// A FIFO as scenario file used to block in open() for ever (with SIGINT and
+/// SIGTERM blocked); /dev/zero was read until the OOM killer came. Both are
+/// one error line now (run's own 30 s guard turns a hang into a failure).
+#[test]
+fn test_scenario_file_must_be_regular() {
+    let dir = std::env::temp_dir().join(format!("closelab-cli-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("s.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let f = fifo.to_str().unwrap().to_string();
+    let line = expect_error(&mut closelab(&["scenario", "run", &f]), "not a regular file (a FIFO)");
+    assert_eq!(line, format!("closelab: cannot read scenario file {f}: not a regular file (a FIFO)"));
+    expect_error(&mut closelab(&["scenario", "run", "/dev/zero"]), "not a regular file (a character device)");
+    let big = dir.join("big.toml");
+    std::fs::write(&big, vec![b'#'; (1 << 20) + 1]).unwrap();
+    expect_error(&mut closelab(&["scenario", "run", big.to_str().unwrap()]), "larger than 1048576 bytes");
+    expect_error(&mut closelab(&["ladder", "/dev/zero"]), "cannot read /dev/zero: not a regular file");
+    expect_error(&mut closelab(&["ladder", f.as_str()]), "not a regular file (a FIFO)");
+    let _ = std::fs::remove_dir_all(&dir);
 }

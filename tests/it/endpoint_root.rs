@@ -9,8 +9,6 @@
 //! `test_listen_active_close` waits out smoltcp's 10 s TIME-WAIT; the others
 //! are done in well under a second.
 
-mod util;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -19,7 +17,8 @@ use std::time::{Duration, Instant};
 use closelab::endpoint::app::pattern_byte;
 use nix::sys::signal::Signal;
 
-use util::{BIN, Closelab, Netns, WAIT, assert_reached, expect_error, str_of, t_of};
+use crate::util;
+use crate::util::{BIN, Closelab, Netns, WAIT, assert_reached, expect_error, str_of, t_of};
 
 /// A kernel TCP client in `ns`, connected to `addr`, with read/write timeouts
 /// so a silent peer fails the test instead of hanging it.
@@ -123,7 +122,9 @@ fn test_listen_active_close() {
     assert_eq!((str_of(&fw1, "cause"), str_of(&fw1, "action")), ("app", "close"), "{done}");
     let est = done.entered(1, "ESTABLISHED");
     let delay = t_of(&fw1) - t_of(&est);
-    assert!((0.2..0.7).contains(&delay), "--close-after 200ms, closed after {delay} s{done}");
+    // Never before the 200 ms; the upper end is 10x (a loaded machine runs
+    // the timer late, never early).
+    assert!((0.2..2.0).contains(&delay), "--close-after 200ms, closed after {delay} s{done}");
     for to in ["FIN-WAIT-2", "TIME-WAIT"] {
         assert_eq!(str_of(&done.entered(1, to), "cause"), "segment", "{to}{done}");
     }
@@ -132,7 +133,9 @@ fn test_listen_active_close() {
     let closed = done.entered(1, "CLOSED");
     assert_eq!(str_of(&closed, "cause"), "timer", "{done}");
     let lasted = t_of(&closed) - t_of(&tw);
-    assert!((lasted - 10.0).abs() <= 0.5, "TIME-WAIT lasted {lasted} s, expected 10 s ± 0.5 s{done}");
+    // Never shorter than 10 s (microsecond rounding of the JSON times); up
+    // to 3x longer on a loaded machine, whose loop wakes late.
+    assert!((9.999_99..=30.0).contains(&lasted), "TIME-WAIT lasted {lasted} s, expected 10 s{done}");
     assert_reached(
         &done.summary(),
         1,

@@ -1,0 +1,67 @@
+//! Memory and lookup cost of closelab's TIME-WAIT table
+//! (`endpoint::timewait`): fills 1,000,000 IPv4 entries in memory, reads
+//! RSS from /proc/self/statm before and after, and times a retransmitted
+//! FIN hitting an entry (median of 5 rounds). Linux's TIME-WAIT
+//! mini-socket is about 0.2 KB for comparison.
+
+use std::hash::RandomState;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use closelab::endpoint::timewait::{TimeWaitTable, TwConfig};
+use closelab::wire::{Flags, FourTuple, Segment};
+
+const N: u32 = 1_000_000;
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: u64 = s.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("statm resident field");
+    pages * 4096
+}
+
+fn tuple(i: u32) -> FourTuple {
+    let remote = Ipv4Addr::from(0x0a00_0000 | (i >> 14));
+    FourTuple {
+        local: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 200, 0, 2), 80)),
+        remote: SocketAddr::V4(SocketAddrV4::new(remote, 1024 + (i & 0x3fff) as u16)),
+    }
+}
+
+fn main() {
+    let before = rss_bytes();
+    let mut t = TimeWaitTable::new(TwConfig { max: N as usize, ..TwConfig::default() }, RandomState::new());
+    for i in 0..N {
+        assert!(t.insert(0, &tuple(i), u64::from(i), i, i.wrapping_add(1), 0, None));
+    }
+    let after = rss_bytes();
+    let per = (after - before) as f64 / f64::from(N);
+    println!(
+        "timewait: {N} entries, RSS +{:.1} MiB, {per:.0} bytes per entry (Linux mini-socket ~200)",
+        (after - before) as f64 / (1024.0 * 1024.0)
+    );
+    let segs: Vec<Segment> = (0..100_000u32)
+        .map(|k| {
+            let i = k.wrapping_mul(7919) % N;
+            let tu = tuple(i);
+            Segment {
+                src: tu.remote,
+                dst: tu.local,
+                flags: Flags { fin: true, ack: true, ..Flags::default() },
+                seq: i,
+                ack: i,
+                win: 502,
+                len: 0,
+            }
+        })
+        .collect();
+    let mut rounds = Vec::new();
+    for r in 0..5u32 {
+        let start = Instant::now();
+        for s in &segs {
+            std::hint::black_box(t.process(1000 + r, s, None));
+        }
+        rounds.push(start.elapsed().as_nanos() as f64 / segs.len() as f64);
+    }
+    rounds.sort_by(f64::total_cmp);
+    println!("timewait: retransmitted FIN on a TIME-WAIT entry: {:.0} ns per segment (median of 5)", rounds[2]);
+}

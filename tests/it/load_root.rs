@@ -1,0 +1,196 @@
+//! Root tests of `closelab load`: each built-in story for a few seconds
+//! with `--json`, its verdicts and counts asserted, every lab removed;
+//! Ctrl-C prints the summary and removes the lab.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use closelab::view::json::{self, Json};
+
+use crate::util::{BIN, assert_lab_gone, describe, require_root};
+
+struct Run {
+    code: Option<i32>,
+    lines: Vec<Json>,
+    text: String,
+}
+
+fn load(args: &[&str]) -> Run {
+    let mut c = Command::new(BIN);
+    c.arg("load").arg("--json").args(args);
+    let line = format!("{c:?}");
+    let out = c.output().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = describe(&line, &out.status, &stdout, &String::from_utf8_lossy(&out.stderr));
+    let lines =
+        stdout.lines().map(|l| json::parse(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}{text}"))).collect();
+    Run { code: out.status.code(), lines, text }
+}
+
+fn of_type<'a>(r: &'a Run, t: &str) -> Vec<&'a Json> {
+    r.lines.iter().filter(|v| v.get("type").and_then(Json::as_str) == Some(t)).collect()
+}
+
+/// Lab names from the `load on lab NAME:` notes.
+fn labs(r: &Run) -> Vec<String> {
+    of_type(r, "note")
+        .iter()
+        .filter_map(|v| v.get("text").and_then(Json::as_str))
+        .filter_map(|t| t.strip_prefix("load on lab "))
+        .map(|t| t.split(':').next().unwrap_or("").to_string())
+        .collect()
+}
+
+fn num(v: &Json, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for k in path {
+        match cur.get(k) {
+            Some(x) => cur = x,
+            None => return 0,
+        }
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+#[track_caller]
+fn assert_story_passes(story: &str, runs: usize) {
+    let r = load(&["--story", story]);
+    assert_eq!(r.code, Some(0), "story {story} must pass{}", r.text);
+    let verdicts = of_type(&r, "load-verdict");
+    assert!(!verdicts.is_empty(), "{}", r.text);
+    for v in &verdicts {
+        assert_eq!(v.get("ok").and_then(Json::as_bool), Some(true), "{}", r.text);
+    }
+    assert_eq!(of_type(&r, "load-summary").len(), runs, "{}", r.text);
+    assert!(!of_type(&r, "load-sample").is_empty(), "{}", r.text);
+    let names = labs(&r);
+    assert_eq!(names.len(), runs, "{}", r.text);
+    for n in names {
+        assert_lab_gone(&n);
+    }
+}
+
+#[test]
+fn load_story_time_wait_pileup_root() {
+    if !require_root("load_story_time_wait_pileup_root") {
+        return;
+    }
+    assert_story_passes("time-wait-pileup", 2);
+}
+
+#[test]
+fn load_story_close_wait_leak_root() {
+    if !require_root("load_story_close_wait_leak_root") {
+        return;
+    }
+    assert_story_passes("close-wait-leak", 1);
+}
+
+#[test]
+fn load_story_syn_recv_root() {
+    if !require_root("load_story_syn_recv_root") {
+        return;
+    }
+    assert_story_passes("syn-recv", 2);
+}
+
+/// tcp_tw_reuse=0 and =2 run out of ports. (The =1 run needs TCP
+/// timestamps from closelab; see README "closelab load".)
+#[test]
+fn load_port_exhaustion_root() {
+    if !require_root("load_port_exhaustion_root") {
+        return;
+    }
+    for reuse in ["0", "2"] {
+        let sysctl = format!("net.ipv4.tcp_tw_reuse={reuse}");
+        let r = load(&[
+            "--closer",
+            "client",
+            "--rate",
+            "300/s",
+            "--duration",
+            "3s",
+            "--ports",
+            "20000-20499",
+            "--peer-sysctl",
+            &sysctl,
+        ]);
+        assert_eq!(r.code, Some(0), "{}", r.text);
+        let s = of_type(&r, "load-summary");
+        assert_eq!(s.len(), 1, "{}", r.text);
+        assert!(num(s[0], &["errors", "EADDRNOTAVAIL"]) > 0, "tw_reuse={reuse}: EADDRNOTAVAIL expected{}", r.text);
+        let tw = num(s[0], &["peak_linux", "TIME_WAIT"]);
+        assert!((450..=500).contains(&tw), "500 ports, got {tw} TIME_WAIT{}", r.text);
+        assert_eq!(num(s[0], &["completed"]), num(s[0], &["connected"]), "{}", r.text);
+        for n in labs(&r) {
+            assert_lab_gone(&n);
+        }
+    }
+}
+
+#[test]
+fn load_plot_and_kernel_baseline_root() {
+    if !require_root("load_plot_and_kernel_baseline_root") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("closelab-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("load.svg");
+    let r = load(&["--count", "300", "--rate", "300/s", "--plot", svg.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    let s = of_type(&r, "load-summary");
+    assert_eq!(num(s[0], &["completed"]), 300, "{}", r.text);
+    assert_eq!(num(s[0], &["peak_closelab", "TIME_WAIT"]), 300, "{}", r.text);
+    let pic = std::fs::read_to_string(&svg).unwrap();
+    assert!(pic.contains("closelab TIME_WAIT (max 300)"), "{pic}");
+    closelab::view::xml::check(&pic).expect("well-formed SVG");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let r = load(&["--server", "kernel", "--count", "200", "--rate", "400/s"]);
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    let s = of_type(&r, "load-summary");
+    assert_eq!(num(s[0], &["completed"]), 200, "{}", r.text);
+    assert_eq!(num(s[0], &["peak_closelab", "TIME_WAIT"]), 200, "kernel server closes first{}", r.text);
+}
+
+#[test]
+fn load_sigint_prints_summary_and_removes_lab_root() {
+    if !require_root("load_sigint_prints_summary_and_removes_lab_root") {
+        return;
+    }
+    let mut child = Command::new(BIN)
+        .args(["load", "--json", "--duration", "60s", "--rate", "200/s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let mut buf = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        buf.clear();
+        if out.read_line(&mut buf).unwrap() == 0 {
+            break;
+        }
+        lines.push(buf.trim_end().to_string());
+        if buf.contains("\"load-sample\"") {
+            break;
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    for l in out.lines() {
+        lines.push(l.unwrap());
+    }
+    let status = child.wait().unwrap();
+    let all = lines.join("\n");
+    assert_eq!(status.code(), Some(130), "{all}");
+    let summary = lines.iter().find(|l| l.contains("\"load-summary\"")).unwrap_or_else(|| panic!("no summary: {all}"));
+    assert!(summary.contains("\"interrupted\":true"), "{summary}");
+    let lab = lines
+        .iter()
+        .find_map(|l| l.split("load on lab ").nth(1).map(|t| t.split(':').next().unwrap().to_string()))
+        .unwrap_or_else(|| panic!("no lab note: {all}"));
+    assert_lab_gone(&lab);
+}

@@ -1,0 +1,22 @@
+//! closelab's integration tests, one test binary (one link, one libtest run
+//! that schedules every test on the same thread pool) with a module per
+//! area and the shared helpers in [`util`].
+//!
+//! Tests named `*_root` need root and network namespaces: outside CI they
+//! print a SKIPPED line, with `CI=true` a skip fails.
+
+mod util;
+
+mod cli;
+mod demo_root;
+mod endpoint_root;
+mod lab_root;
+mod ladder_cli;
+mod load_cli;
+mod load_root;
+mod pcap_root;
+mod records_root;
+mod scenario_root;
+mod ss_root;
+mod web_cli;
+mod web_root;
