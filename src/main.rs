@@ -185,6 +185,9 @@ struct BenchArgs {
     /// Seed for closelab's initial sequence numbers.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Name of the throwaway lab (default: unique); removed at the end.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// `closelab load`: the busy server's netstat picture on real packets.
@@ -884,6 +887,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 json: a.json,
                 traced: !a.no_traced,
                 seed: a.seed,
+                name: a.name,
             };
             opts.validate()?;
             let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;

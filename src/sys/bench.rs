@@ -63,6 +63,8 @@ pub struct BenchOptions {
     /// Also run the traced kernel → closelab transfer.
     pub traced: bool,
     pub seed: u64,
+    /// The lab's name (default: a unique one). It must not exist yet.
+    pub name: Option<String>,
 }
 
 impl BenchOptions {
@@ -79,6 +81,9 @@ impl BenchOptions {
         }
         if let Some(m) = self.mtus.iter().find(|m| !MTU_RANGE.contains(m)) {
             return Err(format!("--mtu must be {} to {} (got {m})", MTU_RANGE.start(), MTU_RANGE.end()));
+        }
+        if let Some(n) = &self.name {
+            lab::validate_name(n).map_err(|e| e.to_string())?;
         }
         if !(4096..=(64 << 20)).contains(&self.buffer) {
             return Err(format!("--buffer must be 4k to 64M (got {} bytes)", self.buffer));
@@ -155,7 +160,11 @@ fn machine() -> Machine {
 /// Runs the bench; results go to `out` as text or JSON lines.
 pub fn run(opts: &BenchOptions, signals: &mut Signals, out: &mut dyn Write) -> Result<BenchEnd, String> {
     opts.validate()?;
-    let lab = Lab::up(LabSpec::unique()).map_err(|e| e.to_string())?;
+    let spec = match &opts.name {
+        Some(n) => LabSpec::new(n, None).map_err(|e| e.to_string())?,
+        None => LabSpec::unique(),
+    };
+    let lab = Lab::up(spec).map_err(|e| e.to_string())?;
     let a = lab.addrs().clone();
     let m = machine();
     let head = format!(
@@ -316,14 +325,12 @@ fn measure(
             let r = srv.join().unwrap_or_else(|_| Err("the kernel server thread panicked".into()));
             if interrupted { Ok(None) } else { r.map(Some) }
         } else {
-            let r = (move || {
-                // The endpoint runs on a scoped thread in closelab's namespace.
-                let h = s.spawn(move || {
-                    crate::sys::netns::enter(&a.ns_closelab).map_err(|e| e.to_string())?;
-                    closelab_server(a, path, mtu, port, opts, signals, ready_tx, done)
-                });
-                h.join().unwrap_or_else(|_| Err("the endpoint thread panicked".into()))
-            })();
+            // The endpoint runs on a scoped thread in closelab's namespace.
+            let h = s.spawn(move || {
+                crate::sys::netns::enter(&a.ns_closelab).map_err(|e| e.to_string())?;
+                closelab_server(a, path, mtu, port, opts, signals, ready_tx, done)
+            });
+            let r = h.join().unwrap_or_else(|_| Err("the endpoint thread panicked".into()));
             if !matches!(r, Ok(Some(()))) {
                 abort.store(true, Ordering::SeqCst);
             }
@@ -523,7 +530,16 @@ mod tests {
     use super::*;
 
     fn opts() -> BenchOptions {
-        BenchOptions { size: 1 << 20, rounds: 3, mtus: vec![1500], buffer: 1 << 20, json: false, traced: true, seed: 1 }
+        BenchOptions {
+            size: 1 << 20,
+            rounds: 3,
+            mtus: vec![1500],
+            buffer: 1 << 20,
+            json: false,
+            traced: true,
+            seed: 1,
+            name: None,
+        }
     }
 
     #[test]
