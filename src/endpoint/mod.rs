@@ -418,6 +418,9 @@ pub struct Endpoint {
     /// An empty set for segments that belong to no connection: smoltcp then
     /// answers as a closed port does (RST).
     empty: SocketSet<'static>,
+    /// Inside [`begin_batch`](Endpoint::begin_batch)…[`end_batch`](Endpoint::end_batch):
+    /// connections whose egress waits for the end of the batch.
+    batch: Option<Vec<ConnId>>,
     dev: MemoryDevice,
     /// Scratch list for the application's calls in one step (kept to
     /// reuse its allocation).
@@ -468,6 +471,7 @@ impl Endpoint {
             events: Vec::new(),
             finished: 0,
             empty: SocketSet::new(Vec::new()),
+            batch: None,
             dev,
             actions: Vec::new(),
             http_done: Vec::new(),
@@ -664,6 +668,26 @@ impl Endpoint {
         let mut release = Vec::new();
         self.through_faults(now, Dir::In, packet, seg.as_ref().ok(), conn, fin_seen, &mut release);
         self.deliver_all(now, release);
+    }
+
+    /// Packets read together from the wire follow: each goes through ingress
+    /// and the application at once, but a connection's egress (data, and
+    /// the ACK smoltcp owes for every second segment) runs once at
+    /// [`end_batch`](Self::end_batch), as a kernel with GRO acknowledges a
+    /// burst with one ACK. Replies made during ingress (RST, challenge ACK)
+    /// still go out in order.
+    pub fn begin_batch(&mut self) {
+        self.batch.get_or_insert_with(Vec::new);
+    }
+
+    /// Runs the egress deferred since [`begin_batch`](Self::begin_batch).
+    pub fn end_batch(&mut self, now: Instant) {
+        let Some(ids) = self.batch.take() else { return };
+        for id in ids {
+            if self.conns.contains_key(&id) {
+                self.step(now, id, None);
+            }
+        }
     }
 
     /// Runs timers and releases delayed packets due at `now`.
@@ -1070,6 +1094,7 @@ impl Endpoint {
     /// [`step`](Self::step); `shown`: the input's segment event was already
     /// emitted (a SYN that ended TIME-WAIT on the same 4-tuple).
     fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
+        let ingress = input.is_some();
         if let Some((packet, seg)) = input {
             let c = self.conns.get_mut(&id).expect("stepped connection exists");
             c.fin_seen |= seg.flags.fin;
@@ -1092,6 +1117,14 @@ impl Endpoint {
             }
         }
         self.run_app(now, id);
+        if ingress && let Some(batch) = self.batch.as_mut() {
+            // Repeats (a connection interleaved with another) only cost an
+            // egress pass that finds nothing.
+            if batch.last() != Some(&id) {
+                batch.push(id);
+            }
+            return;
+        }
         // Egress: at most one segment per call, so loop. Anything that
         // changes state here is a timer (retransmission, TIME-WAIT expiry,
         // user timeout).

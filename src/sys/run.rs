@@ -226,7 +226,7 @@ fn run_registered(
     let mut drops = DropWatch::new(tun, clock.now());
     loop {
         let now = clock.now();
-        wire.read_all(tun, ep, now)?;
+        let more = wire.read_batch(tun, ep, now)?;
         ep.poll(now);
         let tick = driver.tick(now, ep, sink)?;
         wire.write_all(tun, ep)?;
@@ -250,6 +250,8 @@ fn run_registered(
             let now = clock.now();
             if at <= now { StdDuration::ZERO } else { StdDuration::from_micros((at - now).total_micros()) }
         });
+        // Packets left unread: mio will not report the TUN readable again.
+        let timeout = if more { Some(StdDuration::ZERO) } else { timeout };
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -270,6 +272,10 @@ fn run_registered(
     }
 }
 
+/// Packets read per batch at most: bounds the time before the batch's
+/// replies go out (and what is held in between).
+const BATCH: usize = 256;
+
 /// The packet path between the TUN and the endpoint: one buffer for reads,
 /// a backlog for writes the TUN refused (it would block).
 struct Wire {
@@ -285,17 +291,30 @@ impl Wire {
     }
 
     /// Reads until the TUN has nothing more (edge-triggered mio reports a
-    /// readable TUN once per arrival burst).
-    fn read_all(&mut self, tun: &TunDevice, ep: &mut Endpoint, now: Instant) -> io::Result<()> {
-        loop {
+    /// readable TUN once per arrival burst) or [`BATCH`] packets were read,
+    /// as one endpoint batch: a burst is acknowledged once. `Ok(true)`:
+    /// packets may be left, come back without waiting.
+    fn read_batch(&mut self, tun: &TunDevice, ep: &mut Endpoint, now: Instant) -> io::Result<bool> {
+        ep.begin_batch();
+        let mut read = 0;
+        let more = loop {
+            if read == BATCH {
+                break true;
+            }
             match tun.recv(&mut self.buf) {
-                Ok(Some(n)) => ep.receive(now, self.buf[..n].to_vec()),
-                Ok(None) => return Ok(()),
+                Ok(Some(n)) => {
+                    read += 1;
+                    ep.receive(now, self.buf[..n].to_vec());
+                }
+                Ok(None) => break false,
                 Err(e) => {
+                    ep.end_batch(now);
                     return Err(io::Error::new(e.kind(), format!("reading from TUN device {}: {e}", tun.name())));
                 }
             }
-        }
+        };
+        ep.end_batch(now);
+        Ok(more)
     }
 
     /// Writes what the endpoint has to send, in order; what the TUN refuses
