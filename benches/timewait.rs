@@ -58,7 +58,7 @@ fn main() {
     for r in 0..5u32 {
         let start = Instant::now();
         for s in &segs {
-            std::hint::black_box(t.process(1000 + r, s, None));
+            std::hint::black_box(t.process(1000 + r, s, None, true));
         }
         rounds.push(start.elapsed().as_nanos() as f64 / segs.len() as f64);
     }

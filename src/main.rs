@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use closelab::config;
-use closelab::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy, TimeWaitSyn};
+use closelab::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy};
 use closelab::fault::FaultRule;
 use closelab::sys::control::{SsOptions, Target};
 use closelab::sys::run::{ConnectPlan, Signals, StopWhen};
@@ -248,6 +248,12 @@ struct LoadArgs {
     /// closelab's receive and send buffer per connection.
     #[arg(long, default_value = "2k")]
     buffer: String,
+    /// closelab's TIME-WAIT length (its TIME-WAIT table; Linux: 60 s).
+    #[arg(long, value_name = "DUR", default_value = "60s")]
+    time_wait: String,
+    /// closelab's TIME-WAIT table size, like tcp_max_tw_buckets.
+    #[arg(long, value_name = "N")]
+    max_tw: Option<usize>,
     /// Use this lab (default: build one and remove it afterwards).
     #[arg(long)]
     lab: Option<String>,
@@ -338,6 +344,12 @@ fn load_options(a: LoadArgs) -> Result<closelab::sys::load::LoadOptions, String>
         faults: a.faults,
         connect_timeout: load::parse_duration("--connect-timeout", &a.connect_timeout)?,
         buffer,
+        time_wait: config::time_wait(&config::TimeWaitOptions {
+            len: Some(&a.time_wait),
+            max: a.max_tw,
+            ..Default::default()
+        })?
+        .time_wait,
     };
     Ok(closelab::sys::load::LoadOptions { spec, lab: a.lab, json: a.json, plot: a.plot, story: a.story, seed: a.seed })
 }
@@ -521,6 +533,14 @@ enum TraceArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum TwModelArg {
+    /// closelab's TIME-WAIT table: Linux's rules, 60 s, ~100 bytes per entry.
+    Linux,
+    /// smoltcp's own TIME-WAIT socket: 10 s, buffers kept, SYN per --time-wait-syn.
+    Smoltcp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TwSynArg {
     /// Replace TIME-WAIT with a new connection at once (as Linux does for a higher sequence number).
     Accept,
@@ -582,9 +602,41 @@ struct EndpointArgs {
     /// Reset a connection that gets no answer for this long (smoltcp's user timeout; any state).
     #[arg(long)]
     timeout: Option<String>,
-    /// What to do with a new SYN for a 4-tuple in TIME-WAIT.
-    #[arg(long, value_enum, default_value = "accept")]
-    time_wait_syn: TwSynArg,
+    /// Who keeps TIME-WAIT: closelab's compact table with Linux's rules and close timers (the
+    /// socket is freed), or smoltcp as it is (TIME-WAIT in its socket, fixed 10 s, a new SYN per
+    /// --time-wait-syn, no FIN-WAIT-2 timeout, no retransmission limit).
+    #[arg(long, value_enum, default_value = "linux")]
+    time_wait_model: TwModelArg,
+    /// TIME-WAIT length [default: 60s, Linux's TCP_TIMEWAIT_LEN].
+    #[arg(long, value_name = "DUR")]
+    time_wait: Option<String>,
+    /// Ignore an RST in TIME-WAIT, like net.ipv4.tcp_rfc1337=1 (default: it ends TIME-WAIT, like 0).
+    #[arg(long)]
+    rfc1337: bool,
+    /// Most connections in TIME-WAIT, like tcp_max_tw_buckets: past it a closing connection skips
+    /// TIME-WAIT (noted and counted) [default: 262144].
+    #[arg(long, value_name = "N")]
+    max_tw: Option<usize>,
+    /// With --time-wait-model smoltcp: what to do with a new SYN for a 4-tuple in TIME-WAIT
+    /// [default: accept].
+    #[arg(long, value_enum)]
+    time_wait_syn: Option<TwSynArg>,
+    /// An orphaned FIN-WAIT-2 (closelab's application called close()) ends after this long,
+    /// silently, like net.ipv4.tcp_fin_timeout [default: 60s].
+    #[arg(long, value_name = "DUR")]
+    fin_timeout: Option<String>,
+    /// Retransmissions of a segment before the connection is dropped, like tcp_retries2
+    /// [default: 15].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// The same once closelab's application has closed, like tcp_orphan_retries (0 means 8)
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    orphan_retries: Option<u32>,
+    /// SYN-ACK retransmissions before a half-open connection is freed, like tcp_synack_retries
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    synack_retries: Option<u32>,
     /// Receive and send buffer per connection.
     #[arg(long, default_value = "64k")]
     buffer: String,
@@ -685,10 +737,25 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
     cfg.app = app;
     cfg.policy =
         Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
-    cfg.time_wait_syn = match ep.time_wait_syn {
-        TwSynArg::Accept => TimeWaitSyn::Accept,
-        TwSynArg::Drop => TimeWaitSyn::Drop,
-    };
+    let close = config::time_wait(&config::TimeWaitOptions {
+        model: Some(match ep.time_wait_model {
+            TwModelArg::Linux => "linux",
+            TwModelArg::Smoltcp => "smoltcp",
+        }),
+        len: ep.time_wait.as_deref(),
+        rfc1337: ep.rfc1337,
+        max: ep.max_tw,
+        syn: ep.time_wait_syn.map(|s| match s {
+            TwSynArg::Accept => "accept",
+            TwSynArg::Drop => "drop",
+        }),
+        fin_timeout: ep.fin_timeout.as_deref(),
+        retries: ep.retries,
+        orphan_retries: ep.orphan_retries,
+        synack_retries: ep.synack_retries,
+    })?;
+    (cfg.time_wait_model, cfg.time_wait, cfg.time_wait_syn) = (close.model, close.time_wait, close.syn);
+    cfg.close_timers = close.timers;
     cfg.faults = ep.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let tun = TunSpec {
         name: tun_name,

@@ -191,35 +191,98 @@ pub fn parse(packet: &[u8]) -> Result<Segment, ParseError> {
     })
 }
 
+/// A bare TCP segment (no options, no payload) from `src` to `dst` as an
+/// IP packet with valid checksums: the answers of closelab's TIME-WAIT
+/// table, which has no smoltcp socket to make them. `src` and `dst` must be
+/// of one family (else the packet is empty).
+pub fn tcp_packet(src: SocketAddr, dst: SocketAddr, flags: Flags, seq: u32, ack: u32, win: u16) -> Vec<u8> {
+    use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
+    let control = match (flags.syn, flags.fin, flags.rst, flags.psh) {
+        (true, _, _, _) => TcpControl::Syn,
+        (_, true, _, _) => TcpControl::Fin,
+        (_, _, true, _) => TcpControl::Rst,
+        (_, _, _, true) => TcpControl::Psh,
+        _ => TcpControl::None,
+    };
+    let tcp = TcpRepr {
+        src_port: src.port(),
+        dst_port: dst.port(),
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: flags.ack.then_some(TcpSeqNumber(ack as i32)),
+        window_len: win,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    ip_packet(src.ip(), dst.ip(), &tcp)
+}
+
+/// A TCP segment in an IP packet with valid checksums.
+fn ip_packet(src: IpAddr, dst: IpAddr, tcp: &smoltcp::wire::TcpRepr) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, Ipv4Repr, Ipv6Repr};
+    let caps = ChecksumCapabilities::default();
+    let (ip_len, src_ip, dst_ip) = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => (20, IpAddress::Ipv4(s), IpAddress::Ipv4(d)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => (40, IpAddress::Ipv6(s), IpAddress::Ipv6(d)),
+        _ => return Vec::new(),
+    };
+    let mut buf = vec![0; ip_len + tcp.buffer_len()];
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let ip = Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.buffer_len(),
+                hop_limit: 64,
+            };
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let ip = Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.buffer_len(),
+                hop_limit: 64,
+            };
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+        }
+        _ => unreachable!("families checked above"),
+    }
+    tcp.emit(&mut TcpPacket::new_unchecked(&mut buf[ip_len..]), &src_ip, &dst_ip, &caps);
+    buf
+}
+
 /// A TCP segment from 10.0.0.1 to 10.0.0.2 as a real IPv4 packet with
 /// valid checksums, for tests.
 #[cfg(test)]
 pub(crate) fn ipv4_packet(tcp: &smoltcp::wire::TcpRepr) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpAddress, Ipv4Address, Ipv4Repr};
-    let (src, dst) = (Ipv4Address::new(10, 0, 0, 1), Ipv4Address::new(10, 0, 0, 2));
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let caps = ChecksumCapabilities::default();
-    let mut buf = vec![0; ip.buffer_len() + tcp.buffer_len()];
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[..]), &caps);
-    tcp.emit(
-        &mut TcpPacket::new_unchecked(&mut buf[ip.buffer_len()..]),
-        &IpAddress::Ipv4(src),
-        &IpAddress::Ipv4(dst),
-        &caps,
-    );
-    buf
+    ip_packet([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), tcp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_tcp_packet_parses_back_v4_and_v6() {
+        let ack = Flags::parse(".").unwrap();
+        for (src, dst) in [("10.0.0.2:80", "10.0.0.1:4000"), ("[fd00::2]:80", "[fd00::1]:4000")] {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let p = tcp_packet(src, dst, ack, 1001, 5001, 502);
+            let seg = parse(&p).unwrap();
+            assert_eq!(seg, Segment { src, dst, flags: ack, seq: 1001, ack: 5001, win: 502, len: 0 });
+        }
+        let v4: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let v6: SocketAddr = "[fd00::1]:4000".parse().unwrap();
+        assert!(tcp_packet(v4, v6, ack, 1, 1, 1).is_empty());
+    }
 
     #[test]
     fn test_flags_display_like_tcpdump() {

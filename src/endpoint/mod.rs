@@ -38,6 +38,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
+use timewait::TwAction;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
@@ -56,6 +57,64 @@ pub enum TimeWaitSyn {
     /// Hand the SYN to the TIME-WAIT socket, which is what smoltcp alone does:
     /// it is silently dropped until TIME-WAIT ends.
     Drop,
+}
+
+/// Who keeps a connection's TIME-WAIT (`--time-wait-model`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeWaitModel {
+    /// closelab's own compact table ([`timewait`]) with Linux's rules: the
+    /// smoltcp socket and its buffers are freed once the final ACK is sent.
+    Linux,
+    /// smoltcp's socket keeps TIME-WAIT (its fixed 10 s, SYNs as
+    /// [`TimeWaitSyn`] says): smoltcp as it is.
+    Smoltcp,
+}
+
+impl TimeWaitModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeWaitModel::Linux => "linux",
+            TimeWaitModel::Smoltcp => "smoltcp",
+        }
+    }
+}
+
+/// Linux's close timers that smoltcp does not have, each named after its
+/// sysctl. Retransmissions are counted per segment (smoltcp's backoff: RTO
+/// at least 1 s, doubling up to 60 s), not converted into Linux's time
+/// budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseTimers {
+    /// `tcp_fin_timeout`: an orphaned FIN-WAIT-2 (the application called
+    /// close(), not shutdown()) ends this long after it began, silently.
+    /// `None`: never (smoltcp alone).
+    pub fin_timeout: Option<Duration>,
+    /// `tcp_retries2`: retransmissions of one segment before the
+    /// connection is dropped (ETIMEDOUT, no segment sent).
+    pub retries: u32,
+    /// `tcp_orphan_retries` for connections the application has closed:
+    /// 0 means 8, as on Linux.
+    pub orphan_retries: u32,
+    /// `tcp_synack_retries`: SYN-ACK retransmissions before a half-open
+    /// connection is freed.
+    pub synack_retries: u32,
+}
+
+/// Linux's `tcp_syn_retries` default (SYN-SENT; no flag).
+pub const SYN_RETRIES: u32 = 6;
+
+impl Default for CloseTimers {
+    /// Linux's defaults: 60 s, 15, 0 (= 8), 5.
+    fn default() -> CloseTimers {
+        CloseTimers { fin_timeout: Some(Duration::from_secs(60)), retries: 15, orphan_retries: 0, synack_retries: 5 }
+    }
+}
+
+impl CloseTimers {
+    /// smoltcp alone: no FIN-WAIT-2 timeout, retransmissions without end.
+    pub fn none() -> CloseTimers {
+        CloseTimers { fin_timeout: None, retries: u32::MAX, orphan_retries: u32::MAX, synack_retries: u32::MAX }
+    }
 }
 
 /// Everything the endpoint needs to know; built by the CLI's validation step.
@@ -81,7 +140,14 @@ pub struct EndpointConfig {
     pub user_timeout: Option<Duration>,
     pub app: AppKind,
     pub policy: Policy,
+    /// With [`TimeWaitModel::Smoltcp`] only: a SYN for a TIME-WAIT 4-tuple.
     pub time_wait_syn: TimeWaitSyn,
+    pub time_wait_model: TimeWaitModel,
+    /// TIME-WAIT length, RFC 1337 and the table's size (Linux model).
+    pub time_wait: timewait::TwConfig,
+    /// Linux's close timers: `--fin-timeout`, `--retries`,
+    /// `--orphan-retries`, `--synack-retries`.
+    pub close_timers: CloseTimers,
     pub faults: Vec<FaultRule>,
     /// Keep raw bytes of each segment for pcap sinks.
     pub capture: bool,
@@ -115,6 +181,9 @@ impl EndpointConfig {
             app: AppKind::Sink,
             policy: Policy::default(),
             time_wait_syn: TimeWaitSyn::Accept,
+            time_wait_model: TimeWaitModel::Linux,
+            time_wait: timewait::TwConfig::default(),
+            close_timers: CloseTimers::default(),
             faults: Vec::new(),
             capture: false,
             data_events: true,
@@ -196,6 +265,14 @@ struct Conn {
     deadline: Option<Instant>,
     generation: u64,
     seq: SeqTracker,
+    /// The peer's sequence space ends here (after its FIN), once its FIN
+    /// has been accepted: rcv_nxt of a TIME-WAIT record.
+    peer_fin_end: Option<u32>,
+    /// An orphaned FIN-WAIT-2 ends then (`--fin-timeout`).
+    orphan_at: Option<Instant>,
+    /// A retransmission limit was reached: its description; the
+    /// connection is dropped at the end of the step.
+    expired: Option<String>,
 }
 
 /// Retransmissions and keep-alive probes of one connection, read from its
@@ -208,7 +285,16 @@ struct SeqTracker {
     /// space was sent.
     snd_max: Option<u32>,
     retrans: u32,
+    /// Retransmissions of the oldest unacknowledged segment (the one an
+    /// RTO resends first) since the ACK last advanced: what the
+    /// retransmission limits count (a go-back-N round resends many
+    /// segments but is one timeout).
+    head_retrans: u32,
     probes: u32,
+    /// Acknowledgment number and window field of the last segment sent
+    /// with ACK.
+    last_ack: Option<u32>,
+    last_win: u16,
 }
 
 /// `a < b` in sequence space (RFC 9293 §3.4: arithmetic modulo 2^32).
@@ -227,6 +313,10 @@ impl SeqTracker {
     /// segment the network lost and the stack sends again is a
     /// retransmission, a fault's duplicate is not).
     fn sent(&mut self, seg: &Segment) {
+        if seg.flags.ack && !seg.flags.rst {
+            self.last_ack = Some(seg.ack);
+            self.last_win = seg.win;
+        }
         let len = seg.seq_len();
         if len == 0 || seg.flags.rst {
             return;
@@ -244,6 +334,9 @@ impl SeqTracker {
                 self.probes += 1;
             } else {
                 self.retrans += 1;
+                if seg.seq == self.snd_una {
+                    self.head_retrans += 1;
+                }
             }
         }
         if seq_lt(max, end) {
@@ -265,6 +358,7 @@ impl SeqTracker {
         {
             self.snd_una = seg.ack;
             self.retrans = 0;
+            self.head_retrans = 0;
         }
     }
 
@@ -427,6 +521,8 @@ pub struct Endpoint {
     actions: Vec<AppAction>,
     /// HTTP exchanges finished since [`Endpoint::take_http`] was last called.
     http_done: Vec<HttpDone>,
+    /// Connections in TIME-WAIT whose socket is gone (Linux model).
+    tw: timewait::TimeWaitTable<TupleHashKey>,
 }
 
 impl Endpoint {
@@ -455,12 +551,13 @@ impl Endpoint {
             }
         }
         let faults = FaultPath::new(cfg.faults.clone(), cfg.seed);
+        let tuple_key = TupleHashKey::random();
         let slow = cfg.slow.map(|d| FaultPath::new(vec![FaultRule::slow(d)], cfg.seed));
         Endpoint {
             iface,
             start: now,
             conns: IdMap::default(),
-            by_tuple: HashMap::with_hasher(TupleHashKey::random()),
+            by_tuple: HashMap::with_hasher(tuple_key),
             listen_ports: HashSet::new(),
             timers: BinaryHeap::new(),
             next_id: 1,
@@ -475,6 +572,7 @@ impl Endpoint {
             dev,
             actions: Vec::new(),
             http_done: Vec::new(),
+            tw: timewait::TimeWaitTable::new(cfg.time_wait, tuple_key),
             cfg,
         }
     }
@@ -654,17 +752,24 @@ impl Endpoint {
     /// A packet read from the wire.
     pub fn receive(&mut self, now: Instant, packet: Vec<u8>) {
         let seg = wire::parse(&packet);
-        let conn = match &seg {
+        let live = match &seg {
             Ok(s) => self.by_tuple.get(&s.tuple_at_receiver()).copied(),
             Err(_) => None,
         };
         if self.no_faults() {
             // Nothing can hold, drop or reorder it: the packet goes in now,
             // with the summary and connection just looked up.
-            self.dispatch(now, packet, seg, conn);
+            self.dispatch(now, packet, seg, live);
             return;
         }
-        let fin_seen = conn.is_some_and(|id| self.conns[&id].fin_seen);
+        // Fault rules see TIME-WAIT records as connections too (after a FIN).
+        let (conn, fin_seen) = match live {
+            Some(id) => (Some(id), self.conns[&id].fin_seen),
+            None => {
+                let tw = seg.as_ref().ok().and_then(|s| self.tw_id(&s.tuple_at_receiver()));
+                (tw, tw.is_some())
+            }
+        };
         let mut release = Vec::new();
         self.through_faults(now, Dir::In, packet, seg.as_ref().ok(), conn, fin_seen, &mut release);
         self.deliver_all(now, release);
@@ -715,6 +820,7 @@ impl Endpoint {
                     self.no_refire(now, id);
                 }
             }
+            self.expire_time_wait(now);
             if !progressed {
                 return;
             }
@@ -737,10 +843,76 @@ impl Endpoint {
         }
     }
 
+    /// TIME-WAIT records due at `now` end: `TIME-WAIT -> CLOSED (timer)`.
+    fn expire_time_wait(&mut self, now: Instant) {
+        let now_ms = self.ms(now);
+        if self.tw.poll_at().is_none_or(|at| at > now_ms) {
+            return;
+        }
+        let mut gone = Vec::new();
+        self.tw.expire(now_ms, |_, id| gone.push(id));
+        for id in gone {
+            log::debug!("endpoint: conn={id} TIME-WAIT over");
+            self.finished += 1;
+            self.emit(
+                now,
+                Some(id),
+                EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Timer },
+                None,
+            );
+        }
+    }
+
+    /// Milliseconds since the start (the TIME-WAIT table's clock; a run of
+    /// more than 49 days stops at u32::MAX).
+    fn ms(&self, now: Instant) -> u32 {
+        if now <= self.start { 0 } else { (now - self.start).total_millis().min(u64::from(u32::MAX)) as u32 }
+    }
+
+    /// The connection number of a TIME-WAIT record.
+    fn tw_id(&self, tuple: &FourTuple) -> Option<ConnId> {
+        if self.tw.is_empty() {
+            return None;
+        }
+        self.tw.get(tuple).map(|r| ConnId::from(r.id))
+    }
+
+    /// Entries in the TIME-WAIT table now (Linux model).
+    pub fn time_wait_count(&self) -> usize {
+        self.tw.len()
+    }
+
+    /// Connections that skipped TIME-WAIT because the table was full
+    /// (`--max-tw`, like Linux's "time wait bucket table overflow").
+    pub fn time_wait_overflows(&self) -> u64 {
+        self.tw.overflows
+    }
+
+    /// A line for the end of a run about the TIME-WAIT table (Linux model),
+    /// when there is something to say: entries left, overflows, ACKs held
+    /// back by the rate limit.
+    pub fn time_wait_report(&self) -> Option<String> {
+        let (n, over, limited) = (self.tw.len(), self.tw.overflows, self.tw.limited);
+        if self.cfg.time_wait_model != TimeWaitModel::Linux || (n, over, limited) == (0, 0, 0) {
+            return None;
+        }
+        let len = Duration::from_millis(u64::from(self.cfg.time_wait.len_ms));
+        Some(format!(
+            "TIME-WAIT table at exit: {n} in TIME-WAIT (--time-wait {len}), {over} skipped TIME-WAIT because the table was full (--max-tw {}), {limited} ACKs held back by the 500 ms rate limit",
+            self.cfg.time_wait.max
+        ))
+    }
+
+    /// ACKs of the TIME-WAIT table suppressed by the 500 ms rate limit.
+    pub fn time_wait_acks_limited(&self) -> u64 {
+        self.tw.limited
+    }
+
     /// When to call [`poll`](Self::poll) next.
     pub fn poll_at(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        [timer, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())].into_iter().flatten().min()
+        let tw = self.tw.poll_at().map(|ms| self.start + Duration::from_millis(u64::from(ms)));
+        [timer, tw, self.faults.poll_at(), self.slow.as_ref().and_then(|s| s.poll_at())].into_iter().flatten().min()
     }
 
     /// Whether fault rules or slow motion hold a packet right now.
@@ -761,7 +933,7 @@ impl Endpoint {
             let seg = wire::parse(&packet).ok();
             let conn = seg.as_ref().and_then(|s| {
                 let tuple = if dir == Dir::Out { s.tuple_at_sender() } else { s.tuple_at_receiver() };
-                self.by_tuple.get(&tuple).copied()
+                self.find(&tuple)
             });
             let holder = if rule == 0 { "slow motion".to_string() } else { format!("rule {rule}") };
             let detail = format!("{why} (held by {holder})");
@@ -796,7 +968,8 @@ impl Endpoint {
         self.finished
     }
 
-    /// Number of connections in the table.
+    /// Number of connections with a socket (TIME-WAIT records of the Linux
+    /// model are counted by [`Endpoint::time_wait_count`]).
     pub fn len(&self) -> usize {
         self.conns.len()
     }
@@ -805,7 +978,8 @@ impl Endpoint {
         self.conns.is_empty()
     }
 
-    /// State of one connection.
+    /// State of a connection with a socket: `None` once it is gone (closed,
+    /// or a record in the TIME-WAIT table, which is found by 4-tuple).
     pub fn state(&self, id: ConnId) -> Option<TcpState> {
         self.conns.get(&id).map(|c| c.state)
     }
@@ -821,7 +995,8 @@ impl Endpoint {
         self.conns.get(&id).and_then(|c| c.app.checksum)
     }
 
-    /// A snapshot of every connection, ordered by number.
+    /// A snapshot of every connection (TIME-WAIT records included), ordered
+    /// by number.
     pub fn connections(&self, now: Instant) -> Vec<ConnInfo> {
         let mut v: Vec<ConnInfo> = self
             .conns
@@ -842,6 +1017,19 @@ impl Endpoint {
                 }
             })
             .collect();
+        let now_ms = self.ms(now);
+        v.extend(self.tw.entries(now_ms).map(|(tuple, id, left)| ConnInfo {
+            id,
+            tuple,
+            state: TcpState::TimeWait,
+            recv_q: 0,
+            send_q: 0,
+            deadline: Some(Duration::from_millis(u64::from(left))),
+            retrans: 0,
+            probes: 0,
+            unacked: 0,
+            peer_fin: true,
+        }));
         v.sort_by_key(|c| c.id);
         v
     }
@@ -853,14 +1041,14 @@ impl Endpoint {
         v
     }
 
-    /// The 4-tuples of every connection (unordered).
+    /// The 4-tuples of every connection with a socket (unordered).
     pub fn tuples(&self) -> impl Iterator<Item = &FourTuple> {
         self.by_tuple.keys()
     }
 
-    /// Looks up a connection by its 4-tuple.
+    /// Looks up a connection (or TIME-WAIT record) by its 4-tuple.
     pub fn find(&self, tuple: &FourTuple) -> Option<ConnId> {
-        self.by_tuple.get(tuple).copied()
+        self.by_tuple.get(tuple).copied().or_else(|| self.tw_id(tuple))
     }
 
     // ---- internals ----
@@ -936,7 +1124,7 @@ impl Endpoint {
     }
 
     fn deliver_out(&mut self, now: Instant, packet: Vec<u8>, seg: Parsed) {
-        let conn = seg.as_ref().ok().and_then(|s| self.by_tuple.get(&s.tuple_at_sender()).copied());
+        let conn = seg.as_ref().ok().and_then(|s| self.find(&s.tuple_at_sender()));
         self.segment_event(now, conn, Dir::Out, &packet, seg);
         self.outbox.push_back(packet);
     }
@@ -966,6 +1154,19 @@ impl Endpoint {
         let tuple = seg.tuple_at_receiver();
         let bare_syn = seg.flags.syn && !seg.flags.ack && !seg.flags.rst;
         let mut syn_shown = false;
+        let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
+        let listening = ours && self.listen_ports.contains(&tuple.local.port());
+        if conn.is_none() && !self.tw.is_empty() {
+            let now_ms = self.ms(now);
+            if let Some((id, action)) = self.tw.process(now_ms, &seg, None, listening) {
+                if !self.time_wait_answer(now, id, &packet, &seg, action) {
+                    return;
+                }
+                // A SYN that ended TIME-WAIT, already shown: it starts the
+                // new connection below.
+                syn_shown = true;
+            }
+        }
         if let Some(id) = conn {
             let in_tw = self.conns[&id].state == TcpState::TimeWait;
             if !(in_tw && bare_syn && self.cfg.time_wait_syn == TimeWaitSyn::Accept) {
@@ -993,8 +1194,7 @@ impl Endpoint {
             );
             self.finish(id);
         }
-        let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
-        if bare_syn && ours && self.listen_ports.contains(&tuple.local.port()) {
+        if bare_syn && listening {
             if self.conns.len() >= self.cfg.max_conns {
                 self.emit(
                     now,
@@ -1022,6 +1222,132 @@ impl Endpoint {
             return;
         }
         self.stateless(now, packet, Some(seg));
+    }
+
+    /// Shows a segment for a TIME-WAIT record and the table's answer (sent,
+    /// noted, or the end of TIME-WAIT). `true`: a SYN that ended TIME-WAIT;
+    /// the caller starts the new connection from it.
+    fn time_wait_answer(&mut self, now: Instant, id: ConnId, packet: &[u8], seg: &Segment, action: TwAction) -> bool {
+        self.segment_event(now, Some(id), Dir::In, packet, Ok(seg.clone()));
+        let len = Duration::from_millis(u64::from(self.cfg.time_wait.len_ms));
+        let tuple = seg.tuple_at_receiver();
+        let (note, ack) = match action {
+            TwAction::AckFin { seq, ack, win } => (
+                Some(format!(
+                    "TIME-WAIT: the peer's FIN again (our last ACK lost or late): ACK again, timer restarted ({len})"
+                )),
+                Some((seq, ack, win)),
+            ),
+            TwAction::Absorbed => {
+                (Some(format!("TIME-WAIT: ACK at rcv_nxt, no answer, timer restarted ({len})")), None)
+            }
+            TwAction::Killed => {
+                self.note(
+                    now,
+                    Some(id),
+                    "RST at rcv_nxt ends TIME-WAIT (TIME-WAIT assassination, RFC 1337; as Linux with tcp_rfc1337=0)"
+                        .into(),
+                );
+                let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
+                self.emit(now, Some(id), kind, None);
+                self.finished += 1;
+                return false;
+            }
+            TwAction::RstIgnored => {
+                (Some("RST ignored in TIME-WAIT (--rfc1337, as Linux with tcp_rfc1337=1)".to_string()), None)
+            }
+            TwAction::RstOutOfWindow => (Some("TIME-WAIT: RST not at rcv_nxt ignored".to_string()), None),
+            TwAction::NewConnection { isn, rcv_nxt } => {
+                self.note(
+                    now,
+                    Some(id),
+                    format!(
+                        "new SYN (seq {} after rcv_nxt {rcv_nxt}) ends TIME-WAIT, as Linux does; Linux would answer with ISN {isn} (snd_nxt + 65537), smoltcp picks its own",
+                        seg.seq
+                    ),
+                );
+                let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
+                self.emit(now, Some(id), kind, None);
+                self.finished += 1;
+                return true;
+            }
+            TwAction::Ack { seq, ack, win, restarted } => {
+                let why = if seg.flags.syn && !seg.flags.ack {
+                    "a SYN not after rcv_nxt (or no listener)"
+                } else {
+                    "a segment outside the TIME-WAIT's window"
+                };
+                let timer = if restarted { format!(", timer restarted ({len})") } else { String::new() };
+                (Some(format!("TIME-WAIT answers {why} with its ACK{timer}")), Some((seq, ack, win)))
+            }
+            TwAction::AckLimited { restarted } => {
+                let timer = if restarted { format!(", timer restarted ({len})") } else { String::new() };
+                (
+                    Some(format!(
+                        "TIME-WAIT: ACK not sent, at most one per 500 ms (Linux's tcp_invalid_ratelimit){timer}"
+                    )),
+                    None,
+                )
+            }
+        };
+        if let Some(text) = note {
+            self.note(now, Some(id), text);
+        }
+        if let Some((seq, ack, win)) = ack {
+            let flags = wire::Flags { ack: true, ..wire::Flags::default() };
+            let packet = wire::tcp_packet(tuple.local, tuple.remote, flags, seq, ack, win);
+            self.send_detached(now, id, packet);
+        }
+        false
+    }
+
+    /// Sends a packet made by closelab itself (a TIME-WAIT record's answer)
+    /// through the fault path like the stack's own.
+    fn send_detached(&mut self, now: Instant, id: ConnId, packet: Vec<u8>) {
+        let seg = wire::parse(&packet);
+        if self.no_faults() {
+            self.deliver_out(now, packet, seg);
+            return;
+        }
+        let mut release = Vec::new();
+        self.through_faults(now, Dir::Out, packet, seg.as_ref().ok(), Some(id), true, &mut release);
+        self.deliver_all(now, release);
+    }
+
+    /// Hands a connection that reached TIME-WAIT to the table (Linux
+    /// model) once its final ACK is out: the smoltcp socket and its buffers
+    /// are freed. Past `--max-tw` the connection skips TIME-WAIT, as Linux
+    /// past tcp_max_tw_buckets. `true` when the connection is gone.
+    fn retire_time_wait(&mut self, now: Instant, id: ConnId) -> bool {
+        if self.cfg.time_wait_model != TimeWaitModel::Linux {
+            return false;
+        }
+        let Some(c) = self.conns.get(&id) else { return false };
+        if c.state != TcpState::TimeWait {
+            return false;
+        }
+        let Some(rcv_nxt) = c.peer_fin_end else { return false };
+        if c.seq.last_ack != Some(rcv_nxt) {
+            // The final ACK is not out yet (smoltcp's delayed ACK).
+            return false;
+        }
+        let (tuple, snd_nxt, win) = (c.tuple, c.seq.snd_max.unwrap_or(0), c.seq.last_win);
+        // Finished (for --exit-after) once TIME-WAIT is over, as with
+        // smoltcp's own TIME-WAIT.
+        self.remove(id);
+        let now_ms = self.ms(now);
+        if !self.tw.insert(now_ms, &tuple, id, snd_nxt, rcv_nxt, win, None) {
+            let max = self.cfg.time_wait.max;
+            self.note(
+                now,
+                Some(id),
+                format!("TCP: time wait bucket table overflow (--max-tw {max}): the connection skips TIME-WAIT"),
+            );
+            let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
+            self.emit(now, Some(id), kind, None);
+            self.finished += 1;
+        }
+        true
     }
 
     /// A packet that belongs to no connection (`seg` if it is TCP): smoltcp
@@ -1064,6 +1390,9 @@ impl Endpoint {
                 deadline: None,
                 generation: 0,
                 seq: SeqTracker::default(),
+                peer_fin_end: None,
+                orphan_at: None,
+                expired: None,
             },
         );
         self.by_tuple.insert(tuple, id);
@@ -1095,8 +1424,27 @@ impl Endpoint {
     /// emitted (a SYN that ended TIME-WAIT on the same 4-tuple).
     fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
         let ingress = input.is_some();
+        // A nested step (a fault path releasing a held packet while this
+        // one sends) can end this connection: every access below checks.
+        if input.is_none()
+            && let Some(c) = self.conns.get(&id)
+            && c.state == TcpState::FinWait2
+            && c.orphan_at.is_some_and(|at| at <= now)
+        {
+            let t = self.cfg.close_timers.fin_timeout.unwrap_or_default();
+            self.drop_conn(
+                now,
+                id,
+                format!(
+                    "orphaned FIN-WAIT-2 ends after --fin-timeout {t} (tcp_fin_timeout): no segment sent, as Linux"
+                ),
+            );
+            return;
+        }
         if let Some((packet, seg)) = input {
-            let c = self.conns.get_mut(&id).expect("stepped connection exists");
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            let had_fin = c.peer_fin;
+            let fin_end = seg.flags.fin.then(|| seg.seq.wrapping_add(seg.seq_len()));
             c.fin_seen |= seg.flags.fin;
             c.seq.received(&seg);
             if !shown {
@@ -1107,8 +1455,14 @@ impl Endpoint {
             self.iface.poll_ingress_single(now, &mut self.dev, &mut c.set);
             self.dev.rx.clear();
             self.note_state(now, id, Cause::Segment);
+            if let Some(c) = self.conns.get_mut(&id)
+                && !had_fin
+                && c.peer_fin
+            {
+                c.peer_fin_end = fin_end;
+            }
             self.flush_tx(now, Some(id));
-            let c = &self.conns[&id];
+            let Some(c) = self.conns.get(&id) else { return };
             if c.state == TcpState::Listen {
                 // An RST during the handshake sends smoltcp's socket back to
                 // LISTEN; the connection is gone.
@@ -1117,7 +1471,14 @@ impl Endpoint {
             }
         }
         self.run_app(now, id);
-        if ingress && let Some(batch) = self.batch.as_mut() {
+        // Only bulk data is batched: a connection that is closing (or
+        // opening) steps at once, so close sequences stay exactly as
+        // without batching.
+        let established = self.conns.get(&id).is_some_and(|c| c.state == TcpState::Established);
+        if ingress
+            && established
+            && let Some(batch) = self.batch.as_mut()
+        {
             // Repeats (a connection interleaved with another) only cost an
             // egress pass that finds nothing.
             if batch.last() != Some(&id) {
@@ -1129,7 +1490,9 @@ impl Endpoint {
         // changes state here is a timer (retransmission, TIME-WAIT expiry,
         // user timeout).
         for _ in 0..10_000 {
-            let c = self.conns.get_mut(&id).expect("stepped connection exists");
+            // Sending can run a nested step (a fault path releasing a held
+            // packet) that ends this connection.
+            let Some(c) = self.conns.get_mut(&id) else { return };
             let r = self.iface.poll_egress(now, &mut self.dev, &mut c.set);
             let sent = !self.dev.tx.is_empty();
             self.note_state(now, id, Cause::Timer);
@@ -1138,13 +1501,48 @@ impl Endpoint {
                 break;
             }
             // Sending may have freed buffer space for the application.
+            if !self.conns.contains_key(&id) {
+                return;
+            }
             self.run_app(now, id);
+        }
+        if let Some(why) = self.conns.get_mut(&id).and_then(|c| c.expired.take()) {
+            self.drop_conn(now, id, why);
+            return;
+        }
+        if self.retire_time_wait(now, id) {
+            return;
         }
         self.reschedule(now, id);
     }
 
+    /// Ends a connection by one of Linux's close timers: a note naming it,
+    /// `STATE -> CLOSED (timer)`, the socket freed without a segment (Linux
+    /// reports ETIMEDOUT to the application and sends nothing).
+    fn drop_conn(&mut self, now: Instant, id: ConnId, why: String) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let from = c.state;
+        self.note(now, Some(id), why);
+        self.emit(now, Some(id), EventKind::State { from, to: TcpState::Closed, cause: Cause::Timer }, None);
+        self.finish(id);
+    }
+
+    /// The retransmission limit of a connection now, and its name.
+    fn retry_limit(&self, c: &Conn) -> (u32, &'static str) {
+        let t = &self.cfg.close_timers;
+        match c.state {
+            TcpState::SynReceived => (t.synack_retries, "--synack-retries (tcp_synack_retries)"),
+            TcpState::SynSent => (SYN_RETRIES, "tcp_syn_retries"),
+            _ if c.app.closed == Some(CloseCall::Close) => {
+                let n = if t.orphan_retries == 0 { 8 } else { t.orphan_retries };
+                (n, "--orphan-retries (tcp_orphan_retries; the application has closed)")
+            }
+            _ => (t.retries, "--retries (tcp_retries2)"),
+        }
+    }
+
     fn run_app(&mut self, now: Instant, id: ConnId) {
-        let c = self.conns.get_mut(&id).expect("connection exists");
+        let Some(c) = self.conns.get_mut(&id) else { return };
         let mut actions = std::mem::take(&mut self.actions);
         let sock = c.set.get_mut::<tcp::Socket>(c.handle);
         c.app.io(sock, &mut actions);
@@ -1224,6 +1622,10 @@ impl Endpoint {
             return;
         }
         c.state = new;
+        c.orphan_at = match (new, c.app.closed, self.cfg.close_timers.fin_timeout) {
+            (TcpState::FinWait2, Some(CloseCall::Close), Some(t)) => Some(now + t),
+            _ => None,
+        };
         match new {
             TcpState::Established => {
                 c.synchronized = true;
@@ -1287,12 +1689,27 @@ impl Endpoint {
 
     fn send(&mut self, now: Instant, id: Option<ConnId>, packet: Vec<u8>) {
         let seg = wire::parse(&packet);
+        let limit = id.and_then(|i| self.conns.get(&i)).map(|c| self.retry_limit(c));
         let fin_seen = match id.and_then(|i| self.conns.get_mut(&i)) {
             Some(c) => {
+                if c.expired.is_some() {
+                    // Dropped by a retransmission limit: nothing more goes out.
+                    return;
+                }
                 let before = c.fin_seen;
                 if let Ok(s) = &seg {
                     c.fin_seen |= s.flags.fin;
                     c.seq.sent(s);
+                    if let Some((n, name)) = limit
+                        && c.seq.head_retrans > n
+                    {
+                        // The retransmission that would exceed the limit is
+                        // not sent: Linux gives up when that timer fires.
+                        c.expired = Some(format!(
+                            "{n} retransmissions unanswered: the connection is dropped ({name} = {n}), no segment sent, as Linux"
+                        ));
+                        return;
+                    }
                 }
                 before
             }
@@ -1311,7 +1728,7 @@ impl Endpoint {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let sock_at = self.iface.poll_at(now, &c.set).map(|t| if t < now { now } else { t });
         let (_, app_at) = c.app.due_close(now, c.peer_fin);
-        let next = [sock_at, app_at].into_iter().flatten().min();
+        let next = [sock_at, app_at, c.orphan_at].into_iter().flatten().min();
         log::trace!(
             "endpoint: conn={id} state={} next={next:?} sock_at={sock_at:?} app_at={app_at:?} now={now}",
             c.state

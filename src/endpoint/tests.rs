@@ -31,6 +31,12 @@ fn cfg(addr: &str, app: AppKind, close: ClosePolicy, close_after: Option<Duratio
     c
 }
 
+/// smoltcp keeps TIME-WAIT in its socket (`--time-wait-model smoltcp`).
+pub(super) fn smoltcp_tw(mut c: EndpointConfig) -> EndpointConfig {
+    c.time_wait_model = TimeWaitModel::Smoltcp;
+    c
+}
+
 struct Bench {
     link: Link,
     client: ConnId,
@@ -97,7 +103,7 @@ fn test_active_close_sequences_both_sides() {
     let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, None);
     let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
     let mut b = bench(server, client, 5);
-    b.link.run_for(Duration::from_secs(60));
+    b.link.run_for(Duration::from_secs(70));
     let ev_b = b.link.b.take_events();
     let ev_a = b.link.a.take_events();
     assert_eq!(
@@ -130,7 +136,7 @@ fn test_active_close_sequences_both_sides() {
 
 #[test]
 fn test_time_wait_lasts_exactly_smoltcp_10s() {
-    let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    let server = smoltcp_tw(cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None));
     let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
     let mut b = bench(server, client, 0);
     let limit = t0() + Duration::from_secs(60);
@@ -171,7 +177,7 @@ fn test_passive_close_waits_in_close_wait() {
     let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Passive, Some(ms(300)));
     let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
     let mut b = bench(server, client, 5);
-    b.link.run_for(Duration::from_secs(60));
+    b.link.run_for(Duration::from_secs(70));
     let ev_b = b.link.b.take_events();
     let ev_a = b.link.a.take_events();
     assert_eq!(path(&ev_b, 1), vec![Listen, SynReceived, Established, CloseWait, LastAck, Closed]);
@@ -193,8 +199,15 @@ fn test_never_close_stays_in_close_wait_for_an_hour() {
     assert_eq!(b.link.b.state(1), Some(CloseWait));
     let ev_b = b.link.b.take_events();
     assert_eq!(path(&ev_b, 1), vec![Listen, SynReceived, Established, CloseWait]);
-    // The peer (smoltcp) has no FIN-WAIT-2 timeout either.
-    assert_eq!(b.link.a.state(b.client), Some(FinWait2));
+    // The peer closed (an orphan, as close() on Linux): its FIN-WAIT-2 ended
+    // after Linux's 60 s tcp_fin_timeout, without a segment.
+    assert_eq!(b.link.a.state(b.client), None);
+    let ev_a = b.link.a.take_events();
+    let fw2 = time_of(&ev_a, b.client, FinWait2).unwrap();
+    assert_eq!(states(&ev_a, b.client).last(), Some(&(FinWait2, Closed, TIMER)));
+    assert!((time_of(&ev_a, b.client, Closed).unwrap() - fw2 - 60.0).abs() < 1e-9);
+    let after: Vec<_> = ev_a.iter().filter(|e| e.t > fw2 && matches!(e.kind, EventKind::Segment { .. })).collect();
+    assert!(after.is_empty(), "nothing sent when FIN-WAIT-2 ends: {after:?}");
     // Recv-Q of a CLOSE-WAIT socket: everything read; the peer's FIN is the
     // only thing left (ss would count it as 1 byte).
     let info = b.link.b.connections(b.link.now());
@@ -240,7 +253,7 @@ fn test_half_close_data_after_our_fin_arrives_intact() {
     let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(0)));
     client.buffer = 8 * 1024;
     let mut b = bench(server, client, 100 * 1024);
-    b.link.run_for(Duration::from_secs(60));
+    b.link.run_for(Duration::from_secs(70));
     let ev_b = b.link.b.take_events();
     let ev_a = b.link.a.take_events();
     assert_eq!(
@@ -310,7 +323,7 @@ fn test_simultaneous_close_passes_closing_on_both_sides() {
     let server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Active, Some(ms(90)));
     let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
     let mut b = bench(server, client, 0);
-    b.link.run_for(Duration::from_secs(60));
+    b.link.run_for(Duration::from_secs(70));
     let ev_b = b.link.b.take_events();
     let ev_a = b.link.a.take_events();
     let expected = [Established, FinWait1, Closing, TimeWait, Closed];
@@ -527,8 +540,8 @@ fn test_seq_tracker_counts_retransmissions_and_probes() {
 // Tests for a SYN that ends TIME-WAIT.
 
 #[test]
-fn test_time_wait_syn_cause_before_effect() {
-    let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+fn test_time_wait_syn_cause_before_effect_smoltcp_model() {
+    let server = smoltcp_tw(cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None));
     let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
     let mut b = bench(server, client, 0);
     b.link.run_for(Duration::from_secs(2));
@@ -583,4 +596,337 @@ fn test_keep_alive_zero_does_not_storm() {
         .filter(|e| matches!(&e.kind, EventKind::Segment { dir: Dir::Out, seg } if seg.len == 1))
         .count();
     assert!((3..=6).contains(&probes), "{probes} keep-alive probes in 5 s at the 1 s minimum");
+}
+
+// Tests for closelab's TIME-WAIT table (the Linux model, the default).
+
+/// The hello server closes first; returns the bench once B's connection 1
+/// is in TIME-WAIT, and the instant it got there.
+fn in_time_wait(server: EndpointConfig) -> (Bench, Instant) {
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server, client, 0);
+    let limit = t0() + Duration::from_secs(5);
+    let tw = |l: &Link| l.b.connections(l.now()).iter().any(|c| c.id == 1 && c.state == TimeWait);
+    b.link.run_while(limit, |l| !tw(l));
+    assert!(tw(&b.link), "connection 1 reached TIME-WAIT");
+    let at = b.link.now();
+    (b, at)
+}
+
+#[test]
+fn test_time_wait_linux_model_frees_the_socket_and_lasts_60s() {
+    let (mut b, entered) = in_time_wait(cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None));
+    // The socket and its buffers are gone; a record remains.
+    assert!(b.link.b.is_empty());
+    assert_eq!(b.link.b.state(1), None);
+    assert_eq!(b.link.b.time_wait_count(), 1);
+    assert_eq!(b.link.b.finished(), 0, "finished once TIME-WAIT is over");
+    let c = b.link.b.connections(b.link.now());
+    assert_eq!((c.len(), c[0].state, c[0].deadline), (1, TimeWait, Some(Duration::from_secs(60))));
+    b.link.run_until(entered + Duration::from_millis(59_999));
+    assert_eq!(b.link.b.time_wait_count(), 1);
+    b.link.run_until(entered + Duration::from_secs(61));
+    assert_eq!(b.link.b.time_wait_count(), 0);
+    assert_eq!(b.link.b.finished(), 1);
+    assert!(b.link.b.connections(b.link.now()).is_empty());
+    let ev = b.link.b.take_events();
+    assert_eq!(
+        states(&ev, 1),
+        vec![
+            (Listen, SynReceived, SEG),
+            (SynReceived, Established, SEG),
+            (Established, FinWait1, CLOSE),
+            (FinWait1, FinWait2, SEG),
+            (FinWait2, TimeWait, SEG),
+            (TimeWait, Closed, TIMER),
+        ]
+    );
+    let tw = time_of(&ev, 1, TimeWait).unwrap();
+    let closed = time_of(&ev, 1, Closed).unwrap();
+    assert!((closed - tw - 60.0).abs() < 1e-9, "TIME-WAIT lasted {}s", closed - tw);
+    // The final ACK went out before the socket was freed.
+    let last_out = ev.iter().rev().find_map(|e| match &e.kind {
+        EventKind::Segment { dir: Dir::Out, seg } => Some(seg.flags.to_string()),
+        _ => None,
+    });
+    assert_eq!(last_out.as_deref(), Some("."));
+}
+
+#[test]
+fn test_time_wait_length_is_configurable() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    server.time_wait.len_ms = 2_000;
+    let (mut b, _) = in_time_wait(server);
+    b.link.run_for(Duration::from_secs(3));
+    let ev = b.link.b.take_events();
+    let closed = time_of(&ev, 1, Closed).unwrap() - time_of(&ev, 1, TimeWait).unwrap();
+    assert!((closed - 2.0).abs() < 1e-9, "TIME-WAIT lasted {closed}s");
+}
+
+/// A segment from A's side of connection 1 to B, built by hand.
+fn to_b(b: &Bench, flags: &str, seq_from_rcv_nxt: i64, len: usize) -> (Vec<u8>, Segment) {
+    let info = b.link.b.connections(b.link.now()).into_iter().find(|c| c.id == 1).unwrap();
+    let rec = b.link.b.tw.get(&info.tuple).copied().unwrap();
+    let seq = (i64::from(rec.rcv_nxt) + seq_from_rcv_nxt) as u32;
+    let mut p = crate::wire::tcp_packet(
+        info.tuple.remote,
+        info.tuple.local,
+        Flags::parse(flags).unwrap(),
+        seq,
+        rec.snd_nxt,
+        1000,
+    );
+    if len > 0 {
+        // Payload bytes: rebuild with a payload through smoltcp's repr.
+        let mut seg = crate::wire::parse(&p).unwrap();
+        seg.len = len;
+        p = payload_packet(&seg);
+    }
+    let seg = crate::wire::parse(&p).unwrap();
+    (p, seg)
+}
+
+fn payload_packet(seg: &Segment) -> Vec<u8> {
+    use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
+    let data = vec![b'x'; seg.len];
+    let tcp = TcpRepr {
+        src_port: seg.src.port(),
+        dst_port: seg.dst.port(),
+        control: TcpControl::Psh,
+        seq_number: TcpSeqNumber(seg.seq as i32),
+        ack_number: Some(TcpSeqNumber(seg.ack as i32)),
+        window_len: seg.win,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &data,
+    };
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (seg.src.ip(), seg.dst.ip()) else { panic!("IPv4 test") };
+    let mut p = crate::wire::tcp_packet(seg.src, seg.dst, Flags::parse(".").unwrap(), 0, 0, 0);
+    p.truncate(20);
+    let mut buf = vec![0; 20 + tcp.buffer_len()];
+    buf[..20].copy_from_slice(&p);
+    let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut buf[..]);
+    ip.set_total_len((20 + tcp.buffer_len()) as u16);
+    ip.fill_checksum();
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    tcp.emit(&mut smoltcp::wire::TcpPacket::new_unchecked(&mut buf[20..]), &src.into(), &dst.into(), &caps);
+    buf
+}
+
+/// Feeds one segment to B and returns B's events and what B sent.
+fn answer_of(b: &mut Bench, packet: Vec<u8>) -> (Vec<Event>, Vec<Segment>) {
+    let now = b.link.now();
+    b.link.b.receive(now, packet);
+    let mut out = Vec::new();
+    while let Some(p) = b.link.b.transmit() {
+        out.push(crate::wire::parse(&p).unwrap());
+    }
+    (b.link.b.take_events(), out)
+}
+
+fn notes(ev: &[Event]) -> Vec<String> {
+    ev.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Note { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn test_time_wait_table_answers_each_segment_as_linux() {
+    let (mut b, _) = in_time_wait(cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None));
+    b.link.b.take_events();
+    let rec = {
+        let t = b.link.b.connections(b.link.now())[0].tuple;
+        b.link.b.tw.get(&t).copied().unwrap()
+    };
+    let acks = |out: &[Segment]| out.iter().map(|s| (s.flags.to_string(), s.seq, s.ack)).collect::<Vec<_>>();
+    let tw_ack = vec![(".".to_string(), rec.snd_nxt, rec.rcv_nxt)];
+
+    // A retransmitted FIN: ACK every time (never rate-limited).
+    for _ in 0..2 {
+        let (p, _) = to_b(&b, "F.", -1, 0);
+        let (ev, out) = answer_of(&mut b, p);
+        assert_eq!(acks(&out), tw_ack);
+        assert!(ev.iter().all(|e| e.conn == Some(1)), "shown on connection 1: {ev:?}");
+        assert!(notes(&ev)[0].starts_with("TIME-WAIT: the peer's FIN again"), "{ev:?}");
+    }
+    // A bare ACK at rcv_nxt: no answer.
+    let (p, _) = to_b(&b, ".", 0, 0);
+    let (_, out) = answer_of(&mut b, p);
+    assert!(out.is_empty());
+    // Data: always ACKed.
+    for _ in 0..2 {
+        let (p, _) = to_b(&b, "P.", 0, 10);
+        let (_, out) = answer_of(&mut b, p);
+        assert_eq!(acks(&out), tw_ack);
+    }
+    // An old ACK (out of window): ACKed once, then rate-limited.
+    let (p, _) = to_b(&b, ".", -1000, 0);
+    let (_, out) = answer_of(&mut b, p.clone());
+    assert_eq!(acks(&out), tw_ack);
+    let (ev, out) = answer_of(&mut b, p);
+    assert!(out.is_empty());
+    assert!(notes(&ev)[0].contains("at most one per 500 ms"), "{ev:?}");
+    assert_eq!(b.link.b.time_wait_acks_limited(), 1);
+    // A SYN below rcv_nxt: ACK (after the rate limit's 500 ms).
+    b.link.run_for(ms(600));
+    let (p, _) = to_b(&b, "S", -100, 0);
+    let (_, out) = answer_of(&mut b, p);
+    assert_eq!(acks(&out), tw_ack);
+    // An RST not at rcv_nxt: ignored, TIME-WAIT stays.
+    let (p, _) = to_b(&b, "R", 5, 0);
+    let (_, out) = answer_of(&mut b, p);
+    assert!(out.is_empty());
+    assert_eq!(b.link.b.time_wait_count(), 1);
+    // An RST at rcv_nxt: TIME-WAIT ends (RFC 1337 assassination).
+    let (p, _) = to_b(&b, "R", 0, 0);
+    let (ev, out) = answer_of(&mut b, p);
+    assert!(out.is_empty());
+    assert_eq!(b.link.b.time_wait_count(), 0);
+    assert_eq!(states(&ev, 1), vec![(TimeWait, Closed, SEG)]);
+}
+
+#[test]
+fn test_time_wait_rst_ignored_with_rfc1337() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    server.time_wait.rfc1337 = true;
+    let (mut b, _) = in_time_wait(server);
+    b.link.b.take_events();
+    let (p, _) = to_b(&b, "R", 0, 0);
+    let (ev, out) = answer_of(&mut b, p);
+    assert!(out.is_empty());
+    assert_eq!(b.link.b.time_wait_count(), 1);
+    assert!(states(&ev, 1).is_empty());
+    assert_eq!(notes(&ev), vec!["RST ignored in TIME-WAIT (--rfc1337, as Linux with tcp_rfc1337=1)".to_string()]);
+}
+
+#[test]
+fn test_time_wait_linux_model_syn_above_rcv_nxt_starts_connection_2() {
+    let (mut b, _) = in_time_wait(cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None));
+    b.link.b.take_events();
+    let rec = {
+        let t = b.link.b.connections(b.link.now())[0].tuple;
+        b.link.b.tw.get(&t).copied().unwrap()
+    };
+    let (p, _) = to_b(&b, "S", 1000, 0);
+    let (ev, out) = answer_of(&mut b, p);
+    // Cause before effect: the SYN on connection 1, TIME-WAIT ends, then
+    // connection 2 starts from that segment and answers [S.].
+    let syn = ev.iter().position(|e| e.conn == Some(1) && matches!(&e.kind, EventKind::Segment { dir: Dir::In, .. }));
+    let ended = ev.iter().position(|e| e.conn == Some(1) && matches!(e.kind, EventKind::State { to: Closed, .. }));
+    let new = ev.iter().position(|e| e.conn == Some(2));
+    assert!(syn < ended && ended < new && syn.is_some(), "order: {syn:?} {ended:?} {new:?}");
+    assert_eq!(states(&ev, 1), vec![(TimeWait, Closed, SEG)]);
+    assert_eq!(states(&ev, 2), vec![(Listen, SynReceived, SEG)]);
+    let isn = rec.snd_nxt.wrapping_add(65537);
+    assert!(notes(&ev)[0].contains(&format!("Linux would answer with ISN {isn}")), "{:?}", notes(&ev));
+    assert_eq!(out.iter().map(|s| s.flags.to_string()).collect::<Vec<_>>(), ["S."]);
+    assert_eq!(b.link.b.time_wait_count(), 0);
+}
+
+#[test]
+fn test_time_wait_overflow_skips_time_wait() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    server.time_wait.max = 0;
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(2));
+    let ev = b.link.b.take_events();
+    assert_eq!(states(&ev, 1)[3..], [(FinWait1, FinWait2, SEG), (FinWait2, TimeWait, SEG), (TimeWait, Closed, SEG)]);
+    assert!(notes(&ev).iter().any(|n| n.starts_with("TCP: time wait bucket table overflow (--max-tw 0)")));
+    assert_eq!((b.link.b.time_wait_count(), b.link.b.time_wait_overflows()), (0, 1));
+    assert!(b.link.b.is_empty());
+}
+
+// Tests for Linux's other close timers.
+
+#[test]
+fn test_fin_timeout_only_for_orphans_not_after_shutdown() {
+    // shutdown() (half close): the application still reads, no timer.
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Half, Some(ms(100)));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(600));
+    assert_eq!(b.link.a.state(b.client), Some(FinWait2));
+    // A shorter --fin-timeout for an orphan.
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
+    client.close_timers.fin_timeout = Some(Duration::from_secs(3));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(10));
+    let ev = b.link.a.take_events();
+    let lasted = time_of(&ev, b.client, Closed).unwrap() - time_of(&ev, b.client, FinWait2).unwrap();
+    assert!((lasted - 3.0).abs() < 1e-9, "FIN-WAIT-2 lasted {lasted}s");
+    assert!(notes(&ev).iter().any(|n| n.starts_with("orphaned FIN-WAIT-2 ends after --fin-timeout 3.000s")));
+}
+
+/// A's FIN never reaches B: A retransmits it with smoltcp's backoff (RTO 1
+/// s, doubling) and gives up after exactly N retransmissions.
+fn fin_to_dead_peer(orphan_retries: u32, close: ClosePolicy) -> (Vec<Event>, ConnId) {
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop in fin").unwrap()];
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, close, Some(ms(100)));
+    client.close_timers.orphan_retries = orphan_retries;
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(400));
+    (b.link.a.take_events(), b.client)
+}
+
+fn fins_out(ev: &[Event]) -> Vec<f64> {
+    ev.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Segment { dir: Dir::Out, seg } if seg.flags.fin => Some(e.t),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn test_orphan_retries_end_after_exactly_n_retransmissions() {
+    let (ev, c) = fin_to_dead_peer(3, ClosePolicy::Active);
+    let fins = fins_out(&ev);
+    assert_eq!(fins.len(), 4, "the FIN and 3 retransmissions: {fins:?}");
+    let gaps: Vec<i64> = fins.windows(2).map(|w| ((w[1] - w[0]) * 1000.0).round() as i64).collect();
+    assert_eq!(gaps, [1000, 2000, 4000], "smoltcp's backoff");
+    assert_eq!(states(&ev, c).last(), Some(&(FinWait1, Closed, TIMER)));
+    let closed = time_of(&ev, c, Closed).unwrap();
+    assert_eq!(((closed - fins[3]) * 1000.0).round() as i64, 8000, "when the 4th retransmission was due");
+    let n = notes(&ev);
+    assert!(n.iter().any(|t| t.starts_with("3 retransmissions unanswered")), "{n:?}");
+    // 0 means 8, as on Linux.
+    let (ev, _) = fin_to_dead_peer(0, ClosePolicy::Active);
+    assert_eq!(fins_out(&ev).len(), 9);
+}
+
+#[test]
+fn test_smoltcp_alone_retransmits_the_fin_without_end() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop in fin").unwrap()];
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
+    client.close_timers = CloseTimers::none();
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(1200));
+    assert_eq!(b.link.a.state(b.client), Some(FinWait1));
+    assert!(fins_out(&b.link.a.take_events()).len() > 20);
+}
+
+#[test]
+fn test_synack_retries_free_the_half_open_connection() {
+    // B's SYN-ACKs never reach A.
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop out synack").unwrap()];
+    server.close_timers.synack_retries = 2;
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(10));
+    let ev = b.link.b.take_events();
+    let synacks = ev.iter().filter(|e| matches!(&e.kind, EventKind::Fault { seg: Some(s), .. } if s.flags.syn)).count();
+    assert_eq!(synacks, 3, "the SYN-ACK and 2 retransmissions (dropped on the way)");
+    assert_eq!(states(&ev, 1), vec![(Listen, SynReceived, SEG), (SynReceived, Closed, TIMER)]);
+    assert!(b.link.b.is_empty());
 }

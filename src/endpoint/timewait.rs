@@ -178,6 +178,7 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
     /// Puts a connection into TIME-WAIT at `now_ms`. `false` (and an
     /// overflow counted) when the table is full, like Linux past
     /// `tcp_max_tw_buckets` ("TCP: time wait bucket table overflow").
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         now_ms: u32,
@@ -242,9 +243,16 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
 
     /// A segment for a 4-tuple in the table: the connection's number and
     /// the answer, or `None` when the tuple is not in TIME-WAIT. `tsval`: the
-    /// segment's timestamp option, if any. The order of the checks is
-    /// `tcp_timewait_state_process`'s for the TIME-WAIT substate.
-    pub fn process(&mut self, now_ms: u32, seg: &Segment, tsval: Option<u32>) -> Option<(ConnId, TwAction)> {
+    /// segment's timestamp option, if any; `listener`: a listening socket
+    /// would take a new connection on this port. The order of the checks
+    /// is `tcp_timewait_state_process`'s for the TIME-WAIT substate.
+    pub fn process(
+        &mut self,
+        now_ms: u32,
+        seg: &Segment,
+        tsval: Option<u32>,
+        listener: bool,
+    ) -> Option<(ConnId, TwAction)> {
         let k = key(&seg.tuple_at_receiver());
         let cfg = self.cfg;
         let rec = self.get_mut(&k)?;
@@ -275,6 +283,12 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
             // (with timestamps) its TSval is newer than ts_recent.
             let seq_ok = before(rec.rcv_nxt, seg.seq);
             let ts_ok = rec.has_ts && tsval.is_some_and(|v| before(rec.ts_recent, v));
+            if (seq_ok || ts_ok) && !listener {
+                // tcp_v4_rcv: TCP_TW_SYN without a listener falls through
+                // to the TIME-WAIT's ACK (no rate limit, no restart).
+                let (seq, ack, win) = (rec.snd_nxt, rec.rcv_nxt, rec.win);
+                return Some((id, TwAction::Ack { seq, ack, win, restarted: false }));
+            }
             if seq_ok || ts_ok {
                 let rcv_nxt = rec.rcv_nxt;
                 let isn = match rec.snd_nxt.wrapping_add(65535 + 2) {
@@ -394,7 +408,7 @@ mod tests {
     }
 
     fn answer(t: &mut TimeWaitTable<RandomState>, now: u32, flags: &str, seq: u32, ack: u32) -> Option<TwAction> {
-        t.process(now, &seg(flags, seq, ack), None).map(|(id, a)| {
+        t.process(now, &seg(flags, seq, ack), None, true).map(|(id, a)| {
             assert_eq!(id, 7);
             a
         })
@@ -460,8 +474,8 @@ mod tests {
             win: 1,
             len: 0,
         };
-        t.process(20_000, &ack(&b), None);
-        t.process(50_000, &ack(&a), None);
+        t.process(20_000, &ack(&b), None, true);
+        t.process(50_000, &ack(&a), None, true);
         let mut gone = Vec::new();
         for now in (0..=120_000).step_by(1_000) {
             t.expire(now, |_, id| gone.push((now, id)));
@@ -517,13 +531,22 @@ mod tests {
     }
 
     #[test]
+    fn test_time_wait_syn_above_rcv_nxt_without_listener_acked() {
+        let mut t = table(false);
+        let ack = (7, TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: false });
+        assert_eq!(t.process(1, &seg("S", 9000, 0), None, false), Some(ack));
+        assert_eq!(t.process(2, &seg("S", 9000, 0), None, false), Some(ack), "not rate-limited");
+        assert!(t.get(&tuple()).is_some());
+    }
+
+    #[test]
     fn test_time_wait_data_always_acked() {
         let mut t = table(false);
         let mut data = seg("P.", 5001, 1001);
         data.len = 10;
         let ack = TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: true };
-        assert_eq!(t.process(1, &data, None), Some((7, ack)));
-        assert_eq!(t.process(2, &data, None), Some((7, ack)));
+        assert_eq!(t.process(1, &data, None, true), Some((7, ack)));
+        assert_eq!(t.process(2, &data, None, true), Some((7, ack)));
         assert_eq!(t.limited, 0);
     }
 
@@ -531,9 +554,9 @@ mod tests {
     fn test_time_wait_syn_with_newer_tsval_accepted() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
         t.insert(0, &tuple(), 1, 1001, 5001, 502, Some(777));
-        let older = t.process(1, &seg("S", 100, 0), Some(700)).map(|x| x.1);
+        let older = t.process(1, &seg("S", 100, 0), Some(700), true).map(|x| x.1);
         assert_eq!(older, Some(TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: true }), "PAWS");
-        let newer = t.process(600, &seg("S", 100, 0), Some(778)).map(|x| x.1);
+        let newer = t.process(600, &seg("S", 100, 0), Some(778), true).map(|x| x.1);
         assert_eq!(newer, Some(TwAction::NewConnection { isn: 1001 + 65537, rcv_nxt: 5001 }));
     }
 

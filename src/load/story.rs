@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::{Closer, LoadSpec, Report, Server};
 use crate::event::TcpState;
 
-/// closelab's TIME-WAIT length today: smoltcp's fixed `CLOSE_DELAY`.
-pub const CLOSELAB_TIME_WAIT: f64 = 10.0;
+/// closelab's TIME-WAIT length: its table's default, Linux's 60 s.
+pub const CLOSELAB_TIME_WAIT: f64 = crate::endpoint::timewait::LINUX_TIME_WAIT_MS as f64 / 1000.0;
 /// Linux's TIME-WAIT length: `TCP_TIMEWAIT_LEN`, hard-coded, no sysctl.
 pub const LINUX_TIME_WAIT: f64 = 60.0;
 

@@ -20,7 +20,15 @@
 //! rst_on_unread = false
 //! keepalive = "1s"             # optional
 //! timeout = "5s"               # optional smoltcp user timeout
-//! time_wait_syn = "accept"     # or "drop"
+//! time_wait_model = "linux"    # or "smoltcp" (smoltcp's own TIME-WAIT socket, 10 s)
+//! time_wait = "60s"            # linux model: TIME-WAIT length (default 60s)
+//! rfc1337 = false              # linux model: ignore an RST in TIME-WAIT
+//! max_tw = 262144              # linux model: TIME-WAIT table size
+//! time_wait_syn = "accept"     # smoltcp model: or "drop"
+//! fin_timeout = "60s"          # linux model: orphaned FIN-WAIT-2 (tcp_fin_timeout)
+//! retries = 15                 # linux model: tcp_retries2
+//! orphan_retries = 0           # linux model: tcp_orphan_retries (0 means 8)
+//! synack_retries = 5           # linux model: tcp_synack_retries
 //! faults = ["drop out ack after-fin 1st"]
 //!
 //! [linux]
@@ -47,7 +55,8 @@ use smoltcp::time::Duration;
 use toml::Spanned;
 
 use super::Expect;
-use crate::endpoint::{AppKind, ClosePolicy, Policy, TimeWaitSyn};
+use crate::endpoint::timewait::TwConfig;
+use crate::endpoint::{AppKind, ClosePolicy, Policy, TimeWaitModel, TimeWaitSyn};
 use crate::event::{Dir, Side, TcpState};
 use crate::fault::FaultRule;
 
@@ -71,8 +80,15 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("time-wait-assassination", include_str!("../../scenarios/time-wait-assassination.toml")),
     ("time-wait-assassination-linux", include_str!("../../scenarios/time-wait-assassination-linux.toml")),
     ("time-wait-assassination-rfc1337", include_str!("../../scenarios/time-wait-assassination-rfc1337.toml")),
+    (
+        "time-wait-assassination-rfc1337-closelab",
+        include_str!("../../scenarios/time-wait-assassination-rfc1337-closelab.toml"),
+    ),
     ("time-wait-syn-linux", include_str!("../../scenarios/time-wait-syn-linux.toml")),
     ("fin-retransmit-forever", include_str!("../../scenarios/fin-retransmit-forever.toml")),
+    ("fin-retransmit-linux", include_str!("../../scenarios/fin-retransmit-linux.toml")),
+    ("fin-timeout-orphan", include_str!("../../scenarios/fin-timeout-orphan.toml")),
+    ("fin-timeout-linux", include_str!("../../scenarios/fin-timeout-linux.toml")),
     ("keepalive-dead-peer", include_str!("../../scenarios/keepalive-dead-peer.toml")),
     ("crawler-close-wait-leak", include_str!("../../scenarios/crawler-close-wait-leak.toml")),
 ];
@@ -172,6 +188,9 @@ pub struct ScenarioSpec {
     pub keep_alive: Option<Duration>,
     pub user_timeout: Option<Duration>,
     pub time_wait_syn: TimeWaitSyn,
+    pub time_wait_model: TimeWaitModel,
+    pub time_wait: TwConfig,
+    pub close_timers: crate::endpoint::CloseTimers,
     pub faults: Vec<FaultRule>,
     pub steps: Vec<Step>,
     pub done: Vec<Done>,
@@ -243,6 +262,15 @@ struct RawCloselab {
     keepalive: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     time_wait_syn: Option<Spanned<String>>,
+    time_wait_model: Option<Spanned<String>>,
+    time_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    rfc1337: bool,
+    max_tw: Option<usize>,
+    fin_timeout: Option<Spanned<String>>,
+    retries: Option<u32>,
+    orphan_retries: Option<u32>,
+    synack_retries: Option<u32>,
     #[serde(default)]
     faults: Vec<Spanned<String>>,
 }
@@ -362,13 +390,26 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         Some(s) => Some(field!(s, |v: &str| crate::config::parse_timer(v, "timeout"))),
         None => None,
     };
-    let time_wait_syn = match c.time_wait_syn.as_ref().map(|m| (m, m.get_ref().as_str())) {
-        None | Some((_, "accept")) => TimeWaitSyn::Accept,
-        Some((_, "drop")) => TimeWaitSyn::Drop,
-        Some((m, other)) => {
-            return Err(err(m.span(), format!("invalid time_wait_syn `{other}` (expected accept or drop)")));
-        }
-    };
+    // Errors point at the first TIME-WAIT option given (the rules are
+    // config::time_wait's, shared with the CLI).
+    let tw_span = [&c.time_wait_model, &c.time_wait, &c.time_wait_syn, &c.fin_timeout]
+        .into_iter()
+        .flatten()
+        .map(|v| v.span())
+        .next()
+        .unwrap_or(0..0);
+    let close_settings = crate::config::time_wait(&crate::config::TimeWaitOptions {
+        model: c.time_wait_model.as_ref().map(|v| v.get_ref().as_str()),
+        len: c.time_wait.as_ref().map(|v| v.get_ref().as_str()),
+        rfc1337: c.rfc1337,
+        max: c.max_tw,
+        syn: c.time_wait_syn.as_ref().map(|v| v.get_ref().as_str()),
+        fin_timeout: c.fin_timeout.as_ref().map(|v| v.get_ref().as_str()),
+        retries: c.retries,
+        orphan_retries: c.orphan_retries,
+        synack_retries: c.synack_retries,
+    })
+    .map_err(|m| err(tw_span, m))?;
     let mut faults = Vec::new();
     for f in &c.faults {
         faults.push(field!(f, |s: &str| FaultRule::parse(s).map_err(|e| e.to_string())));
@@ -466,7 +507,10 @@ pub fn parse(text: &str) -> Result<ScenarioSpec, FileError> {
         policy: Policy { close, close_after, rst_on_unread: c.rst_on_unread },
         keep_alive,
         user_timeout,
-        time_wait_syn,
+        time_wait_syn: close_settings.syn,
+        time_wait_model: close_settings.model,
+        time_wait: close_settings.time_wait,
+        close_timers: close_settings.timers,
         faults,
         steps,
         done,

@@ -330,6 +330,7 @@ fn endpoint_run(
     let mut cfg = EndpointConfig::new(cidr);
     cfg.seed = seed;
     cfg.buffer = spec.buffer;
+    cfg.time_wait = spec.time_wait;
     cfg.max_conns = 2_000_000;
     cfg.data_events = false;
     cfg.faults =

@@ -211,6 +211,10 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         }
         // Whatever is still on its way is written down, not lost silently.
         discard_in_flight(&tun, &mut ep, clock.now(), &mut tee);
+        if let Some(text) = ep.time_wait_report() {
+            ep.note(clock.now(), None, text);
+            ep.drain_events(&mut tee);
+        }
         if let Some(o) = observer.as_mut() {
             o.flush(&ep, &mut tee);
         }

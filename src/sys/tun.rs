@@ -205,6 +205,12 @@ impl TunDevice {
             }
         })?;
         iface.set_non_blocking().map_err(|err| TunError::Io { name: spec.name.clone(), err })?;
+        // tun-tap opens /dev/net/tun without O_CLOEXEC: every `ip` (or
+        // server) child would inherit the device and keep it attached.
+        // SAFETY: the descriptor is the Iface's, open for as long as `iface`.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(iface.as_raw_fd()) };
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(|e| TunError::Io { name: spec.name.clone(), err: io::Error::from(e) })?;
         let mut dev =
             TunDevice { iface, name: spec.name.clone(), persistent, added: Vec::new(), dropped_at_open: None };
         if spec.configure {
