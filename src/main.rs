@@ -15,6 +15,7 @@ use closelab::sys::control::{SsOptions, Target};
 use closelab::sys::run::{ConnectPlan, Signals, StopWhen};
 use closelab::sys::serve::{self, Mode, Output, ServeOptions};
 use closelab::sys::tun::TunSpec;
+use closelab::view::TraceLevel;
 
 /// Watch TCP connections close on real packets: a userspace TCP endpoint
 /// (smoltcp) on a TUN device, with every segment and state change of both ends.
@@ -130,6 +131,8 @@ enum Cmd {
     },
     /// Drive many connections between the Linux host and closelab in a lab: both sides' netstat counts every second.
     Load(Box<LoadArgs>),
+    /// Bulk throughput through closelab next to the kernel over a veth pair, in a throwaway lab (root).
+    Bench(BenchArgs),
     /// Draw a saved --json stream: the terminal ladder on stdout, Mermaid and SVG pictures to files.
     Ladder {
         /// JSON lines from `closelab listen/connect/demo/scenario run --json`; `-` reads stdin.
@@ -156,6 +159,35 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "closelab")]
         counts_side: SideArg,
     },
+}
+
+/// `closelab bench`: Gbit/s of kernel -> closelab and closelab -> kernel next to kernel <-> kernel.
+#[derive(Args)]
+struct BenchArgs {
+    /// Bytes per transfer, e.g. 100M or 1G.
+    #[arg(long, default_value = "1G")]
+    size: String,
+    /// Rounds per path (the medians are printed).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// MTU of the lab's veth pair and TUN (repeatable), e.g. --mtu 1500 --mtu 9000.
+    #[arg(long = "mtu", default_values_t = [1500u32, 9000])]
+    mtus: Vec<u32>,
+    /// closelab's receive and send buffer per connection.
+    #[arg(long, default_value = "1M")]
+    buffer: String,
+    /// Skip the traced run (every segment as JSON and pcap, written to /dev/null).
+    #[arg(long)]
+    no_traced: bool,
+    /// Results as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Seed for closelab's initial sequence numbers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Name of the throwaway lab (default: unique); removed at the end.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// `closelab load`: the busy server's netstat picture on real packets.
@@ -499,6 +531,13 @@ enum CloseArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum TraceArg {
+    Segments,
+    States,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TwModelArg {
     /// closelab's TIME-WAIT table: Linux's rules, 60 s, ~100 bytes per entry.
     Linux,
@@ -549,6 +588,10 @@ struct EndpointArgs {
     /// Write every segment that crossed the TUN to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
+    /// What the timeline shows: every segment, only state changes (and notes, faults, app calls), or nothing
+    /// but the summary (bulk transfers then format nothing per segment; --pcap still gets every segment).
+    #[arg(long, value_enum, default_value = "segments")]
+    trace: TraceArg,
     /// Fault rule on the packet path (repeatable), e.g. "drop out ack after-fin 1st".
     #[arg(long = "fault")]
     faults: Vec<String>,
@@ -742,7 +785,15 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         linux_ns,
         mode,
         stop: StopWhen { finished: ep.exit_after },
-        output: Output { json: ep.json, pcap: ep.pcap },
+        output: Output {
+            json: ep.json,
+            pcap: ep.pcap,
+            trace: match ep.trace {
+                TraceArg::Segments => TraceLevel::Segments,
+                TraceArg::States => TraceLevel::States,
+                TraceArg::None => TraceLevel::None,
+            },
+        },
         control,
     })
 }
@@ -902,6 +953,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 closelab::sys::load::RunEnd::Ok => ExitCode::SUCCESS,
                 closelab::sys::load::RunEnd::Failed => ExitCode::from(1),
                 closelab::sys::load::RunEnd::Interrupted => ExitCode::from(130),
+            })
+        }
+        Cmd::Bench(a) => {
+            let opts = closelab::sys::bench::BenchOptions {
+                size: config::parse_bytes(&a.size)? as u64,
+                rounds: a.rounds,
+                mtus: a.mtus,
+                buffer: config::parse_bytes(&a.buffer)?,
+                json: a.json,
+                traced: !a.no_traced,
+                seed: a.seed,
+                name: a.name,
+            };
+            opts.validate()?;
+            let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+            let mut out = std::io::stdout();
+            Ok(match closelab::sys::bench::run(&opts, &mut signals, &mut out)? {
+                closelab::sys::bench::BenchEnd::Done => ExitCode::SUCCESS,
+                closelab::sys::bench::BenchEnd::Interrupted => ExitCode::from(130),
             })
         }
         Cmd::Ladder { file, conn, story, unicode, mermaid, svg, svg_counts, counts_side } => {

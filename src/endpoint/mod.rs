@@ -164,6 +164,13 @@ pub struct EndpointConfig {
     /// Also emit `app send/recv` events (on by default; bulk transfers turn
     /// them off to keep the timeline short).
     pub data_events: bool,
+    /// Emit an event for every segment (the timeline). Off, only state
+    /// changes, notes and faults are events: bulk transfers then format
+    /// nothing per segment. A pcap (`capture`) still gets every segment.
+    pub segment_events: bool,
+    /// Hash every byte the application reads ([`Endpoint::app_checksum`]);
+    /// per-byte work nobody asked for otherwise.
+    pub verify: bool,
     /// Hold every segment this long in both directions (slow motion).
     pub slow: Option<Duration>,
     /// Send RFC 7323 timestamps (as Linux with tcp_timestamps=1 does);
@@ -193,6 +200,8 @@ impl EndpointConfig {
             faults: Vec::new(),
             capture: false,
             data_events: true,
+            segment_events: true,
+            verify: false,
             slow: None,
             timestamps: false,
         }
@@ -517,6 +526,9 @@ pub struct Endpoint {
     /// An empty set for segments that belong to no connection: smoltcp then
     /// answers as a closed port does (RST).
     empty: SocketSet<'static>,
+    /// Inside [`begin_batch`](Endpoint::begin_batch)…[`end_batch`](Endpoint::end_batch):
+    /// connections whose egress waits for the end of the batch.
+    batch: Option<Vec<ConnId>>,
     dev: MemoryDevice,
     /// Scratch list for the application's calls in one step (kept to
     /// reuse its allocation).
@@ -570,6 +582,7 @@ impl Endpoint {
             events: Vec::new(),
             finished: 0,
             empty: SocketSet::new(Vec::new()),
+            batch: None,
             dev,
             actions: Vec::new(),
             http_done: Vec::new(),
@@ -783,6 +796,26 @@ impl Endpoint {
         }
     }
 
+    /// Packets read together from the wire follow: each goes through ingress
+    /// and the application at once, but a connection's egress (data, and
+    /// the ACK smoltcp owes for every second segment) runs once at
+    /// [`end_batch`](Self::end_batch), as a kernel with GRO acknowledges a
+    /// burst with one ACK. Replies made during ingress (RST, challenge ACK)
+    /// still go out in order.
+    pub fn begin_batch(&mut self) {
+        self.batch.get_or_insert_with(Vec::new);
+    }
+
+    /// Runs the egress deferred since [`begin_batch`](Self::begin_batch).
+    pub fn end_batch(&mut self, now: Instant) {
+        let Some(ids) = self.batch.take() else { return };
+        for id in ids {
+            if self.conns.contains_key(&id) {
+                self.step(now, id, None);
+            }
+        }
+    }
+
     /// Runs timers and releases delayed packets due at `now`.
     pub fn poll(&mut self, now: Instant) {
         self.tick_tsval(now);
@@ -981,7 +1014,7 @@ impl Endpoint {
     /// FNV-1a (64-bit) of every byte the application has read on a
     /// connection, in order (tests compare it with the sent pattern).
     pub fn app_checksum(&self, id: ConnId) -> Option<u64> {
-        self.conns.get(&id).map(|c| c.app.checksum)
+        self.conns.get(&id).and_then(|c| c.app.checksum)
     }
 
     /// A snapshot of every connection (TIME-WAIT records included), ordered
@@ -1366,7 +1399,7 @@ impl Endpoint {
         sock.set_keep_alive(self.cfg.keep_alive.map(|d| d.max(crate::config::MIN_KEEPALIVE)));
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(sock);
-        let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send);
+        let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send, self.cfg.verify);
         self.conns.insert(
             id,
             Conn {
@@ -1415,6 +1448,7 @@ impl Endpoint {
     /// [`step`](Self::step); `shown`: the input's segment event was already
     /// emitted (a SYN that ended TIME-WAIT on the same 4-tuple).
     fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
+        let ingress = input.is_some();
         // A nested step (a fault path releasing a held packet while this
         // one sends) can end this connection: every access below checks.
         if input.is_none()
@@ -1462,6 +1496,21 @@ impl Endpoint {
             }
         }
         self.run_app(now, id);
+        // Only bulk data is batched: a connection that is closing (or
+        // opening) steps at once, so close sequences stay exactly as
+        // without batching.
+        let established = self.conns.get(&id).is_some_and(|c| c.state == TcpState::Established);
+        if ingress
+            && established
+            && let Some(batch) = self.batch.as_mut()
+        {
+            // Repeats (a connection interleaved with another) only cost an
+            // egress pass that finds nothing.
+            if batch.last() != Some(&id) {
+                batch.push(id);
+            }
+            return;
+        }
         // Egress: at most one segment per call, so loop. Anything that
         // changes state here is a timer (retransmission, TIME-WAIT expiry,
         // user timeout).
@@ -1724,6 +1773,7 @@ impl Endpoint {
 
     fn segment_event(&mut self, now: Instant, conn: Option<ConnId>, dir: Dir, packet: &[u8], seg: Parsed) {
         match seg {
+            Ok(_) if !self.cfg.segment_events && !self.cfg.capture => {}
             Ok(seg) => {
                 let raw = self.cfg.capture.then(|| packet.to_vec());
                 self.emit(now, conn, EventKind::Segment { dir, seg }, raw);
