@@ -519,6 +519,11 @@ pub trait Sink {
     /// The raw bytes of the segment just reported by `event` (only when the
     /// endpoint captures, for pcap).
     fn packet(&mut self, _t: Secs, _dir: Dir, _raw: &[u8]) {}
+
+    /// A batch of events is complete: write out what is buffered. The run
+    /// loop calls it before it waits, so a live timeline is never behind
+    /// while bulk transfers write in large chunks.
+    fn flush(&mut self) {}
 }
 
 impl Sink for Vec<Event> {

@@ -35,10 +35,6 @@ use crate::event::{Cause, ConnId, Dir, EventKind, TcpState};
 use crate::wire::{self, FourTuple, Segment};
 use std::collections::HashMap;
 
-/// SYN-ACK retransmissions of a half-open connection (Linux's
-/// tcp_synack_retries default), at 1, 2, 4, 8 and 16 s.
-pub const SYNACK_RETRIES: u32 = 5;
-
 /// The first SYN-ACK retransmission timeout (smoltcp's and Linux's 1 s).
 pub const SYNACK_RTO: Duration = Duration::from_secs(1);
 
@@ -266,7 +262,11 @@ pub fn synack(
     scratch: &mut [u8],
     dev: &mut MemoryDevice,
 ) -> Vec<Vec<u8>> {
-    let sock = tcp::Socket::new(tcp::SocketBuffer::new(scratch), tcp::SocketBuffer::new(Vec::new()));
+    let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(scratch), tcp::SocketBuffer::new(Vec::new()));
+    if cfg.timestamps {
+        // As the real connection's socket: the SYN-ACK offers timestamps.
+        sock.set_tsval_generator(Some(super::tsval));
+    }
     let before = dev.tx.len();
     let (set, _) = replay(cfg, seed, now, syn, tuple, sock, dev);
     drop(set);
@@ -583,14 +583,26 @@ impl Endpoint {
     }
 
     /// A half-open connection's timer: resend the SYN-ACK, or give up
-    /// silently after [`SYNACK_RETRIES`] or the handshake timeout (as
-    /// Linux does).
+    /// silently (as Linux does) after `--synack-retries` retransmissions
+    /// (`close_timers.synack_retries`, Linux's tcp_synack_retries) or the
+    /// handshake timeout.
     pub(super) fn half_open_timer(&mut self, now: Instant, id: ConnId) {
         let timeout = self.cfg.handshake_timeout;
+        let limit = self.cfg.close_timers.synack_retries;
         let Some(h) = self.syn.half_open.get_mut(&id) else { return };
         let end = h.since + timeout;
-        if h.retries >= SYNACK_RETRIES || now >= end {
+        if h.retries >= limit || now >= end {
+            let why = if h.retries >= limit {
+                format!(
+                    "{limit} retransmissions unanswered: the connection is dropped (--synack-retries (tcp_synack_retries) = {limit}), no segment sent, as Linux"
+                )
+            } else {
+                format!(
+                    "no ACK within the {timeout} handshake timeout: the half-open connection is dropped, no segment sent"
+                )
+            };
             self.drop_half_open(id);
+            self.note(now, Some(id), why);
             self.emit(
                 now,
                 Some(id),

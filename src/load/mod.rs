@@ -84,6 +84,10 @@ pub struct LoadSpec {
     pub connect_timeout: Duration,
     /// closelab's buffer per connection.
     pub buffer: usize,
+    /// closelab's TIME-WAIT table (length, size).
+    pub time_wait: crate::endpoint::timewait::TwConfig,
+    /// closelab sends RFC 7323 timestamps.
+    pub timestamps: bool,
 }
 
 impl Default for LoadSpec {
@@ -106,6 +110,8 @@ impl Default for LoadSpec {
             faults: Vec::new(),
             connect_timeout: Duration::from_secs(3),
             buffer: 2048,
+            time_wait: crate::endpoint::timewait::TwConfig::default(),
+            timestamps: false,
         }
     }
 }

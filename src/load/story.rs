@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::{Closer, LoadSpec, Report, Server};
 use crate::event::TcpState;
 
-/// closelab's TIME-WAIT length today: smoltcp's fixed `CLOSE_DELAY`.
-pub const CLOSELAB_TIME_WAIT: f64 = 10.0;
+/// closelab's TIME-WAIT length: its table's default, Linux's 60 s.
+pub const CLOSELAB_TIME_WAIT: f64 = crate::endpoint::timewait::LINUX_TIME_WAIT_MS as f64 / 1000.0;
 /// Linux's TIME-WAIT length: `TCP_TIMEWAIT_LEN`, hard-coded, no sysctl.
 pub const LINUX_TIME_WAIT: f64 = 60.0;
 
@@ -249,6 +249,9 @@ pub fn stories() -> Vec<Story> {
         duration: secs(4),
         ports: Some((20000, 20499)),
         peer_sysctls: vec![sysctl("net.ipv4.tcp_tw_reuse", reuse), sysctl("net.ipv4.tcp_timestamps", "1")],
+        // tcp_tw_reuse reuses a TIME-WAIT port only when both ends sent
+        // timestamps.
+        timestamps: true,
         ..LoadSpec::default()
     };
     let ports = Story {

@@ -525,6 +525,12 @@ pub fn answer(line: &str, now: Instant, ep: &mut Endpoint) -> String {
                 return format!("{ERROR}{}\n", not_found(conn, &conns));
             };
             let (id, tuple, from) = (info.id, info.tuple, info.state);
+            if ep.state(id).is_none() {
+                return format!(
+                    "{ERROR}connection {id} is in TIME-WAIT: only a record in closelab's TIME-WAIT table is left, nothing to {}\n",
+                    action.name()
+                );
+            }
             match action {
                 Action::Close => ep.close(now, id),
                 Action::Abort => ep.abort(now, id),

@@ -1301,7 +1301,9 @@ mod tests {
         // An attached TUN is a running endpoint for `status`.
         let st = status().unwrap();
         let me = st.iter().find(|s| s.name == lab.name()).unwrap();
-        assert_eq!(me.endpoint_pids, vec![std::process::id()]);
+        // (contains, not equals: a process another test thread spawns at this
+        // moment inherits the TUN descriptor until it execs.)
+        assert!(me.endpoint_pids.contains(&std::process::id()), "{:?}", me.endpoint_pids);
 
         let dst = std::net::SocketAddrV4::new(a.closelab, 9);
         netns::in_netns(&a.ns_linux, move || {

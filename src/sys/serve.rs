@@ -15,10 +15,9 @@ use crate::sys::linger::{Linger, SegmentClock, discard_in_flight};
 use crate::sys::observe::Observer;
 use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome, Signals, StopWhen, Tick};
 use crate::sys::tun::{TunDevice, TunSpec};
-use crate::sys::tundrops::{self, TunDrops};
 use crate::view::json::JsonSink;
 use crate::view::text::TextSink;
-use crate::view::{PcapSink, SummarySink, Tee};
+use crate::view::{Filter, PcapSink, SummarySink, Tee, TraceLevel};
 
 /// What the endpoint does on its own.
 #[derive(Clone, Debug)]
@@ -35,6 +34,8 @@ pub enum Mode {
 #[derive(Clone, Debug, Default)]
 pub struct Output {
     pub json: bool,
+    /// What the main output shows; the summary is always printed.
+    pub trace: TraceLevel,
     pub pcap: Option<PathBuf>,
 }
 
@@ -88,13 +89,6 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         None => None,
     };
     let tun = TunDevice::open(&opts.tun).map_err(|e| e.to_string())?;
-    // The kernel's default queue (500) drops bursts before closelab reads
-    // them; a longer one, and every drop counted either way.
-    let (queue, queue_note) = match tundrops::raise_txqueuelen(tun.name(), tundrops::TXQUEUELEN) {
-        Ok(()) => (Some(tundrops::TXQUEUELEN), None),
-        Err(e) => (None, Some(e)),
-    };
-    let mut drops = TunDrops::new(tun.name(), queue);
     // After the TUN: a second endpoint on the same TUN is told so by the
     // TUN itself. Without /run/closelab/ctl (not root) the endpoint still
     // runs, and says what is missing.
@@ -121,6 +115,10 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     }
     let clock = Clock::new();
     opts.endpoint.capture = opts.output.pcap.is_some();
+    // Nothing is formatted, or even built, per segment unless shown.
+    let segments = opts.output.trace == TraceLevel::Segments;
+    opts.endpoint.segment_events &= segments;
+    opts.endpoint.data_events &= segments;
     let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
     let mut inner: Box<dyn Driver> = match &opts.mode {
         Mode::Listen { port } => {
@@ -165,22 +163,26 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };
+    // Written in batches: the run loop flushes before it waits, so a live
+    // timeline is current whenever the endpoint is idle.
+    let buffered = BufWriter::with_capacity(64 * 1024, &mut *out);
     let mut main: Box<dyn MainOutput + '_> =
-        if opts.output.json { Box::new(JsonSink::new(&mut *out)) } else { Box::new(TextSink::new(&mut *out)) };
+        if opts.output.json { Box::new(JsonSink::batched(buffered)) } else { Box::new(TextSink::batched(buffered)) };
     main.event(&note);
-    for text in [control_note, queue_note].into_iter().flatten() {
+    for text in control_note.into_iter() {
         main.event(&Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text } });
     }
+    main.flush();
     let last_segment = SegmentClock::default();
     let outcome = {
         let mut last = last_segment.clone();
-        let mut sinks: Vec<&mut dyn Sink> = vec![main.as_sink(), &mut summary, &mut last];
+        let mut shown = Filter { level: opts.output.trace, inner: main.as_sink() };
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut shown, &mut summary, &mut last];
         if let Some(p) = pcap.as_mut() {
             sinks.push(p);
         }
         let mut tee = Tee(sinks);
-        let mut driver =
-            Observing { inner: inner.as_mut(), observer: observer.as_mut(), drops: Some(&mut drops), error: None };
+        let mut driver = Observing { inner: inner.as_mut(), observer: observer.as_mut(), error: None };
         let mut outcome =
             run::run_with(&mut ep, clock, &tun, signals, &mut tee, &mut driver, opts.stop.clone(), control.as_mut());
         if let Some(e) = driver.error.take() {
@@ -201,7 +203,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
             // Done by its own rule: record until both sides are quiet.
             let mut idle = Idle;
             let mut linger = Lingering {
-                run: Observing { inner: &mut idle, observer: observer.as_mut(), drops: Some(&mut drops), error: None },
+                run: Observing { inner: &mut idle, observer: observer.as_mut(), error: None },
                 linger: Linger::new(opts.endpoint.slow),
                 last: last_segment,
             };
@@ -209,14 +211,21 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         }
         // Whatever is still on its way is written down, not lost silently.
         discard_in_flight(&tun, &mut ep, clock.now(), &mut tee);
+        if let Some(text) = ep.time_wait_report() {
+            ep.note(clock.now(), None, text);
+            ep.drain_events(&mut tee);
+        }
         if let Some(o) = observer.as_mut() {
             o.flush(&ep, &mut tee);
         }
-        drops.read(ep.secs(clock.now()), &mut tee);
+        if let Some(text) = tun.new_drops_note() {
+            ep.note(clock.now(), None, text);
+            ep.drain_events(&mut tee);
+        }
         outcome
     };
-    if drops.total() > 0 {
-        summary.summary.counted.insert("packets dropped on the TUN's kernel queue".into(), drops.total());
+    if let Some(n) = tun.dropped().filter(|n| *n > 0) {
+        summary.summary.counted.insert("packets dropped on the TUN's kernel queue".into(), n);
     }
     summary.summary.counted.extend(ep.syn_drops().counted());
     main.summary(&summary.summary);
@@ -236,21 +245,12 @@ const OBSERVE_EVERY: smoltcp::time::Duration = smoltcp::time::Duration::from_mil
 struct Observing<'a> {
     inner: &'a mut dyn Driver,
     observer: Option<&'a mut Observer>,
-    /// The TUN's drop counter, read every [`tundrops::CHECK_EVERY`].
-    drops: Option<&'a mut TunDrops>,
     error: Option<String>,
 }
 
 impl Driver for Observing<'_> {
     fn tick(&mut self, now: Instant, ep: &mut Endpoint, sink: &mut dyn Sink) -> io::Result<Tick> {
-        let mut tick = self.inner.tick(now, ep, sink)?;
-        if let Some(d) = self.drops.as_deref_mut() {
-            d.check(ep.secs(now), sink);
-            if let Tick::Continue(at) = tick {
-                let next = now + smoltcp::time::Duration::from_micros(tundrops::CHECK_EVERY.as_micros() as u64);
-                tick = Tick::Continue(Some(at.map_or(next, |a| a.min(next))));
-            }
-        }
+        let tick = self.inner.tick(now, ep, sink)?;
         let Some(o) = self.observer.as_deref_mut() else { return Ok(tick) };
         if let Err(e) = o.poll(ep.secs(now), ep, sink) {
             self.error = Some(format!("observing the Linux side: {e}"));

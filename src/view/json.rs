@@ -152,6 +152,11 @@ impl<W: Write> JsonSink<W> {
         JsonSink { out: LineWriter::new(out) }
     }
 
+    /// Writes only when the run loop flushes (see [`LineWriter::batched`]).
+    pub fn batched(out: W) -> JsonSink<W> {
+        JsonSink { out: LineWriter::batched(out) }
+    }
+
     /// The first write error, if any.
     pub fn error(&self) -> Option<&io::Error> {
         self.out.error()
@@ -161,6 +166,7 @@ impl<W: Write> JsonSink<W> {
     pub fn summary(&mut self, s: &Summary, side: Side) {
         let text = summary_line(s, side);
         self.out.write_line(&text);
+        self.out.flush();
     }
 
     pub fn get_ref(&self) -> &W {
@@ -180,6 +186,10 @@ impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &Event) {
         let text = line(ev);
         self.out.write_line(&text);
+    }
+
+    fn flush(&mut self) {
+        self.out.flush();
     }
 }
 

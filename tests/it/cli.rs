@@ -148,6 +148,25 @@ fn test_syn_backlog_and_memory_bounds() {
     expect_error(&mut listen(&["--syncookies", "2"]), "invalid value '2' for '--syncookies");
 }
 
+/// TIME-WAIT options: bounded length, a known model, options that only one
+/// model has.
+#[test]
+fn test_time_wait_options_validated() {
+    for v in ["0s", "0.1ms", "2h"] {
+        let line = expect_error(&mut listen(&["--time-wait", v]), "invalid TIME-WAIT length");
+        assert_eq!(line, format!("closelab: invalid TIME-WAIT length `{v}` (1ms to 1h; Linux: 60s)"));
+    }
+    let line = expect_error(&mut listen(&["--time-wait-model", "bsd"]), "invalid value 'bsd'");
+    assert!(line.contains("[possible values: linux, smoltcp]"), "{line}");
+    expect_error(
+        &mut listen(&["--time-wait-model", "smoltcp", "--time-wait", "5s"]),
+        "the smoltcp TIME-WAIT model takes no TIME-WAIT length (smoltcp's is a fixed 10 s); use the linux model",
+    );
+    expect_error(&mut listen(&["--time-wait-model", "smoltcp", "--rfc1337"]), "takes no rfc1337");
+    expect_error(&mut listen(&["--time-wait-syn", "drop"]), "time-wait-syn is for the smoltcp TIME-WAIT model");
+    expect_error(&mut listen(&["--max-tw", "99999999"]), "invalid max-tw 99999999 (0 to 4194304)");
+}
+
 #[test]
 fn test_fault_counts_bounded() {
     let line = expect_error(&mut listen(&["--fault", "reorder 999999999"]), "bad count `999999999` for reorder");

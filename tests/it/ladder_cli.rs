@@ -75,7 +75,7 @@ fn events() -> Vec<Event> {
         link.a.connect(now, "10.0.0.2:7000".parse().unwrap(), 5).unwrap();
         link.run_for(Duration::from_millis(300));
     }
-    link.run_for(Duration::from_secs(30));
+    link.run_for(Duration::from_secs(70));
     let mut events = link.b.take_events();
     // The client's own segments are the server's seen from the other end.
     events.extend(link.a.take_events().into_iter().filter_map(|mut e| {

@@ -16,6 +16,7 @@ mod ladder_cli;
 mod load_cli;
 mod load_root;
 mod pcap_root;
+mod perf_root;
 mod records_root;
 mod scenario_root;
 mod ss_root;
