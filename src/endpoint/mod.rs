@@ -953,6 +953,23 @@ impl Endpoint {
         self.tw.limited
     }
 
+    /// Everything the endpoint dropped or answered outside a connection,
+    /// by name, non-zero counts only (`ss -s`, the exit summary): SYN
+    /// backlog and memory drops, cookies, TIME-WAIT table overflows and
+    /// rate-limited TIME-WAIT ACKs.
+    pub fn counted(&self) -> Vec<(String, u64)> {
+        let mut out = self.syn_drops().counted();
+        for (name, n) in [
+            ("TIME-WAIT skipped (table full, --max-tw)", self.time_wait_overflows()),
+            ("TIME-WAIT ACKs not sent (rate limit)", self.time_wait_acks_limited()),
+        ] {
+            if n > 0 {
+                out.push((name.to_string(), n));
+            }
+        }
+        out
+    }
+
     /// When to call [`poll`](Self::poll) next.
     pub fn poll_at(&self) -> Option<Instant> {
         let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);

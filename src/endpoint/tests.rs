@@ -840,6 +840,8 @@ fn test_time_wait_overflow_skips_time_wait() {
     assert_eq!(states(&ev, 1)[3..], [(FinWait1, FinWait2, SEG), (FinWait2, TimeWait, SEG), (TimeWait, Closed, SEG)]);
     assert!(notes(&ev).iter().any(|n| n.starts_with("TCP: time wait bucket table overflow (--max-tw 0)")));
     assert_eq!((b.link.b.time_wait_count(), b.link.b.time_wait_overflows()), (0, 1));
+    assert_eq!(b.link.b.counted(), [("TIME-WAIT skipped (table full, --max-tw)".to_string(), 1)]);
+    assert!(b.link.a.counted().is_empty());
     assert!(b.link.b.is_empty());
 }
 

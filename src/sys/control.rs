@@ -507,7 +507,7 @@ pub fn answer(line: &str, now: Instant, ep: &mut Endpoint) -> String {
                 ep.listen_ports().into_iter().flat_map(|p| ips.iter().map(move |ip| SocketAddr::new(*ip, p))).collect();
             let rows = ss::rows(&ep.connections(now), &listening, ep.config().keep_alive.is_some());
             let mut out: String = rows.iter().map(|r| r.json() + "\n").collect();
-            for (name, n) in ep.syn_drops().counted() {
+            for (name, n) in ep.counted() {
                 out.push_str(&ss::counted_json(&name, n));
                 out.push('\n');
             }

@@ -227,7 +227,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     if let Some(n) = tun.dropped().filter(|n| *n > 0) {
         summary.summary.counted.insert("packets dropped on the TUN's kernel queue".into(), n);
     }
-    summary.summary.counted.extend(ep.syn_drops().counted());
+    summary.summary.counted.extend(ep.counted());
     main.summary(&summary.summary);
     if let Some(e) = main.error() {
         return Err(format!("writing output: {e}"));
