@@ -105,23 +105,37 @@ pub const MAX_TIME_WAIT: Duration = Duration::from_secs(3600);
 /// measured ~106 bytes each.
 pub const MAX_TW_ENTRIES: usize = 4 << 20;
 
-/// How closelab keeps TIME-WAIT, from the options (CLI or scenario file):
-/// `model` (`linux` or `smoltcp`), `len` (`--time-wait`), `rfc1337`,
-/// `max` (`--max-tw`) and `syn` (`--time-wait-syn`, smoltcp model only).
+/// How closelab closes, from the options (CLI or scenario file): `model`
+/// (`linux` or `smoltcp`), `len` (`--time-wait`), `rfc1337`, `max`
+/// (`--max-tw`), `syn` (`--time-wait-syn`, smoltcp model only) and Linux's
+/// close timers (linux model only).
+#[derive(Default)]
 pub struct TimeWaitOptions<'a> {
     pub model: Option<&'a str>,
     pub len: Option<&'a str>,
     pub rfc1337: bool,
     pub max: Option<usize>,
     pub syn: Option<&'a str>,
+    pub fin_timeout: Option<&'a str>,
+    pub retries: Option<u32>,
+    pub orphan_retries: Option<u32>,
+    pub synack_retries: Option<u32>,
 }
 
-/// The validated TIME-WAIT settings.
-pub fn time_wait(
-    o: &TimeWaitOptions,
-) -> Result<(crate::endpoint::TimeWaitModel, crate::endpoint::timewait::TwConfig, crate::endpoint::TimeWaitSyn), String>
-{
-    use crate::endpoint::{TimeWaitModel, TimeWaitSyn, timewait::TwConfig};
+/// The validated settings.
+pub struct CloseSettings {
+    pub model: crate::endpoint::TimeWaitModel,
+    pub time_wait: crate::endpoint::timewait::TwConfig,
+    pub syn: crate::endpoint::TimeWaitSyn,
+    pub timers: crate::endpoint::CloseTimers,
+}
+
+/// Most retransmissions any limit allows (Linux caps its sysctls at 255).
+pub const MAX_RETRIES: u32 = 255;
+
+/// The validated TIME-WAIT and close-timer settings.
+pub fn time_wait(o: &TimeWaitOptions) -> Result<CloseSettings, String> {
+    use crate::endpoint::{CloseTimers, TimeWaitModel, TimeWaitSyn, timewait::TwConfig};
     let model = match o.model {
         None | Some("linux") => TimeWaitModel::Linux,
         Some("smoltcp") => TimeWaitModel::Smoltcp,
@@ -132,35 +146,61 @@ pub fn time_wait(
         Some("drop") => TimeWaitSyn::Drop,
         Some(other) => return Err(format!("invalid time-wait-syn `{other}` (accept or drop)")),
     };
-    let mut cfg = TwConfig { rfc1337: o.rfc1337, ..TwConfig::default() };
+    let mut time_wait = TwConfig { rfc1337: o.rfc1337, ..TwConfig::default() };
     if let Some(len) = o.len {
         let d = parse_duration(len)?;
         if d < Duration::from_millis(1) || d > MAX_TIME_WAIT {
             return Err(format!("invalid TIME-WAIT length `{len}` (1ms to 1h; Linux: 60s)"));
         }
-        cfg.len_ms = d.total_millis() as u32;
+        time_wait.len_ms = d.total_millis() as u32;
     }
     if let Some(max) = o.max {
         if max > MAX_TW_ENTRIES {
             return Err(format!("invalid max-tw {max} (0 to {MAX_TW_ENTRIES})"));
         }
-        cfg.max = max;
+        time_wait.max = max;
+    }
+    let mut timers = CloseTimers::default();
+    if let Some(t) = o.fin_timeout {
+        let d = parse_duration(t)?;
+        if d < Duration::from_millis(1) || d > MAX_TIME_WAIT {
+            return Err(format!("invalid fin-timeout `{t}` (1ms to 1h; Linux: 60s)"));
+        }
+        timers.fin_timeout = Some(d);
+    }
+    for (v, name, min, slot) in [
+        (o.retries, "retries", 1, &mut timers.retries),
+        (o.orphan_retries, "orphan-retries", 0, &mut timers.orphan_retries),
+        (o.synack_retries, "synack-retries", 1, &mut timers.synack_retries),
+    ] {
+        if let Some(n) = v {
+            if !(min..=MAX_RETRIES).contains(&n) {
+                return Err(format!("invalid {name} {n} ({min} to {MAX_RETRIES})"));
+            }
+            *slot = n;
+        }
     }
     if model == TimeWaitModel::Smoltcp {
         let linux_only = [
             (o.len.is_some(), "TIME-WAIT length (smoltcp's is a fixed 10 s)"),
             (o.rfc1337, "rfc1337 (smoltcp's TIME-WAIT always accepts an in-window RST)"),
             (o.max.is_some(), "max-tw (smoltcp's TIME-WAIT is a socket like any other)"),
+            (o.fin_timeout.is_some(), "fin-timeout (smoltcp keeps FIN-WAIT-2 forever)"),
+            (
+                o.retries.is_some() || o.orphan_retries.is_some() || o.synack_retries.is_some(),
+                "retransmission limits (smoltcp retransmits without end)",
+            ),
         ];
         if let Some((_, what)) = linux_only.iter().find(|(given, _)| *given) {
             return Err(format!("the smoltcp TIME-WAIT model takes no {what}; use the linux model"));
         }
+        timers = CloseTimers::none();
     } else if o.syn.is_some() {
         return Err(
             "time-wait-syn is for the smoltcp TIME-WAIT model (the linux model follows Linux's rule for a SYN)".into(),
         );
     }
-    Ok((model, cfg, syn))
+    Ok(CloseSettings { model, time_wait, syn, timers })
 }
 
 /// A timer that must be longer than zero (`what` names it in the error).
@@ -177,6 +217,39 @@ pub fn parse_buffer(s: &str) -> Result<usize, String> {
     let n = parse_bytes(s)?;
     if n == 0 || n > MAX_BUFFER {
         return Err(format!("invalid buffer size `{s}` (1 byte to 1G)"));
+    }
+    Ok(n)
+}
+
+/// Most half-open connections `--syn-backlog` allows (Linux's
+/// tcp_max_syn_backlog is an int; a half-open entry here is ~0.4 KB, so this
+/// is ~400 MB at most).
+pub const MAX_SYN_BACKLOG: usize = 1 << 20;
+
+/// `--syn-backlog`: 1 to [`MAX_SYN_BACKLOG`].
+pub fn parse_syn_backlog(n: usize) -> Result<usize, String> {
+    if !(1..=MAX_SYN_BACKLOG).contains(&n) {
+        return Err(format!("invalid --syn-backlog {n} (1 to {MAX_SYN_BACKLOG})"));
+    }
+    Ok(n)
+}
+
+/// Largest `--max-memory`: 1 TiB (a bound, not a promise).
+pub const MAX_MEMORY: usize = 1 << 40;
+
+/// `--max-memory`: at least one connection's two buffers, at most
+/// [`MAX_MEMORY`].
+pub fn parse_max_memory(s: &str, buffer: usize) -> Result<usize, String> {
+    let n = parse_bytes(s)?;
+    if n > MAX_MEMORY {
+        return Err(format!("invalid --max-memory `{s}` (at most 1024G)"));
+    }
+    // The handshake's scratch buffer plus one connection's two buffers.
+    let need = 3 * buffer;
+    if n < need {
+        return Err(format!(
+            "--max-memory `{s}` cannot hold one connection with {buffer}-byte buffers (needs {need} bytes)"
+        ));
     }
     Ok(n)
 }

@@ -534,6 +534,11 @@ pub trait Sink {
     /// The raw bytes of the segment just reported by `event` (only when the
     /// endpoint captures, for pcap).
     fn packet(&mut self, _t: Secs, _dir: Dir, _raw: &[u8]) {}
+
+    /// A batch of events is complete: write out what is buffered. The run
+    /// loop calls it before it waits, so a live timeline is never behind
+    /// while bulk transfers write in large chunks.
+    fn flush(&mut self) {}
 }
 
 impl Sink for Vec<Event> {
@@ -548,6 +553,10 @@ impl Sink for Vec<Event> {
 pub struct Summary {
     pub reached: std::collections::BTreeMap<TcpState, u64>,
     pub connections: u64,
+    /// Counts that belong to no connection, by name (`SYN dropped (backlog
+    /// full)`, `SYN cookies sent`, …): filled from the endpoint's counters
+    /// at exit; zero counts are left out.
+    pub counted: std::collections::BTreeMap<String, u64>,
 }
 
 impl Summary {

@@ -15,6 +15,7 @@ use closelab::sys::control::{SsOptions, Target};
 use closelab::sys::run::{ConnectPlan, Signals, StopWhen};
 use closelab::sys::serve::{self, Mode, Output, ServeOptions};
 use closelab::sys::tun::TunSpec;
+use closelab::view::TraceLevel;
 
 /// Watch TCP connections close on real packets: a userspace TCP endpoint
 /// (smoltcp) on a TUN device, with every segment and state change of both ends.
@@ -130,6 +131,8 @@ enum Cmd {
     },
     /// Drive many connections between the Linux host and closelab in a lab: both sides' netstat counts every second.
     Load(Box<LoadArgs>),
+    /// Bulk throughput through closelab next to the kernel over a veth pair, in a throwaway lab (root).
+    Bench(BenchArgs),
     /// Draw a saved --json stream: the terminal ladder on stdout, Mermaid and SVG pictures to files.
     Ladder {
         /// JSON lines from `closelab listen/connect/demo/scenario run --json`; `-` reads stdin.
@@ -156,6 +159,35 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "closelab")]
         counts_side: SideArg,
     },
+}
+
+/// `closelab bench`: Gbit/s of kernel -> closelab and closelab -> kernel next to kernel <-> kernel.
+#[derive(Args)]
+struct BenchArgs {
+    /// Bytes per transfer, e.g. 100M or 1G.
+    #[arg(long, default_value = "1G")]
+    size: String,
+    /// Rounds per path (the medians are printed).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// MTU of the lab's veth pair and TUN (repeatable), e.g. --mtu 1500 --mtu 9000.
+    #[arg(long = "mtu", default_values_t = [1500u32, 9000])]
+    mtus: Vec<u32>,
+    /// closelab's receive and send buffer per connection.
+    #[arg(long, default_value = "1M")]
+    buffer: String,
+    /// Skip the traced run (every segment as JSON and pcap, written to /dev/null).
+    #[arg(long)]
+    no_traced: bool,
+    /// Results as JSON lines.
+    #[arg(long)]
+    json: bool,
+    /// Seed for closelab's initial sequence numbers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Name of the throwaway lab (default: unique); removed at the end.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 /// `closelab load`: the busy server's netstat picture on real packets.
@@ -216,6 +248,10 @@ struct LoadArgs {
     /// closelab's receive and send buffer per connection.
     #[arg(long, default_value = "2k")]
     buffer: String,
+    /// closelab sends RFC 7323 timestamps, as Linux does with tcp_timestamps=1 (the Linux
+    /// client's tcp_tw_reuse needs them).
+    #[arg(long)]
+    timestamps: bool,
     /// closelab's TIME-WAIT length (its TIME-WAIT table; Linux: 60 s).
     #[arg(long, value_name = "DUR", default_value = "60s")]
     time_wait: String,
@@ -313,13 +349,12 @@ fn load_options(a: LoadArgs) -> Result<closelab::sys::load::LoadOptions, String>
         connect_timeout: load::parse_duration("--connect-timeout", &a.connect_timeout)?,
         buffer,
         time_wait: config::time_wait(&config::TimeWaitOptions {
-            model: None,
             len: Some(&a.time_wait),
-            rfc1337: false,
             max: a.max_tw,
-            syn: None,
+            ..Default::default()
         })?
-        .1,
+        .time_wait,
+        timestamps: a.timestamps,
     };
     Ok(closelab::sys::load::LoadOptions { spec, lab: a.lab, json: a.json, plot: a.plot, story: a.story, seed: a.seed })
 }
@@ -496,6 +531,13 @@ enum CloseArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum TraceArg {
+    Segments,
+    States,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TwModelArg {
     /// closelab's TIME-WAIT table: Linux's rules, 60 s, ~100 bytes per entry.
     Linux,
@@ -546,6 +588,10 @@ struct EndpointArgs {
     /// Write every segment that crossed the TUN to this pcap file.
     #[arg(long)]
     pcap: Option<PathBuf>,
+    /// What the timeline shows: every segment, only state changes (and notes, faults, app calls), or nothing
+    /// but the summary (bulk transfers then format nothing per segment; --pcap still gets every segment).
+    #[arg(long, value_enum, default_value = "segments")]
+    trace: TraceArg,
     /// Fault rule on the packet path (repeatable), e.g. "drop out ack after-fin 1st".
     #[arg(long = "fault")]
     faults: Vec<String>,
@@ -561,8 +607,9 @@ struct EndpointArgs {
     /// Reset a connection that gets no answer for this long (smoltcp's user timeout; any state).
     #[arg(long)]
     timeout: Option<String>,
-    /// Who keeps TIME-WAIT: closelab's compact table with Linux's rules (the socket is freed), or
-    /// smoltcp's own socket (fixed 10 s, a new SYN per --time-wait-syn).
+    /// Who keeps TIME-WAIT: closelab's compact table with Linux's rules and close timers (the
+    /// socket is freed), or smoltcp as it is (TIME-WAIT in its socket, fixed 10 s, a new SYN per
+    /// --time-wait-syn, no FIN-WAIT-2 timeout, no retransmission limit).
     #[arg(long, value_enum, default_value = "linux")]
     time_wait_model: TwModelArg,
     /// TIME-WAIT length [default: 60s, Linux's TCP_TIMEWAIT_LEN].
@@ -575,13 +622,48 @@ struct EndpointArgs {
     /// TIME-WAIT (noted and counted) [default: 262144].
     #[arg(long, value_name = "N")]
     max_tw: Option<usize>,
+    /// Send RFC 7323 TCP timestamps, as Linux does with tcp_timestamps=1 (needed for the peer's
+    /// tcp_tw_reuse).
+    #[arg(long)]
+    timestamps: bool,
     /// With --time-wait-model smoltcp: what to do with a new SYN for a 4-tuple in TIME-WAIT
     /// [default: accept].
     #[arg(long, value_enum)]
     time_wait_syn: Option<TwSynArg>,
+    /// An orphaned FIN-WAIT-2 (closelab's application called close()) ends after this long,
+    /// silently, like net.ipv4.tcp_fin_timeout [default: 60s].
+    #[arg(long, value_name = "DUR")]
+    fin_timeout: Option<String>,
+    /// Retransmissions of a segment before the connection is dropped, like tcp_retries2
+    /// [default: 15].
+    #[arg(long, value_name = "N")]
+    retries: Option<u32>,
+    /// The same once closelab's application has closed, like tcp_orphan_retries (0 means 8)
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    orphan_retries: Option<u32>,
+    /// SYN-ACK retransmissions before a half-open connection is freed, like tcp_synack_retries
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    synack_retries: Option<u32>,
     /// Receive and send buffer per connection.
     #[arg(long, default_value = "64k")]
     buffer: String,
+    /// Half-open (SYN-RECEIVED) connections kept, like Linux's tcp_max_syn_backlog; they cost no buffers.
+    #[arg(long, default_value_t = 4096)]
+    syn_backlog: usize,
+    /// Past the SYN backlog: answer SYNs with SYN cookies (on, like tcp_syncookies=1) or drop them (off).
+    #[arg(long, value_enum, default_value = "on")]
+    syncookies: OnOff,
+    /// Memory budget of the connections (buffers included); past it new SYNs and handshake ACKs are dropped.
+    #[arg(long, default_value = "1G")]
+    max_memory: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn close_policy(c: CloseArg) -> ClosePolicy {
@@ -673,13 +755,16 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         return Err("--max-conns must be at least 1".into());
     }
     cfg.max_conns = ep.max_conns;
+    cfg.syn_backlog = config::parse_syn_backlog(ep.syn_backlog)?;
+    cfg.syncookies = ep.syncookies == OnOff::On;
+    cfg.max_memory = config::parse_max_memory(&ep.max_memory, cfg.buffer)?;
     cfg.keep_alive = ep.keepalive.as_deref().map(config::parse_keepalive).transpose()?;
     cfg.user_timeout = ep.timeout.as_deref().map(|t| config::parse_timer(t, "timeout")).transpose()?;
     cfg.slow = dur(&ep.slow)?;
     cfg.app = app;
     cfg.policy =
         Policy { close: close_policy(close), close_after: dur(&ep.close_after)?, rst_on_unread: ep.rst_on_unread };
-    let (model, tw, syn) = config::time_wait(&config::TimeWaitOptions {
+    let close = config::time_wait(&config::TimeWaitOptions {
         model: Some(match ep.time_wait_model {
             TwModelArg::Linux => "linux",
             TwModelArg::Smoltcp => "smoltcp",
@@ -691,8 +776,14 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
             TwSynArg::Accept => "accept",
             TwSynArg::Drop => "drop",
         }),
+        fin_timeout: ep.fin_timeout.as_deref(),
+        retries: ep.retries,
+        orphan_retries: ep.orphan_retries,
+        synack_retries: ep.synack_retries,
     })?;
-    (cfg.time_wait_model, cfg.time_wait, cfg.time_wait_syn) = (model, tw, syn);
+    (cfg.time_wait_model, cfg.time_wait, cfg.time_wait_syn) = (close.model, close.time_wait, close.syn);
+    cfg.close_timers = close.timers;
+    cfg.timestamps = ep.timestamps;
     cfg.faults = ep.faults.iter().map(|f| FaultRule::parse(f).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let tun = TunSpec {
         name: tun_name,
@@ -712,7 +803,15 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
         linux_ns,
         mode,
         stop: StopWhen { finished: ep.exit_after },
-        output: Output { json: ep.json, pcap: ep.pcap },
+        output: Output {
+            json: ep.json,
+            pcap: ep.pcap,
+            trace: match ep.trace {
+                TraceArg::Segments => TraceLevel::Segments,
+                TraceArg::States => TraceLevel::States,
+                TraceArg::None => TraceLevel::None,
+            },
+        },
         control,
     })
 }
@@ -872,6 +971,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 closelab::sys::load::RunEnd::Ok => ExitCode::SUCCESS,
                 closelab::sys::load::RunEnd::Failed => ExitCode::from(1),
                 closelab::sys::load::RunEnd::Interrupted => ExitCode::from(130),
+            })
+        }
+        Cmd::Bench(a) => {
+            let opts = closelab::sys::bench::BenchOptions {
+                size: config::parse_bytes(&a.size)? as u64,
+                rounds: a.rounds,
+                mtus: a.mtus,
+                buffer: config::parse_bytes(&a.buffer)?,
+                json: a.json,
+                traced: !a.no_traced,
+                seed: a.seed,
+                name: a.name,
+            };
+            opts.validate()?;
+            let mut signals = Signals::block().map_err(|e| format!("cannot set up signal handling: {e}"))?;
+            let mut out = std::io::stdout();
+            Ok(match closelab::sys::bench::run(&opts, &mut signals, &mut out)? {
+                closelab::sys::bench::BenchEnd::Done => ExitCode::SUCCESS,
+                closelab::sys::bench::BenchEnd::Interrupted => ExitCode::from(130),
             })
         }
         Cmd::Ladder { file, conn, story, unicode, mermaid, svg, svg_counts, counts_side } => {

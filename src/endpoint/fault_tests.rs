@@ -464,6 +464,7 @@ fn bulk(seed: u64, bytes: usize) -> BulkEnd {
     server.buffer = 64 * 1024;
     client.buffer = 64 * 1024;
     server.data_events = true;
+    server.verify = true;
     let (mut link, _) = bench(server, client, bytes);
 
     let mut received = 0usize;

@@ -22,6 +22,7 @@ pub mod crawl;
 pub mod device;
 pub mod http;
 pub mod link;
+pub mod syncache;
 pub mod timewait;
 
 use std::cmp::Reverse;
@@ -33,16 +34,28 @@ use std::net::{IpAddr, SocketAddr};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
+use syncache::SynCache;
+pub use syncache::SynDrops;
 use timewait::TwAction;
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
+
+/// The clock of the TCP timestamps closelab sends (milliseconds since the
+/// endpoint's start, kept current by [`Endpoint::receive`] and
+/// [`Endpoint::poll`]). smoltcp asks for a TSval through a plain function
+/// pointer, so the value lives here; endpoints in one process share it.
+static TSVAL_CLOCK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+fn tsval() -> u32 {
+    TSVAL_CLOCK.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Shortest wait before a timer that just fired may fire again.
 pub const MIN_REFIRE: Duration = Duration::from_millis(1);
@@ -79,6 +92,44 @@ impl TimeWaitModel {
     }
 }
 
+/// Linux's close timers that smoltcp does not have, each named after its
+/// sysctl. Retransmissions are counted per segment (smoltcp's backoff: RTO
+/// at least 1 s, doubling up to 60 s), not converted into Linux's time
+/// budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseTimers {
+    /// `tcp_fin_timeout`: an orphaned FIN-WAIT-2 (the application called
+    /// close(), not shutdown()) ends this long after it began, silently.
+    /// `None`: never (smoltcp alone).
+    pub fin_timeout: Option<Duration>,
+    /// `tcp_retries2`: retransmissions of one segment before the
+    /// connection is dropped (ETIMEDOUT, no segment sent).
+    pub retries: u32,
+    /// `tcp_orphan_retries` for connections the application has closed:
+    /// 0 means 8, as on Linux.
+    pub orphan_retries: u32,
+    /// `tcp_synack_retries`: SYN-ACK retransmissions before a half-open
+    /// connection is freed.
+    pub synack_retries: u32,
+}
+
+/// Linux's `tcp_syn_retries` default (SYN-SENT; no flag).
+pub const SYN_RETRIES: u32 = 6;
+
+impl Default for CloseTimers {
+    /// Linux's defaults: 60 s, 15, 0 (= 8), 5.
+    fn default() -> CloseTimers {
+        CloseTimers { fin_timeout: Some(Duration::from_secs(60)), retries: 15, orphan_retries: 0, synack_retries: 5 }
+    }
+}
+
+impl CloseTimers {
+    /// smoltcp alone: no FIN-WAIT-2 timeout, retransmissions without end.
+    pub fn none() -> CloseTimers {
+        CloseTimers { fin_timeout: None, retries: u32::MAX, orphan_retries: u32::MAX, synack_retries: u32::MAX }
+    }
+}
+
 /// Everything the endpoint needs to know; built by the CLI's validation step.
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
@@ -96,6 +147,15 @@ pub struct EndpointConfig {
     /// A connection that is not ESTABLISHED this long after its SYN is reset
     /// (bounds memory under a SYN flood).
     pub handshake_timeout: Duration,
+    /// Half-open connections kept (like Linux's tcp_max_syn_backlog); beyond
+    /// it a SYN is dropped (or answered with a cookie, see `syncookies`).
+    pub syn_backlog: usize,
+    /// Beyond the backlog, answer SYNs with a SYN cookie (no state) instead
+    /// of dropping them, like Linux's tcp_syncookies=1.
+    pub syncookies: bool,
+    /// Memory budget of the connection table in bytes (see
+    /// [`Endpoint::memory`]); a SYN that would pass it is dropped.
+    pub max_memory: usize,
     pub keep_alive: Option<Duration>,
     /// smoltcp's user timeout (`set_timeout`): RST after this long without
     /// an answer, in every state (smoltcp issue #1202).
@@ -107,14 +167,27 @@ pub struct EndpointConfig {
     pub time_wait_model: TimeWaitModel,
     /// TIME-WAIT length, RFC 1337 and the table's size (Linux model).
     pub time_wait: timewait::TwConfig,
+    /// Linux's close timers: `--fin-timeout`, `--retries`,
+    /// `--orphan-retries`, `--synack-retries`.
+    pub close_timers: CloseTimers,
     pub faults: Vec<FaultRule>,
     /// Keep raw bytes of each segment for pcap sinks.
     pub capture: bool,
     /// Also emit `app send/recv` events (on by default; bulk transfers turn
     /// them off to keep the timeline short).
     pub data_events: bool,
+    /// Emit an event for every segment (the timeline). Off, only state
+    /// changes, notes and faults are events: bulk transfers then format
+    /// nothing per segment. A pcap (`capture`) still gets every segment.
+    pub segment_events: bool,
+    /// Hash every byte the application reads ([`Endpoint::app_checksum`]);
+    /// per-byte work nobody asked for otherwise.
+    pub verify: bool,
     /// Hold every segment this long in both directions (slow motion).
     pub slow: Option<Duration>,
+    /// Send RFC 7323 timestamps (as Linux with tcp_timestamps=1 does);
+    /// smoltcp then echoes the peer's.
+    pub timestamps: bool,
 }
 
 impl EndpointConfig {
@@ -128,6 +201,9 @@ impl EndpointConfig {
             buffer: 64 * 1024,
             max_conns: 100_000,
             handshake_timeout: Duration::from_secs(30),
+            syn_backlog: 4096,
+            syncookies: true,
+            max_memory: 1 << 30,
             keep_alive: None,
             user_timeout: None,
             app: AppKind::Sink,
@@ -135,10 +211,14 @@ impl EndpointConfig {
             time_wait_syn: TimeWaitSyn::Accept,
             time_wait_model: TimeWaitModel::Linux,
             time_wait: timewait::TwConfig::default(),
+            close_timers: CloseTimers::default(),
             faults: Vec::new(),
             capture: false,
             data_events: true,
+            segment_events: true,
+            verify: false,
             slow: None,
+            timestamps: false,
         }
     }
 }
@@ -217,6 +297,11 @@ struct Conn {
     /// The peer's sequence space ends here (after its FIN), once its FIN
     /// has been accepted: rcv_nxt of a TIME-WAIT record.
     peer_fin_end: Option<u32>,
+    /// An orphaned FIN-WAIT-2 ends then (`--fin-timeout`).
+    orphan_at: Option<Instant>,
+    /// A retransmission limit was reached: its description; the
+    /// connection is dropped at the end of the step.
+    expired: Option<String>,
 }
 
 /// Retransmissions and keep-alive probes of one connection, read from its
@@ -229,6 +314,11 @@ struct SeqTracker {
     /// space was sent.
     snd_max: Option<u32>,
     retrans: u32,
+    /// Retransmissions of the oldest unacknowledged segment (the one an
+    /// RTO resends first) since the ACK last advanced: what the
+    /// retransmission limits count (a go-back-N round resends many
+    /// segments but is one timeout).
+    head_retrans: u32,
     probes: u32,
     /// Acknowledgment number and window field of the last segment sent
     /// with ACK.
@@ -273,6 +363,9 @@ impl SeqTracker {
                 self.probes += 1;
             } else {
                 self.retrans += 1;
+                if seg.seq == self.snd_una {
+                    self.head_retrans += 1;
+                }
             }
         }
         if seq_lt(max, end) {
@@ -294,6 +387,7 @@ impl SeqTracker {
         {
             self.snd_una = seg.ack;
             self.retrans = 0;
+            self.head_retrans = 0;
         }
     }
 
@@ -447,12 +541,17 @@ pub struct Endpoint {
     /// An empty set for segments that belong to no connection: smoltcp then
     /// answers as a closed port does (RST).
     empty: SocketSet<'static>,
+    /// Inside [`begin_batch`](Endpoint::begin_batch)…[`end_batch`](Endpoint::end_batch):
+    /// connections whose egress waits for the end of the batch.
+    batch: Option<Vec<ConnId>>,
     dev: MemoryDevice,
     /// Scratch list for the application's calls in one step (kept to
     /// reuse its allocation).
     actions: Vec<AppAction>,
     /// HTTP exchanges finished since [`Endpoint::take_http`] was last called.
     http_done: Vec<HttpDone>,
+    /// Half-open connections without buffers, cookies, SYN drops.
+    syn: SynCache,
     /// Connections in TIME-WAIT whose socket is gone (Linux model).
     tw: timewait::TimeWaitTable<TupleHashKey>,
 }
@@ -500,9 +599,11 @@ impl Endpoint {
             events: Vec::new(),
             finished: 0,
             empty: SocketSet::new(Vec::new()),
+            batch: None,
             dev,
             actions: Vec::new(),
             http_done: Vec::new(),
+            syn: SynCache::new(cfg.seed),
             tw: timewait::TimeWaitTable::new(cfg.time_wait, tuple_key),
             cfg,
         }
@@ -682,6 +783,7 @@ impl Endpoint {
 
     /// A packet read from the wire.
     pub fn receive(&mut self, now: Instant, packet: Vec<u8>) {
+        self.tick_tsval(now);
         let seg = wire::parse(&packet);
         let live = match &seg {
             Ok(s) => self.by_tuple.get(&s.tuple_at_receiver()).copied(),
@@ -706,8 +808,35 @@ impl Endpoint {
         self.deliver_all(now, release);
     }
 
+    fn tick_tsval(&self, now: Instant) {
+        if self.cfg.timestamps {
+            TSVAL_CLOCK.store(self.ms(now).wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Packets read together from the wire follow: each goes through ingress
+    /// and the application at once, but a connection's egress (data, and
+    /// the ACK smoltcp owes for every second segment) runs once at
+    /// [`end_batch`](Self::end_batch), as a kernel with GRO acknowledges a
+    /// burst with one ACK. Replies made during ingress (RST, challenge ACK)
+    /// still go out in order.
+    pub fn begin_batch(&mut self) {
+        self.batch.get_or_insert_with(Vec::new);
+    }
+
+    /// Runs the egress deferred since [`begin_batch`](Self::begin_batch).
+    pub fn end_batch(&mut self, now: Instant) {
+        let Some(ids) = self.batch.take() else { return };
+        for id in ids {
+            if self.conns.contains_key(&id) {
+                self.step(now, id, None);
+            }
+        }
+    }
+
     /// Runs timers and releases delayed packets due at `now`.
     pub fn poll(&mut self, now: Instant) {
+        self.tick_tsval(now);
         for _ in 0..1_000_000 {
             let mut release = Vec::new();
             if let Some(slow) = &mut self.slow {
@@ -722,6 +851,11 @@ impl Endpoint {
                 }
                 self.timers.pop();
                 let live = self.conns.get(&id).is_some_and(|c| c.generation == generation);
+                if !live && self.syn.is_timer(id, generation) {
+                    self.half_open_timer(now, id);
+                    progressed = true;
+                    continue;
+                }
                 if live {
                     if let Some(c) = self.conns.get_mut(&id) {
                         c.deadline = None;
@@ -764,6 +898,7 @@ impl Endpoint {
         self.tw.expire(now_ms, |_, id| gone.push(id));
         for id in gone {
             log::debug!("endpoint: conn={id} TIME-WAIT over");
+            self.finished += 1;
             self.emit(
                 now,
                 Some(id),
@@ -816,6 +951,23 @@ impl Endpoint {
     /// ACKs of the TIME-WAIT table suppressed by the 500 ms rate limit.
     pub fn time_wait_acks_limited(&self) -> u64 {
         self.tw.limited
+    }
+
+    /// Everything the endpoint dropped or answered outside a connection,
+    /// by name, non-zero counts only (`ss -s`, the exit summary): SYN
+    /// backlog and memory drops, cookies, TIME-WAIT table overflows and
+    /// rate-limited TIME-WAIT ACKs.
+    pub fn counted(&self) -> Vec<(String, u64)> {
+        let mut out = self.syn_drops().counted();
+        for (name, n) in [
+            ("TIME-WAIT skipped (table full, --max-tw)", self.time_wait_overflows()),
+            ("TIME-WAIT ACKs not sent (rate limit)", self.time_wait_acks_limited()),
+        ] {
+            if n > 0 {
+                out.push((name.to_string(), n));
+            }
+        }
+        out
     }
 
     /// When to call [`poll`](Self::poll) next.
@@ -878,20 +1030,24 @@ impl Endpoint {
         self.finished
     }
 
-    /// Number of connections with a socket (TIME-WAIT records of the Linux
-    /// model are counted by [`Endpoint::time_wait_count`]).
+    /// Number of connections with a socket, half-open ones included
+    /// (TIME-WAIT records of the Linux model are counted by
+    /// [`Endpoint::time_wait_count`]).
     pub fn len(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.syn.half_open.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
+        self.conns.is_empty() && self.syn.half_open.is_empty()
     }
 
     /// State of a connection with a socket: `None` once it is gone (closed,
     /// or a record in the TIME-WAIT table, which is found by 4-tuple).
     pub fn state(&self, id: ConnId) -> Option<TcpState> {
-        self.conns.get(&id).map(|c| c.state)
+        match self.conns.get(&id) {
+            Some(c) => Some(c.state),
+            None => self.syn.half_open.contains_key(&id).then_some(TcpState::SynReceived),
+        }
     }
 
     /// Bytes the application has received on a connection.
@@ -902,7 +1058,7 @@ impl Endpoint {
     /// FNV-1a (64-bit) of every byte the application has read on a
     /// connection, in order (tests compare it with the sent pattern).
     pub fn app_checksum(&self, id: ConnId) -> Option<u64> {
-        self.conns.get(&id).map(|c| c.app.checksum)
+        self.conns.get(&id).and_then(|c| c.app.checksum)
     }
 
     /// A snapshot of every connection (TIME-WAIT records included), ordered
@@ -927,6 +1083,7 @@ impl Endpoint {
                 }
             })
             .collect();
+        v.extend(self.syn.infos(now));
         let now_ms = self.ms(now);
         v.extend(self.tw.entries(now_ms).map(|(tuple, id, left)| ConnInfo {
             id,
@@ -1034,7 +1191,10 @@ impl Endpoint {
     }
 
     fn deliver_out(&mut self, now: Instant, packet: Vec<u8>, seg: Parsed) {
-        let conn = seg.as_ref().ok().and_then(|s| self.find(&s.tuple_at_sender()));
+        let conn = seg.as_ref().ok().and_then(|s| {
+            let t = s.tuple_at_sender();
+            self.find(&t).or_else(|| self.syn.by_tuple.get(&t).copied())
+        });
         self.segment_event(now, conn, Dir::Out, &packet, seg);
         self.outbox.push_back(packet);
     }
@@ -1112,8 +1272,12 @@ impl Endpoint {
             );
             self.finish(id);
         }
+        if let Some(&id) = self.syn.by_tuple.get(&tuple) {
+            self.half_open_segment(now, id, packet, seg);
+            return;
+        }
         if bare_syn && listening {
-            if self.conns.len() >= self.cfg.max_conns {
+            if self.conns.len() + self.syn.half_open.len() >= self.cfg.max_conns {
                 self.emit(
                     now,
                     None,
@@ -1126,19 +1290,16 @@ impl Endpoint {
                 self.stateless(now, packet, Some(seg));
                 return;
             }
-            let id = self.new_conn(tuple, 0);
-            let conn = self.conns.get_mut(&id).expect("just inserted");
-            let ep = IpListenEndpoint { addr: Some(IpAddress::from(tuple.local.ip())), port: tuple.local.port() };
-            if let Err(e) = conn.socket().listen(ep) {
-                log::warn!("endpoint: listen failed on {tuple}: {e}");
-                self.remove(id);
-                self.stateless(now, packet, Some(seg));
-                return;
-            }
-            conn.state = TcpState::Listen;
-            self.step_shown(now, id, Some((packet, seg)), syn_shown);
+            self.syn(now, tuple, packet, seg, syn_shown);
             return;
         }
+        let (packet, seg) = match listening && seg.flags.ack && !seg.flags.syn && !seg.flags.rst {
+            true => match self.cookie_ack(now, tuple, packet, seg) {
+                Some(back) => back,
+                None => return,
+            },
+            false => (packet, seg),
+        };
         self.stateless(now, packet, Some(seg));
     }
 
@@ -1168,6 +1329,7 @@ impl Endpoint {
                 );
                 let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
                 self.emit(now, Some(id), kind, None);
+                self.finished += 1;
                 return false;
             }
             TwAction::RstIgnored => {
@@ -1185,6 +1347,7 @@ impl Endpoint {
                 );
                 let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
                 self.emit(now, Some(id), kind, None);
+                self.finished += 1;
                 return true;
             }
             TwAction::Ack { seq, ack, win, restarted } => {
@@ -1248,7 +1411,9 @@ impl Endpoint {
             return false;
         }
         let (tuple, snd_nxt, win) = (c.tuple, c.seq.snd_max.unwrap_or(0), c.seq.last_win);
-        self.finish(id);
+        // Finished (for --exit-after) once TIME-WAIT is over, as with
+        // smoltcp's own TIME-WAIT.
+        self.remove(id);
         let now_ms = self.ms(now);
         if !self.tw.insert(now_ms, &tuple, id, snd_nxt, rcv_nxt, win, None) {
             let max = self.cfg.time_wait.max;
@@ -1259,6 +1424,7 @@ impl Endpoint {
             );
             let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
             self.emit(now, Some(id), kind, None);
+            self.finished += 1;
         }
         true
     }
@@ -1278,16 +1444,36 @@ impl Endpoint {
     fn new_conn(&mut self, tuple: FourTuple, initial_send: usize) -> ConnId {
         let id = self.next_id;
         self.next_id += 1;
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(self.new_socket());
+        self.insert_conn(id, tuple, set, handle, initial_send);
+        id
+    }
+
+    /// A socket with both full buffers and the configured timers.
+    fn new_socket(&self) -> tcp::Socket<'static> {
         let mut sock = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
             tcp::SocketBuffer::new(vec![0u8; self.cfg.buffer]),
         );
         sock.set_timeout(Some(self.cfg.handshake_timeout));
+        if self.cfg.timestamps {
+            sock.set_tsval_generator(Some(tsval));
+        }
         // Linux's TCP_KEEPIDLE minimum: a shorter keep-alive probes without end.
         sock.set_keep_alive(self.cfg.keep_alive.map(|d| d.max(crate::config::MIN_KEEPALIVE)));
-        let mut set = SocketSet::new(Vec::with_capacity(1));
-        let handle = set.add(sock);
-        let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send);
+        sock
+    }
+
+    fn insert_conn(
+        &mut self,
+        id: ConnId,
+        tuple: FourTuple,
+        set: SocketSet<'static>,
+        handle: SocketHandle,
+        initial_send: usize,
+    ) {
+        let app = App::new(self.cfg.app.clone(), self.cfg.policy, initial_send, self.cfg.verify);
         self.conns.insert(
             id,
             Conn {
@@ -1304,10 +1490,11 @@ impl Endpoint {
                 generation: 0,
                 seq: SeqTracker::default(),
                 peer_fin_end: None,
+                orphan_at: None,
+                expired: None,
             },
         );
         self.by_tuple.insert(tuple, id);
-        id
     }
 
     fn remove(&mut self, id: ConnId) {
@@ -1334,8 +1521,24 @@ impl Endpoint {
     /// [`step`](Self::step); `shown`: the input's segment event was already
     /// emitted (a SYN that ended TIME-WAIT on the same 4-tuple).
     fn step_shown(&mut self, now: Instant, id: ConnId, input: Option<(Vec<u8>, Segment)>, shown: bool) {
+        let ingress = input.is_some();
         // A nested step (a fault path releasing a held packet while this
         // one sends) can end this connection: every access below checks.
+        if input.is_none()
+            && let Some(c) = self.conns.get(&id)
+            && c.state == TcpState::FinWait2
+            && c.orphan_at.is_some_and(|at| at <= now)
+        {
+            let t = self.cfg.close_timers.fin_timeout.unwrap_or_default();
+            self.drop_conn(
+                now,
+                id,
+                format!(
+                    "orphaned FIN-WAIT-2 ends after --fin-timeout {t} (tcp_fin_timeout): no segment sent, as Linux"
+                ),
+            );
+            return;
+        }
         if let Some((packet, seg)) = input {
             let Some(c) = self.conns.get_mut(&id) else { return };
             let had_fin = c.peer_fin;
@@ -1366,6 +1569,21 @@ impl Endpoint {
             }
         }
         self.run_app(now, id);
+        // Only bulk data is batched: a connection that is closing (or
+        // opening) steps at once, so close sequences stay exactly as
+        // without batching.
+        let established = self.conns.get(&id).is_some_and(|c| c.state == TcpState::Established);
+        if ingress
+            && established
+            && let Some(batch) = self.batch.as_mut()
+        {
+            // Repeats (a connection interleaved with another) only cost an
+            // egress pass that finds nothing.
+            if batch.last() != Some(&id) {
+                batch.push(id);
+            }
+            return;
+        }
         // Egress: at most one segment per call, so loop. Anything that
         // changes state here is a timer (retransmission, TIME-WAIT expiry,
         // user timeout).
@@ -1386,10 +1604,39 @@ impl Endpoint {
             }
             self.run_app(now, id);
         }
+        if let Some(why) = self.conns.get_mut(&id).and_then(|c| c.expired.take()) {
+            self.drop_conn(now, id, why);
+            return;
+        }
         if self.retire_time_wait(now, id) {
             return;
         }
         self.reschedule(now, id);
+    }
+
+    /// Ends a connection by one of Linux's close timers: a note naming it,
+    /// `STATE -> CLOSED (timer)`, the socket freed without a segment (Linux
+    /// reports ETIMEDOUT to the application and sends nothing).
+    fn drop_conn(&mut self, now: Instant, id: ConnId, why: String) {
+        let Some(c) = self.conns.get(&id) else { return };
+        let from = c.state;
+        self.note(now, Some(id), why);
+        self.emit(now, Some(id), EventKind::State { from, to: TcpState::Closed, cause: Cause::Timer }, None);
+        self.finish(id);
+    }
+
+    /// The retransmission limit of a connection now, and its name.
+    fn retry_limit(&self, c: &Conn) -> (u32, &'static str) {
+        let t = &self.cfg.close_timers;
+        match c.state {
+            TcpState::SynReceived => (t.synack_retries, "--synack-retries (tcp_synack_retries)"),
+            TcpState::SynSent => (SYN_RETRIES, "tcp_syn_retries"),
+            _ if c.app.closed == Some(CloseCall::Close) => {
+                let n = if t.orphan_retries == 0 { 8 } else { t.orphan_retries };
+                (n, "--orphan-retries (tcp_orphan_retries; the application has closed)")
+            }
+            _ => (t.retries, "--retries (tcp_retries2)"),
+        }
     }
 
     fn run_app(&mut self, now: Instant, id: ConnId) {
@@ -1473,6 +1720,10 @@ impl Endpoint {
             return;
         }
         c.state = new;
+        c.orphan_at = match (new, c.app.closed, self.cfg.close_timers.fin_timeout) {
+            (TcpState::FinWait2, Some(CloseCall::Close), Some(t)) => Some(now + t),
+            _ => None,
+        };
         match new {
             TcpState::Established => {
                 c.synchronized = true;
@@ -1536,12 +1787,27 @@ impl Endpoint {
 
     fn send(&mut self, now: Instant, id: Option<ConnId>, packet: Vec<u8>) {
         let seg = wire::parse(&packet);
+        let limit = id.and_then(|i| self.conns.get(&i)).map(|c| self.retry_limit(c));
         let fin_seen = match id.and_then(|i| self.conns.get_mut(&i)) {
             Some(c) => {
+                if c.expired.is_some() {
+                    // Dropped by a retransmission limit: nothing more goes out.
+                    return;
+                }
                 let before = c.fin_seen;
                 if let Ok(s) = &seg {
                     c.fin_seen |= s.flags.fin;
                     c.seq.sent(s);
+                    if let Some((n, name)) = limit
+                        && c.seq.head_retrans > n
+                    {
+                        // The retransmission that would exceed the limit is
+                        // not sent: Linux gives up when that timer fires.
+                        c.expired = Some(format!(
+                            "{n} retransmissions unanswered: the connection is dropped ({name} = {n}), no segment sent, as Linux"
+                        ));
+                        return;
+                    }
                 }
                 before
             }
@@ -1560,7 +1826,7 @@ impl Endpoint {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let sock_at = self.iface.poll_at(now, &c.set).map(|t| if t < now { now } else { t });
         let (_, app_at) = c.app.due_close(now, c.peer_fin);
-        let next = [sock_at, app_at].into_iter().flatten().min();
+        let next = [sock_at, app_at, c.orphan_at].into_iter().flatten().min();
         log::trace!(
             "endpoint: conn={id} state={} next={next:?} sock_at={sock_at:?} app_at={app_at:?} now={now}",
             c.state
@@ -1580,6 +1846,7 @@ impl Endpoint {
 
     fn segment_event(&mut self, now: Instant, conn: Option<ConnId>, dir: Dir, packet: &[u8], seg: Parsed) {
         match seg {
+            Ok(_) if !self.cfg.segment_events && !self.cfg.capture => {}
             Ok(seg) => {
                 let raw = self.cfg.capture.then(|| packet.to_vec());
                 self.emit(now, conn, EventKind::Segment { dir, seg }, raw);

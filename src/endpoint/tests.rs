@@ -199,8 +199,15 @@ fn test_never_close_stays_in_close_wait_for_an_hour() {
     assert_eq!(b.link.b.state(1), Some(CloseWait));
     let ev_b = b.link.b.take_events();
     assert_eq!(path(&ev_b, 1), vec![Listen, SynReceived, Established, CloseWait]);
-    // The peer (smoltcp) has no FIN-WAIT-2 timeout either.
-    assert_eq!(b.link.a.state(b.client), Some(FinWait2));
+    // The peer closed (an orphan, as close() on Linux): its FIN-WAIT-2 ended
+    // after Linux's 60 s tcp_fin_timeout, without a segment.
+    assert_eq!(b.link.a.state(b.client), None);
+    let ev_a = b.link.a.take_events();
+    let fw2 = time_of(&ev_a, b.client, FinWait2).unwrap();
+    assert_eq!(states(&ev_a, b.client).last(), Some(&(FinWait2, Closed, TIMER)));
+    assert!((time_of(&ev_a, b.client, Closed).unwrap() - fw2 - 60.0).abs() < 1e-9);
+    let after: Vec<_> = ev_a.iter().filter(|e| e.t > fw2 && matches!(e.kind, EventKind::Segment { .. })).collect();
+    assert!(after.is_empty(), "nothing sent when FIN-WAIT-2 ends: {after:?}");
     // Recv-Q of a CLOSE-WAIT socket: everything read; the peer's FIN is the
     // only thing left (ss would count it as 1 byte).
     let info = b.link.b.connections(b.link.now());
@@ -613,13 +620,14 @@ fn test_time_wait_linux_model_frees_the_socket_and_lasts_60s() {
     assert!(b.link.b.is_empty());
     assert_eq!(b.link.b.state(1), None);
     assert_eq!(b.link.b.time_wait_count(), 1);
-    assert_eq!(b.link.b.finished(), 1);
+    assert_eq!(b.link.b.finished(), 0, "finished once TIME-WAIT is over");
     let c = b.link.b.connections(b.link.now());
     assert_eq!((c.len(), c[0].state, c[0].deadline), (1, TimeWait, Some(Duration::from_secs(60))));
     b.link.run_until(entered + Duration::from_millis(59_999));
     assert_eq!(b.link.b.time_wait_count(), 1);
     b.link.run_until(entered + Duration::from_secs(61));
     assert_eq!(b.link.b.time_wait_count(), 0);
+    assert_eq!(b.link.b.finished(), 1);
     assert!(b.link.b.connections(b.link.now()).is_empty());
     let ev = b.link.b.take_events();
     assert_eq!(
@@ -832,5 +840,152 @@ fn test_time_wait_overflow_skips_time_wait() {
     assert_eq!(states(&ev, 1)[3..], [(FinWait1, FinWait2, SEG), (FinWait2, TimeWait, SEG), (TimeWait, Closed, SEG)]);
     assert!(notes(&ev).iter().any(|n| n.starts_with("TCP: time wait bucket table overflow (--max-tw 0)")));
     assert_eq!((b.link.b.time_wait_count(), b.link.b.time_wait_overflows()), (0, 1));
+    assert_eq!(b.link.b.counted(), [("TIME-WAIT skipped (table full, --max-tw)".to_string(), 1)]);
+    assert!(b.link.a.counted().is_empty());
     assert!(b.link.b.is_empty());
+}
+
+// Tests for Linux's other close timers.
+
+#[test]
+fn test_fin_timeout_only_for_orphans_not_after_shutdown() {
+    // shutdown() (half close): the application still reads, no timer.
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Half, Some(ms(100)));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(600));
+    assert_eq!(b.link.a.state(b.client), Some(FinWait2));
+    // A shorter --fin-timeout for an orphan.
+    let server = cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Never, None);
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
+    client.close_timers.fin_timeout = Some(Duration::from_secs(3));
+    let mut b = bench(server, client, 5);
+    b.link.run_for(Duration::from_secs(10));
+    let ev = b.link.a.take_events();
+    let lasted = time_of(&ev, b.client, Closed).unwrap() - time_of(&ev, b.client, FinWait2).unwrap();
+    assert!((lasted - 3.0).abs() < 1e-9, "FIN-WAIT-2 lasted {lasted}s");
+    assert!(notes(&ev).iter().any(|n| n.starts_with("orphaned FIN-WAIT-2 ends after --fin-timeout 3.000s")));
+}
+
+/// A's FIN never reaches B: A retransmits it with smoltcp's backoff (RTO 1
+/// s, doubling) and gives up after exactly N retransmissions.
+fn fin_to_dead_peer(orphan_retries: u32, close: ClosePolicy) -> (Vec<Event>, ConnId) {
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop in fin").unwrap()];
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, close, Some(ms(100)));
+    client.close_timers.orphan_retries = orphan_retries;
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(400));
+    (b.link.a.take_events(), b.client)
+}
+
+fn fins_out(ev: &[Event]) -> Vec<f64> {
+    ev.iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Segment { dir: Dir::Out, seg } if seg.flags.fin => Some(e.t),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn test_orphan_retries_end_after_exactly_n_retransmissions() {
+    let (ev, c) = fin_to_dead_peer(3, ClosePolicy::Active);
+    let fins = fins_out(&ev);
+    assert_eq!(fins.len(), 4, "the FIN and 3 retransmissions: {fins:?}");
+    let gaps: Vec<i64> = fins.windows(2).map(|w| ((w[1] - w[0]) * 1000.0).round() as i64).collect();
+    assert_eq!(gaps, [1000, 2000, 4000], "smoltcp's backoff");
+    assert_eq!(states(&ev, c).last(), Some(&(FinWait1, Closed, TIMER)));
+    let closed = time_of(&ev, c, Closed).unwrap();
+    assert_eq!(((closed - fins[3]) * 1000.0).round() as i64, 8000, "when the 4th retransmission was due");
+    let n = notes(&ev);
+    assert!(n.iter().any(|t| t.starts_with("3 retransmissions unanswered")), "{n:?}");
+    // 0 means 8, as on Linux.
+    let (ev, _) = fin_to_dead_peer(0, ClosePolicy::Active);
+    assert_eq!(fins_out(&ev).len(), 9);
+}
+
+#[test]
+fn test_smoltcp_alone_retransmits_the_fin_without_end() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop in fin").unwrap()];
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Active, Some(ms(100)));
+    client.close_timers = CloseTimers::none();
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(1200));
+    assert_eq!(b.link.a.state(b.client), Some(FinWait1));
+    assert!(fins_out(&b.link.a.take_events()).len() > 20);
+}
+
+#[test]
+fn test_synack_retries_free_the_half_open_connection() {
+    // B's SYN-ACKs never reach A.
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.faults = vec![crate::fault::FaultRule::parse("drop out synack").unwrap()];
+    server.close_timers.synack_retries = 2;
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(10));
+    let ev = b.link.b.take_events();
+    let synacks = ev.iter().filter(|e| matches!(&e.kind, EventKind::Fault { seg: Some(s), .. } if s.flags.syn)).count();
+    // A's SYN retransmissions that came while B was half-open: each is
+    // answered with the SYN-ACK again (as Linux's tcp_check_req does), which
+    // the timer's limit does not count (Linux counts num_timeout only).
+    let closed_at = ev.iter().position(|e| matches!(e.kind, EventKind::State { to: Closed, .. })).expect("closed");
+    let dup_syns = ev[..closed_at]
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Segment { dir: Dir::In, seg, .. } if seg.flags.syn))
+        .count()
+        - 1;
+    assert!(dup_syns >= 1, "A retransmits its SYN within 10 s");
+    assert_eq!(synacks, 3 + dup_syns, "the SYN-ACK, 2 timer retransmissions and one per repeated SYN");
+    assert_eq!(states(&ev, 1), vec![(Listen, SynReceived, SEG), (SynReceived, Closed, TIMER)]);
+    assert!(notes(&ev).iter().any(|n| n.contains("--synack-retries (tcp_synack_retries) = 2")), "{:?}", notes(&ev));
+    assert!(b.link.b.is_empty());
+}
+
+/// (sender, TSval, TSecr) of every segment on the wire that carries a
+/// timestamp option; `None` for segments without one.
+fn wire_timestamps(link: &Link) -> Vec<Option<(End, u32, u32)>> {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket, TcpRepr};
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    link.wire
+        .iter()
+        .map(|(_, from, bytes)| {
+            let ip = Ipv4Packet::new_checked(&bytes[..]).unwrap();
+            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+            let repr = TcpRepr::parse(&tcp, &ip.src_addr().into(), &ip.dst_addr().into(), &caps).unwrap();
+            repr.timestamp.map(|t| (*from, t.tsval, t.tsecr))
+        })
+        .collect()
+}
+
+#[test]
+fn test_timestamps_are_sent_only_when_asked() {
+    let server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    let mut b = bench(server.clone(), client.clone(), 0);
+    b.link.run_for(Duration::from_secs(2));
+    assert!(b.link.wire.len() >= 7, "handshake, data and close on the wire");
+    assert!(wire_timestamps(&b.link).iter().all(Option::is_none), "no timestamps by default");
+
+    let (mut server, mut client) = (server, client);
+    server.timestamps = true;
+    client.timestamps = true;
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(2));
+    let ts = wire_timestamps(&b.link);
+    assert!(ts.iter().all(Option::is_some), "every segment carries TSopt: {ts:?}");
+    let ts: Vec<(End, u32, u32)> = ts.into_iter().flatten().collect();
+    // The SYN echoes nothing; every later segment echoes a TSval the other
+    // end sent; each end's TSval never goes back.
+    assert_eq!(ts[0].2, 0);
+    for end in [End::A, End::B] {
+        let vals: Vec<u32> = ts.iter().filter(|t| t.0 == end).map(|t| t.1).collect();
+        assert!(vals.windows(2).all(|w| w[0] <= w[1]), "{end:?} TSvals {vals:?}");
+        assert!(vals.last() > vals.first(), "{end:?} TSval advances with the clock: {vals:?}");
+    }
+    for (i, t) in ts.iter().enumerate().skip(1) {
+        assert!(ts[..i].iter().any(|p| p.0 != t.0 && p.1 == t.2), "segment {i} echoes a TSval of the peer: {ts:?}");
+    }
 }

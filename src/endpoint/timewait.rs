@@ -178,6 +178,7 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
     /// Puts a connection into TIME-WAIT at `now_ms`. `false` (and an
     /// overflow counted) when the table is full, like Linux past
     /// `tcp_max_tw_buckets` ("TCP: time wait bucket table overflow").
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         now_ms: u32,

@@ -86,6 +86,8 @@ pub struct LoadSpec {
     pub buffer: usize,
     /// closelab's TIME-WAIT table (length, size).
     pub time_wait: crate::endpoint::timewait::TwConfig,
+    /// closelab sends RFC 7323 timestamps.
+    pub timestamps: bool,
 }
 
 impl Default for LoadSpec {
@@ -109,6 +111,7 @@ impl Default for LoadSpec {
             connect_timeout: Duration::from_secs(3),
             buffer: 2048,
             time_wait: crate::endpoint::timewait::TwConfig::default(),
+            timestamps: false,
         }
     }
 }

@@ -249,6 +249,9 @@ pub fn stories() -> Vec<Story> {
         duration: secs(4),
         ports: Some((20000, 20499)),
         peer_sysctls: vec![sysctl("net.ipv4.tcp_tw_reuse", reuse), sysctl("net.ipv4.tcp_timestamps", "1")],
+        // tcp_tw_reuse reuses a TIME-WAIT port only when both ends sent
+        // timestamps.
+        timestamps: true,
         ..LoadSpec::default()
     };
     let ports = Story {

@@ -25,6 +25,10 @@
 //! rfc1337 = false              # linux model: ignore an RST in TIME-WAIT
 //! max_tw = 262144              # linux model: TIME-WAIT table size
 //! time_wait_syn = "accept"     # smoltcp model: or "drop"
+//! fin_timeout = "60s"          # linux model: orphaned FIN-WAIT-2 (tcp_fin_timeout)
+//! retries = 15                 # linux model: tcp_retries2
+//! orphan_retries = 0           # linux model: tcp_orphan_retries (0 means 8)
+//! synack_retries = 5           # linux model: tcp_synack_retries
 //! faults = ["drop out ack after-fin 1st"]
 //!
 //! [linux]
@@ -82,6 +86,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("time-wait-syn-linux", include_str!("../../scenarios/time-wait-syn-linux.toml")),
     ("fin-retransmit-forever", include_str!("../../scenarios/fin-retransmit-forever.toml")),
+    ("fin-retransmit-linux", include_str!("../../scenarios/fin-retransmit-linux.toml")),
+    ("fin-timeout-orphan", include_str!("../../scenarios/fin-timeout-orphan.toml")),
+    ("fin-timeout-linux", include_str!("../../scenarios/fin-timeout-linux.toml")),
     ("keepalive-dead-peer", include_str!("../../scenarios/keepalive-dead-peer.toml")),
     ("crawler-close-wait-leak", include_str!("../../scenarios/crawler-close-wait-leak.toml")),
 ];
@@ -183,6 +190,7 @@ pub struct ScenarioSpec {
     pub time_wait_syn: TimeWaitSyn,
     pub time_wait_model: TimeWaitModel,
     pub time_wait: TwConfig,
+    pub close_timers: crate::endpoint::CloseTimers,
     pub faults: Vec<FaultRule>,
     pub steps: Vec<Step>,
     pub done: Vec<Done>,
@@ -259,6 +267,10 @@ struct RawCloselab {
     #[serde(default)]
     rfc1337: bool,
     max_tw: Option<usize>,
+    fin_timeout: Option<Spanned<String>>,
+    retries: Option<u32>,
+    orphan_retries: Option<u32>,
+    synack_retries: Option<u32>,
     #[serde(default)]
     faults: Vec<Spanned<String>>,
 }
@@ -386,18 +398,22 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
     };
     // Errors point at the first TIME-WAIT option given (the rules are
     // config::time_wait's, shared with the CLI).
-    let tw_span = [&c.time_wait_model, &c.time_wait, &c.time_wait_syn]
+    let tw_span = [&c.time_wait_model, &c.time_wait, &c.time_wait_syn, &c.fin_timeout]
         .into_iter()
         .flatten()
         .map(|v| v.span())
         .next()
         .unwrap_or(0..0);
-    let (time_wait_model, time_wait, time_wait_syn) = crate::config::time_wait(&crate::config::TimeWaitOptions {
+    let close_settings = crate::config::time_wait(&crate::config::TimeWaitOptions {
         model: c.time_wait_model.as_ref().map(|v| v.get_ref().as_str()),
         len: c.time_wait.as_ref().map(|v| v.get_ref().as_str()),
         rfc1337: c.rfc1337,
         max: c.max_tw,
         syn: c.time_wait_syn.as_ref().map(|v| v.get_ref().as_str()),
+        fin_timeout: c.fin_timeout.as_ref().map(|v| v.get_ref().as_str()),
+        retries: c.retries,
+        orphan_retries: c.orphan_retries,
+        synack_retries: c.synack_retries,
     })
     .map_err(|m| err(tw_span, m))?;
     let mut faults = Vec::new();
@@ -497,9 +513,10 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
         policy: Policy { close, close_after, rst_on_unread: c.rst_on_unread },
         keep_alive,
         user_timeout,
-        time_wait_syn,
-        time_wait_model,
-        time_wait,
+        time_wait_syn: close_settings.syn,
+        time_wait_model: close_settings.model,
+        time_wait: close_settings.time_wait,
+        close_timers: close_settings.timers,
         faults,
         steps,
         done,

@@ -54,6 +54,14 @@ const CLIENT_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 /// 4-tuple, well under 200 bytes).
 const MAX_REQUEST: usize = 4096;
 
+/// A client that has not sent its request and read its answer within this
+/// is dropped (an idle client held its slot forever: 1,100 of them starved
+/// `closelab ss`).
+pub const IDLE_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(5);
+
+/// Clients served at once; a new one past it evicts the oldest.
+pub const MAX_CLIENTS: usize = 128;
+
 /// `sun_path` holds 108 bytes with its NUL.
 const MAX_PATH: usize = 107;
 
@@ -208,6 +216,12 @@ struct Client {
     answered: bool,
 }
 
+impl Client {
+    fn new(stream: UnixStream) -> Client {
+        Client { stream, input: Vec::new(), output: Vec::new(), written: 0, answered: false }
+    }
+}
+
 /// The endpoint's control socket: serves requests when [`Control::serve`]
 /// is called (the mio loop does when [`Control::raw_fd`] is readable) and
 /// removes its file on drop.
@@ -219,7 +233,13 @@ pub struct Control {
     poll: Poll,
     events: Events,
     clients: HashMap<Token, Client>,
+    /// Clients by arrival with their deadline: all share [`IDLE_TIMEOUT`],
+    /// so the front is always the next to expire (tokens are never reused;
+    /// a client already gone is skipped).
+    deadlines: std::collections::VecDeque<(Instant, Token)>,
     next_token: usize,
+    /// Clients dropped for idling or evicted (shown in the debug log).
+    pub timed_out: u64,
 }
 
 impl Control {
@@ -271,7 +291,9 @@ impl Control {
             poll,
             events: Events::with_capacity(64),
             clients: HashMap::new(),
+            deadlines: std::collections::VecDeque::new(),
             next_token: 1,
+            timed_out: 0,
         })
     }
 
@@ -326,7 +348,7 @@ impl Control {
                 log::warn!("control: {e}");
                 continue;
             }
-            let mut client = Client { stream, input: Vec::new(), output: Vec::new(), written: 0, answered: false };
+            let mut client = Client::new(stream);
             match getsockopt(&client.stream, PeerCredentials) {
                 Ok(c) if c.uid() == self.owner => {}
                 Ok(c) => {
@@ -354,7 +376,18 @@ impl Control {
                 log::warn!("control: {e}");
                 continue;
             }
+            if self.clients.len() >= MAX_CLIENTS {
+                // The oldest is the one most likely idle.
+                while let Some((_, old)) = self.deadlines.pop_front() {
+                    if self.drop_client(old) {
+                        self.timed_out += 1;
+                        log::debug!("control: evicted the oldest client (limit {MAX_CLIENTS})");
+                        break;
+                    }
+                }
+            }
             self.clients.insert(token, client);
+            self.deadlines.push_back((now + IDLE_TIMEOUT, token));
             self.progress(token, now, ep);
         }
     }
@@ -409,9 +442,44 @@ impl Control {
             }
             done = true;
         }
-        if done && let Some(c) = self.clients.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+        if done {
+            self.drop_client(token);
         }
+    }
+
+    fn drop_client(&mut self, token: Token) -> bool {
+        match self.clients.remove(&token) {
+            Some(c) => {
+                let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When the oldest client times out, if any client is connected.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.deadlines.iter().find(|(_, t)| self.clients.contains_key(t)).map(|(at, _)| *at)
+    }
+
+    /// Drops the clients whose [`IDLE_TIMEOUT`] has passed (closing their
+    /// connection); stale queue entries are popped on the way.
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&(at, token)) = self.deadlines.front() {
+            if self.clients.contains_key(&token) && at > now {
+                return;
+            }
+            self.deadlines.pop_front();
+            if self.drop_client(token) {
+                self.timed_out += 1;
+                log::debug!("control: client timed out after {IDLE_TIMEOUT}");
+            }
+        }
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
     }
 }
 
@@ -439,6 +507,10 @@ pub fn answer(line: &str, now: Instant, ep: &mut Endpoint) -> String {
                 ep.listen_ports().into_iter().flat_map(|p| ips.iter().map(move |ip| SocketAddr::new(*ip, p))).collect();
             let rows = ss::rows(&ep.connections(now), &listening, ep.config().keep_alive.is_some());
             let mut out: String = rows.iter().map(|r| r.json() + "\n").collect();
+            for (name, n) in ep.counted() {
+                out.push_str(&ss::counted_json(&name, n));
+                out.push('\n');
+            }
             out.push_str(END);
             out.push('\n');
             out
@@ -692,11 +764,13 @@ pub fn ss(opts: &SsOptions, out: &mut dyn Write) -> Result<(), String> {
     let at = locate(opts.tun.as_deref(), opts.lab.as_deref())?;
     loop {
         let lines = request(&at, &Request::Ss)?;
-        let rows = lines
+        let (counted, rows): (Vec<&String>, Vec<&String>) = lines.iter().partition(|l| ss::parse_counted(l).is_some());
+        let counted: Vec<(String, u64)> = counted.iter().filter_map(|l| ss::parse_counted(l)).collect();
+        let rows = rows
             .iter()
             .map(|l| Row::parse(l).map_err(|e| format!("{}: bad answer on the control socket: {e}: {l}", at.what)))
             .collect::<Result<Vec<Row>, String>>()?;
-        let body = ss::render(opts.filter.apply(rows), opts.summary, opts.json, opts.watch.is_some());
+        let body = ss::render(opts.filter.apply(rows), &counted, opts.summary, opts.json, opts.watch.is_some());
         let text = match opts.watch {
             Some(every) if !opts.json => format!(
                 "\x1b[H\x1b[2JEvery {}: closelab ss, {} (Ctrl-C to stop)\n\n{body}",

@@ -41,10 +41,6 @@ pub struct LoadOptions {
     pub seed: u64,
 }
 
-/// A TUN queue long enough for bursts of handshakes (the kernel's default
-/// of 500 drops packets closelab has not read yet; drops are counted anyway).
-const TUN_TXQUEUELEN: &str = "10000";
-
 /// Runs the load (or the stories). `Ok(true)` when every expectation held
 /// (always for a plain load), `Ok(false)` when one failed.
 pub fn run(opts: &LoadOptions, signals: &mut Signals, out: &mut (dyn Write + Send)) -> Result<RunEnd, String> {
@@ -181,7 +177,16 @@ fn run_one(
             .map_err(|e| e.to_string())?;
     }
     let _ = lab::ip_command()
-        .args(["-n", &a.ns_closelab, "link", "set", "dev", &a.tun, "txqueuelen", TUN_TXQUEUELEN])
+        .args([
+            "-n",
+            &a.ns_closelab,
+            "link",
+            "set",
+            "dev",
+            &a.tun,
+            "txqueuelen",
+            &crate::sys::tun::TXQUEUELEN.to_string(),
+        ])
         .output();
     let what = match spec.server {
         Server::Closelab => format!("Linux client -> closelab {}:{}", a.closelab, spec.port),
@@ -331,6 +336,7 @@ fn endpoint_run(
     cfg.seed = seed;
     cfg.buffer = spec.buffer;
     cfg.time_wait = spec.time_wait;
+    cfg.timestamps = spec.timestamps;
     cfg.max_conns = 2_000_000;
     cfg.data_events = false;
     cfg.faults =

@@ -1,4 +1,5 @@
 //! Linux-only I/O edges. The only module allowed to open fds, read the clock, spawn processes or enter namespaces.
+pub mod bench;
 pub mod control;
 pub mod crawl;
 pub mod crawlstory;

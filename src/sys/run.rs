@@ -12,7 +12,9 @@ use mio::{Events, Interest, Poll, Token};
 use smoltcp::time::Instant;
 
 use crate::endpoint::Endpoint;
-use crate::event::Sink;
+use std::collections::VecDeque;
+
+use crate::event::{Event, EventKind, Side, Sink};
 use crate::sys::control::Control;
 pub use crate::sys::signals::Signals;
 use crate::sys::tun::TunDevice;
@@ -220,41 +222,21 @@ fn run_registered(
         return Ok(Outcome::Interrupted);
     }
     let mut events = Events::with_capacity(64);
-    // Large enough for any IP packet: nothing is truncated.
-    let mut buf = vec![0u8; 65536];
-    let mut backlog: std::collections::VecDeque<Vec<u8>> = Default::default();
-    let mut want_write = false;
+    let mut wire = Wire::new();
+    let mut drops = DropWatch::new(tun, clock.now());
     loop {
         let now = clock.now();
-        // Read everything waiting.
-        loop {
-            match tun.recv(&mut buf) {
-                Ok(Some(n)) => ep.receive(now, buf[..n].to_vec()),
-                Ok(None) => break,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("reading from TUN device {}: {e}", tun.name()))),
-            }
-        }
+        let more = wire.read_batch(tun, ep, now)?;
         ep.poll(now);
         let tick = driver.tick(now, ep, sink)?;
-        while let Some(p) = ep.transmit() {
-            backlog.push_back(p);
-        }
-        while let Some(p) = backlog.front() {
-            match tun.send(p) {
-                Ok(true) => {
-                    backlog.pop_front();
-                }
-                Ok(false) => break,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("writing to TUN device {}: {e}", tun.name()))),
-            }
-        }
-        let need_write = !backlog.is_empty();
-        if need_write != want_write {
-            let interest = if need_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        wire.write_all(tun, ep)?;
+        if let Some(interest) = wire.interest_change() {
             poll.registry().reregister(&mut SourceFd(&tun_fd), TUN, interest)?;
-            want_write = need_write;
         }
         ep.drain_events(sink);
+        drops.check(tun, ep, clock.now(), sink);
+        // The batch is complete: write it out before waiting.
+        sink.flush();
         if let Some(n) = stop.finished
             && ep.finished() >= n
         {
@@ -264,10 +246,18 @@ fn run_registered(
             Tick::Stop => return Ok(Outcome::Done),
             Tick::Continue(at) => at,
         };
-        let timeout = [ep.poll_at(), driver_at].into_iter().flatten().min().map(|at| {
+        // Idle control clients are dropped on time, not when the next
+        // request happens to come.
+        let control_at = control.as_deref_mut().and_then(|c| {
+            c.expire(now);
+            c.poll_at()
+        });
+        let timeout = [ep.poll_at(), driver_at, control_at, drops.next_check()].into_iter().flatten().min().map(|at| {
             let now = clock.now();
             if at <= now { StdDuration::ZERO } else { StdDuration::from_micros((at - now).total_micros()) }
         });
+        // Packets left unread: mio will not report the TUN readable again.
+        let timeout = if more { Some(StdDuration::ZERO) } else { timeout };
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -276,6 +266,7 @@ fn run_registered(
         for ev in events.iter() {
             if ev.token() == SIGNAL && signals.pending() {
                 ep.drain_events(sink);
+                sink.flush();
                 return Ok(Outcome::Interrupted);
             }
             // What a request did (a close by hand) goes out at the top of
@@ -283,6 +274,115 @@ fn run_registered(
             if let (CONTROL, Some(c)) = (ev.token(), control.as_deref_mut()) {
                 c.serve(clock.now(), ep);
             }
+        }
+    }
+}
+
+/// Packets read per batch at most: bounds the time before the batch's
+/// replies go out (and what is held in between).
+const BATCH: usize = 256;
+
+/// The packet path between the TUN and the endpoint: one buffer for reads,
+/// a backlog for writes the TUN refused (it would block).
+struct Wire {
+    /// Large enough for any IP packet: nothing is truncated.
+    buf: Vec<u8>,
+    backlog: VecDeque<Vec<u8>>,
+    want_write: bool,
+}
+
+impl Wire {
+    fn new() -> Wire {
+        Wire { buf: vec![0u8; 65536], backlog: VecDeque::new(), want_write: false }
+    }
+
+    /// Reads until the TUN has nothing more (edge-triggered mio reports a
+    /// readable TUN once per arrival burst) or [`BATCH`] packets were read,
+    /// as one endpoint batch: a burst is acknowledged once. `Ok(true)`:
+    /// packets may be left, come back without waiting.
+    fn read_batch(&mut self, tun: &TunDevice, ep: &mut Endpoint, now: Instant) -> io::Result<bool> {
+        ep.begin_batch();
+        let mut read = 0;
+        let more = loop {
+            if read == BATCH {
+                break true;
+            }
+            match tun.recv(&mut self.buf) {
+                Ok(Some(n)) => {
+                    read += 1;
+                    ep.receive(now, self.buf[..n].to_vec());
+                }
+                Ok(None) => break false,
+                Err(e) => {
+                    ep.end_batch(now);
+                    return Err(io::Error::new(e.kind(), format!("reading from TUN device {}: {e}", tun.name())));
+                }
+            }
+        };
+        ep.end_batch(now);
+        Ok(more)
+    }
+
+    /// Writes what the endpoint has to send, in order; what the TUN refuses
+    /// waits in the backlog until it is writable.
+    fn write_all(&mut self, tun: &TunDevice, ep: &mut Endpoint) -> io::Result<()> {
+        let err = |e: io::Error| io::Error::new(e.kind(), format!("writing to TUN device {}: {e}", tun.name()));
+        while let Some(p) = self.backlog.front() {
+            if !tun.send(p).map_err(err)? {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+        while let Some(p) = ep.transmit() {
+            if !(self.backlog.is_empty() && tun.send(&p).map_err(err)?) {
+                self.backlog.push_back(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// The TUN's new mio interest if writability must now be watched (or no
+    /// longer).
+    fn interest_change(&mut self) -> Option<Interest> {
+        let need_write = !self.backlog.is_empty();
+        if need_write == self.want_write {
+            return None;
+        }
+        self.want_write = need_write;
+        Some(if need_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE })
+    }
+}
+
+/// Watches the TUN's kernel queue drop counter and writes a note into the
+/// timeline when it grew: those packets never reached closelab, so nothing
+/// else in its output could show them.
+struct DropWatch {
+    next: Option<Instant>,
+}
+
+/// How often the counter is read (a procfs read costs a few microseconds).
+const DROP_CHECK_EVERY: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(200);
+
+impl DropWatch {
+    fn new(tun: &TunDevice, now: Instant) -> DropWatch {
+        let available = tun.dropped().is_some();
+        DropWatch { next: available.then_some(now) }
+    }
+
+    fn next_check(&self) -> Option<Instant> {
+        // Only while the loop is awake anyway would be cheaper, but then a
+        // burst that ends in silence would never be reported.
+        self.next
+    }
+
+    fn check(&mut self, tun: &TunDevice, ep: &Endpoint, now: Instant, sink: &mut dyn Sink) {
+        let Some(next) = self.next else { return };
+        if now < next {
+            return;
+        }
+        self.next = Some(now + DROP_CHECK_EVERY);
+        if let Some(text) = tun.new_drops_note() {
+            sink.event(&Event { t: ep.secs(now), side: Side::Closelab, conn: None, kind: EventKind::Note { text } });
         }
     }
 }

@@ -60,6 +60,7 @@ fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: b
     cfg.time_wait_syn = spec.time_wait_syn;
     cfg.time_wait_model = spec.time_wait_model;
     cfg.time_wait = spec.time_wait;
+    cfg.close_timers = spec.close_timers;
     // The scenario's own rules first: `--fault` rules are numbered after them.
     cfg.faults = spec.faults.iter().chain(extra).cloned().collect();
     cfg.slow = spec.slow;

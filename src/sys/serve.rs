@@ -17,7 +17,7 @@ use crate::sys::run::{self, Clock, ConnectPlan, Connector, Driver, Idle, Outcome
 use crate::sys::tun::{TunDevice, TunSpec};
 use crate::view::json::JsonSink;
 use crate::view::text::TextSink;
-use crate::view::{PcapSink, SummarySink, Tee};
+use crate::view::{Filter, PcapSink, SummarySink, Tee, TraceLevel};
 
 /// What the endpoint does on its own.
 #[derive(Clone, Debug)]
@@ -34,6 +34,8 @@ pub enum Mode {
 #[derive(Clone, Debug, Default)]
 pub struct Output {
     pub json: bool,
+    /// What the main output shows; the summary is always printed.
+    pub trace: TraceLevel,
     pub pcap: Option<PathBuf>,
 }
 
@@ -113,6 +115,10 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     }
     let clock = Clock::new();
     opts.endpoint.capture = opts.output.pcap.is_some();
+    // Nothing is formatted, or even built, per segment unless shown.
+    let segments = opts.output.trace == TraceLevel::Segments;
+    opts.endpoint.segment_events &= segments;
+    opts.endpoint.data_events &= segments;
     let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
     let mut inner: Box<dyn Driver> = match &opts.mode {
         Mode::Listen { port } => {
@@ -157,16 +163,21 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         }
     );
     let note = Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text: started } };
+    // Written in batches: the run loop flushes before it waits, so a live
+    // timeline is current whenever the endpoint is idle.
+    let buffered = BufWriter::with_capacity(64 * 1024, &mut *out);
     let mut main: Box<dyn MainOutput + '_> =
-        if opts.output.json { Box::new(JsonSink::new(&mut *out)) } else { Box::new(TextSink::new(&mut *out)) };
+        if opts.output.json { Box::new(JsonSink::batched(buffered)) } else { Box::new(TextSink::batched(buffered)) };
     main.event(&note);
-    if let Some(text) = control_note {
+    for text in control_note.into_iter() {
         main.event(&Event { t: 0.0, side: Side::Closelab, conn: None, kind: EventKind::Note { text } });
     }
+    main.flush();
     let last_segment = SegmentClock::default();
     let outcome = {
         let mut last = last_segment.clone();
-        let mut sinks: Vec<&mut dyn Sink> = vec![main.as_sink(), &mut summary, &mut last];
+        let mut shown = Filter { level: opts.output.trace, inner: main.as_sink() };
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut shown, &mut summary, &mut last];
         if let Some(p) = pcap.as_mut() {
             sinks.push(p);
         }
@@ -207,8 +218,16 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
         if let Some(o) = observer.as_mut() {
             o.flush(&ep, &mut tee);
         }
+        if let Some(text) = tun.new_drops_note() {
+            ep.note(clock.now(), None, text);
+            ep.drain_events(&mut tee);
+        }
         outcome
     };
+    if let Some(n) = tun.dropped().filter(|n| *n > 0) {
+        summary.summary.counted.insert("packets dropped on the TUN's kernel queue".into(), n);
+    }
+    summary.summary.counted.extend(ep.counted());
     main.summary(&summary.summary);
     if let Some(e) = main.error() {
         return Err(format!("writing output: {e}"));

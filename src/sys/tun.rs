@@ -70,6 +70,22 @@ impl fmt::Display for TunError {
 
 impl std::error::Error for TunError {}
 
+/// The TUN's kernel queue length (`txqueuelen`, which also sizes the TUN's
+/// packet ring). Packets the kernel routes to the TUN wait there until
+/// closelab reads them; when it is full they are dropped and only counted
+/// (`tx_dropped`). Linux's default of 500 lost 76,262 packets of a burst of
+/// 12,000 connects; 16,384 queued packets hold such a burst (one SYN per
+/// connection, then a few packets each as the endpoint catches up) and cost
+/// a ring of 16,384 pointers (128 KiB) plus the packets actually waiting.
+pub const TXQUEUELEN: u32 = 16_384;
+
+/// The timeline note for `new` packets the TUN's queue dropped.
+pub fn drop_note(tun: &str, new: u64, total: u64) -> String {
+    format!(
+        "the TUN's kernel queue dropped {new} packets before closelab read them ({total} since start; {tun}'s tx_dropped, txqueuelen {TXQUEUELEN})"
+    )
+}
+
 /// An open TUN device. Dropping it closes the fd: a non-persistent device
 /// disappears with it; on a persistent one the addresses closelab added are
 /// removed again.
@@ -78,6 +94,34 @@ pub struct TunDevice {
     name: String,
     persistent: bool,
     added: Vec<IpCidr>,
+    /// The queue's drop counter when closelab attached.
+    dropped_at_open: Option<u64>,
+    /// Drops already written into the timeline (every run loop on this
+    /// device shares it, so none is reported twice).
+    drops_reported: std::cell::Cell<u64>,
+}
+
+/// The kernel's `tx_dropped` counter of interface `name` in the calling
+/// thread's network namespace: packets routed to the TUN that its full
+/// queue dropped before closelab could read them. Read from
+/// `/proc/thread-self/net/dev` (per thread, so right after `setns`;
+/// `/sys/class/net` shows the namespace /sys was mounted in).
+pub fn tx_dropped(name: &str) -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev")?;
+    parse_tx_dropped(&text, name)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no counters for {name} in /proc/net/dev")))
+}
+
+/// The transmit `drop` column of `name` in /proc/net/dev text: after the
+/// name, 8 receive then 8 transmit fields (bytes packets errs drop …).
+fn parse_tx_dropped(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (dev, rest) = l.split_once(':')?;
+        if dev.trim() != name {
+            return None;
+        }
+        rest.split_whitespace().nth(11)?.parse().ok()
+    })
 }
 
 fn valid_name(n: &str) -> bool {
@@ -171,7 +215,20 @@ impl TunDevice {
             }
         })?;
         iface.set_non_blocking().map_err(|err| TunError::Io { name: spec.name.clone(), err })?;
-        let mut dev = TunDevice { iface, name: spec.name.clone(), persistent, added: Vec::new() };
+        // tun-tap opens /dev/net/tun without O_CLOEXEC: every `ip` (or
+        // server) child would inherit the device and keep it attached.
+        // SAFETY: the descriptor is the Iface's, open for as long as `iface`.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(iface.as_raw_fd()) };
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(|e| TunError::Io { name: spec.name.clone(), err: io::Error::from(e) })?;
+        let mut dev = TunDevice {
+            iface,
+            name: spec.name.clone(),
+            persistent,
+            added: Vec::new(),
+            dropped_at_open: None,
+            drops_reported: Default::default(),
+        };
         if spec.configure {
             ip(&["link".into(), "set".into(), "dev".into(), spec.name.clone(), "mtu".into(), spec.mtu.to_string()])?;
             for peer in &spec.peer_addrs {
@@ -193,7 +250,18 @@ impl TunDevice {
                 dev.added.push(*peer);
             }
         }
-        ip(&["link".into(), "set".into(), "dev".into(), spec.name.clone(), "up".into()])?;
+        ip(&[
+            "link".into(),
+            "set".into(),
+            "dev".into(),
+            spec.name.clone(),
+            "txqueuelen".into(),
+            TXQUEUELEN.to_string(),
+            "up".into(),
+        ])?;
+        dev.dropped_at_open = tx_dropped(&spec.name)
+            .inspect_err(|e| log::warn!("tun: cannot read the drop counter of {}: {e}", spec.name))
+            .ok();
         Ok(dev)
     }
 
@@ -206,23 +274,47 @@ impl TunDevice {
         self.persistent
     }
 
-    /// Reads one packet; `Ok(None)` when none is waiting.
+    /// Packets the TUN's kernel queue dropped since closelab attached
+    /// (`None` if the counter cannot be read). Call it from a thread in the
+    /// TUN's network namespace.
+    pub fn dropped(&self) -> Option<u64> {
+        let now = tx_dropped(&self.name).ok()?;
+        Some(now.saturating_sub(self.dropped_at_open?))
+    }
+
+    /// The note for drops not yet reported, if the counter grew.
+    pub fn new_drops_note(&self) -> Option<String> {
+        let total = self.dropped()?;
+        let new = total.checked_sub(self.drops_reported.get()).filter(|n| *n > 0)?;
+        self.drops_reported.set(total);
+        Some(drop_note(&self.name, new, total))
+    }
+
+    /// Reads one packet; `Ok(None)` when none is waiting. EINTR is retried:
+    /// under edge-triggered mio, reporting it as "nothing waiting" would
+    /// leave packets unread until the next one arrives.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        match self.iface.recv(buf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
-            Err(e) => Err(e),
+        loop {
+            match self.iface.recv(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 
-    /// Writes one packet; `Ok(false)` when the device would block.
+    /// Writes one packet; `Ok(false)` when the device would block. EINTR
+    /// is retried.
     pub fn send(&self, pkt: &[u8]) -> io::Result<bool> {
-        match self.iface.send(pkt) {
-            Ok(n) if n == pkt.len() => Ok(true),
-            Ok(n) => Err(io::Error::other(format!("short write to TUN: {n} of {} bytes", pkt.len()))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
+        loop {
+            match self.iface.send(pkt) {
+                Ok(n) if n == pkt.len() => return Ok(true),
+                Ok(n) => return Err(io::Error::other(format!("short write to TUN: {n} of {} bytes", pkt.len()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -238,5 +330,23 @@ impl Drop for TunDevice {
                 let _ = ip(&["addr".into(), "del".into(), a.to_string(), "dev".into(), self.name.clone()]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_parse_tx_dropped() {
+        let text = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+cl1-t: 5000000   4000    0    3    0     0          0         0  9000000    7000    0 76262    0     0       0          0
+";
+        assert_eq!(parse_tx_dropped(text, "cl1-t"), Some(76262));
+        assert_eq!(parse_tx_dropped(text, "lo"), Some(0));
+        assert_eq!(parse_tx_dropped(text, "cl1"), None);
+        assert_eq!(parse_tx_dropped("garbage", "cl1-t"), None);
     }
 }

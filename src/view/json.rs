@@ -86,6 +86,10 @@ struct SummaryLine {
     connections: u64,
     #[serde(serialize_with = "reached")]
     reached: BTreeMap<TcpState, u64>,
+    /// Counts outside the connections (dropped SYNs, SYN cookies, TUN
+    /// queue drops); left out when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    counted: BTreeMap<String, u64>,
 }
 
 /// `reached` in [`TcpState::ALL`] order (CLOSED last), states never reached
@@ -97,7 +101,7 @@ fn reached<S: Serializer>(m: &BTreeMap<TcpState, u64>, s: S) -> Result<S::Ok, S:
 /// The exit summary of one side as one JSON object; `reached` lists states
 /// in [`TcpState::ALL`] order, leaving out states never reached.
 pub fn summary_line(s: &Summary, side: Side) -> String {
-    to_line(&SummaryLine { side, connections: s.connections, reached: s.reached.clone() })
+    to_line(&SummaryLine { side, connections: s.connections, reached: s.reached.clone(), counted: s.counted.clone() })
 }
 
 /// One scenario round's verdict (`closelab scenario --json`).
@@ -148,6 +152,11 @@ impl<W: Write> JsonSink<W> {
         JsonSink { out: LineWriter::new(out) }
     }
 
+    /// Writes only when the run loop flushes (see [`LineWriter::batched`]).
+    pub fn batched(out: W) -> JsonSink<W> {
+        JsonSink { out: LineWriter::batched(out) }
+    }
+
     /// The first write error, if any.
     pub fn error(&self) -> Option<&io::Error> {
         self.out.error()
@@ -157,6 +166,7 @@ impl<W: Write> JsonSink<W> {
     pub fn summary(&mut self, s: &Summary, side: Side) {
         let text = summary_line(s, side);
         self.out.write_line(&text);
+        self.out.flush();
     }
 
     pub fn get_ref(&self) -> &W {
@@ -176,6 +186,10 @@ impl<W: Write> Sink for JsonSink<W> {
     fn event(&mut self, ev: &Event) {
         let text = line(ev);
         self.out.write_line(&text);
+    }
+
+    fn flush(&mut self) {
+        self.out.flush();
     }
 }
 
@@ -203,7 +217,7 @@ pub fn parse_record(s: &str) -> Result<Record, ReadError> {
     match serde_json::from_str::<Json>(s) {
         Ok(v) if is_summary(&v) => {
             let l: SummaryLine = serde_json::from_str(s)?;
-            let summary = Summary { connections: l.connections, reached: l.reached };
+            let summary = Summary { connections: l.connections, reached: l.reached, counted: l.counted };
             Ok(Record::Summary { side: l.side, summary })
         }
         _ => Err(event_err.into()),

@@ -17,17 +17,34 @@ use std::io::Write;
 use crate::event::{ConnId, Dir, Event, EventKind, Secs, Side, Sink, Summary, TcpState};
 
 /// Writes whole lines to `W`, flushing each so a live timeline shows at
-/// once. The first I/O error (EPIPE when piped into `head`, say) is kept and
-/// nothing is written after it; it is never a panic. The text and JSON sinks
-/// write through it.
+/// once, or, [`batched`](Self::batched), only when told to ([`flush`](Self::flush):
+/// the run loop does before it waits). The first I/O error (EPIPE when piped
+/// into `head`, say) is kept and nothing is written after it; it is never a
+/// panic. The text and JSON sinks write through it.
 pub struct LineWriter<W: Write> {
     out: W,
     error: Option<std::io::Error>,
+    batched: bool,
 }
 
 impl<W: Write> LineWriter<W> {
     pub fn new(out: W) -> LineWriter<W> {
-        LineWriter { out, error: None }
+        LineWriter { out, error: None, batched: false }
+    }
+
+    /// Lines are flushed only by [`flush`](Self::flush) (give it a
+    /// `BufWriter`, so a batch is one write).
+    pub fn batched(out: W) -> LineWriter<W> {
+        LineWriter { out, error: None, batched: true }
+    }
+
+    /// Writes out what is buffered, keeping the first error.
+    pub fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.error = Some(e);
+        }
     }
 
     /// The first write error, if any.
@@ -43,7 +60,7 @@ impl<W: Write> LineWriter<W> {
             .out
             .write_all(text.as_bytes())
             .and_then(|()| self.out.write_all(b"\n"))
-            .and_then(|()| self.out.flush());
+            .and_then(|()| if self.batched { Ok(()) } else { self.out.flush() });
         if let Err(e) = res {
             self.error = Some(e);
         }
@@ -76,6 +93,64 @@ impl Sink for Tee<'_> {
         for s in self.0.iter_mut() {
             s.packet(t, dir, raw);
         }
+    }
+
+    fn flush(&mut self) {
+        for s in self.0.iter_mut() {
+            s.flush();
+        }
+    }
+}
+
+/// How much of the stream the main output shows (`--trace`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TraceLevel {
+    /// Every event: segments, states, application calls, faults, notes.
+    #[default]
+    Segments,
+    /// Everything but segments and application data (`app recv 1448`).
+    States,
+    /// Nothing per event: only the summary at exit.
+    None,
+}
+
+impl TraceLevel {
+    /// Whether an event of this kind is shown at this level.
+    pub fn shows(self, kind: &EventKind) -> bool {
+        match self {
+            TraceLevel::Segments => true,
+            TraceLevel::States => !matches!(
+                kind,
+                EventKind::Segment { .. }
+                    | EventKind::App { action: crate::event::AppAction::Recv(_) | crate::event::AppAction::Send(_) }
+            ),
+            TraceLevel::None => false,
+        }
+    }
+}
+
+/// Passes on the events a [`TraceLevel`] shows (and their packets: a pcap
+/// behind it sees what the timeline shows).
+pub struct Filter<'a> {
+    pub level: TraceLevel,
+    pub inner: &'a mut dyn Sink,
+}
+
+impl Sink for Filter<'_> {
+    fn event(&mut self, ev: &Event) {
+        if self.level.shows(&ev.kind) {
+            self.inner.event(ev);
+        }
+    }
+
+    fn packet(&mut self, t: Secs, dir: Dir, raw: &[u8]) {
+        if self.level == TraceLevel::Segments {
+            self.inner.packet(t, dir, raw);
+        }
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
     }
 }
 
@@ -119,6 +194,14 @@ impl<W: Write> Sink for PcapSink<W> {
         match self.writer.packet(at, raw) {
             Ok(()) => self.packets += 1,
             Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.writer.flush()
+        {
+            self.error = Some(e);
         }
     }
 }

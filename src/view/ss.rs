@@ -330,14 +330,50 @@ pub fn count_json(state: TcpState, n: u64) -> String {
     serde_json::to_string(&Count { state: state.netstat_name(), count: n }).expect("a count always serializes")
 }
 
+/// A count that belongs to no socket (`SYN cookies sent (backlog full)`,
+/// …), as one JSON object: `{"counted":"…","count":3}`.
+pub fn counted_json(name: &str, n: u64) -> String {
+    #[derive(Serialize)]
+    struct Counted<'a> {
+        counted: &'a str,
+        count: u64,
+    }
+    serde_json::to_string(&Counted { counted: name, count: n }).expect("a count always serializes")
+}
+
+/// Reads a [`counted_json`] line; `None` for anything else (a row).
+pub fn parse_counted(line: &str) -> Option<(String, u64)> {
+    #[derive(Deserialize)]
+    struct Counted {
+        counted: String,
+        count: u64,
+    }
+    if !line.starts_with("{\"counted\"") {
+        return None;
+    }
+    serde_json::from_str::<Counted>(line).ok().map(|c| (c.counted, c.count))
+}
+
 /// What `closelab ss` prints for the (already filtered) rows: the table,
 /// the `-s` counts, or their JSON objects — one per line, or with `array`
-/// (`--watch --json`) one JSON array per snapshot on one line.
-pub fn render(rows: Vec<Row>, summary: bool, json: bool, array: bool) -> String {
+/// (`--watch --json`) one JSON array per snapshot on one line. `-s` also
+/// lists `counted`: the endpoint's counts outside the sockets (dropped
+/// SYNs, SYN cookies), after the states.
+pub fn render(rows: Vec<Row>, counted: &[(String, u64)], summary: bool, json: bool, array: bool) -> String {
     let objects: Vec<String> = match (summary, json) {
-        (true, false) => return counts_text(&counts(&rows)),
+        (true, false) => {
+            let mut text = counts_text(&counts(&rows));
+            for (name, n) in counted {
+                text.push_str(&format!("{name} {n}\n"));
+            }
+            return text;
+        }
         (false, false) => return table(&rows),
-        (true, true) => counts(&rows).into_iter().map(|(s, n)| count_json(s, n)).collect(),
+        (true, true) => counts(&rows)
+            .into_iter()
+            .map(|(s, n)| count_json(s, n))
+            .chain(counted.iter().map(|(name, n)| counted_json(name, *n)))
+            .collect(),
         (false, true) => rows.iter().map(Row::json).collect(),
     };
     if array { format!("[{}]\n", objects.join(",")) } else { objects.into_iter().map(|o| o + "\n").collect() }
@@ -629,25 +665,41 @@ SYN-RECV 0      0      [fd00:201::2]:7000 [fd00:201::1]:50000 timer:(on,312ms,1)
         a.peer_fin = true;
         let b = info(2, TcpState::Established, "10.201.0.1:41236");
         let r = rows(&[a, b], &listen(), false);
-        assert_eq!(render(r.clone(), true, false, false), "ESTABLISHED 1\nCLOSE_WAIT 1\n");
+        assert_eq!(render(r.clone(), &[], true, false, false), "ESTABLISHED 1\nCLOSE_WAIT 1\n");
         assert_eq!(
-            render(r.clone(), true, true, false),
+            render(r.clone(), &[], true, true, false),
             "{\"state\":\"ESTABLISHED\",\"count\":1}\n{\"state\":\"CLOSE_WAIT\",\"count\":1}\n"
         );
         assert_eq!(
-            render(r.clone(), true, true, true),
+            render(r.clone(), &[], true, true, true),
             "[{\"state\":\"ESTABLISHED\",\"count\":1},{\"state\":\"CLOSE_WAIT\",\"count\":1}]\n"
         );
-        let lines = render(r.clone(), false, true, false);
+        let lines = render(r.clone(), &[], false, true, false);
         assert_eq!(lines.lines().count(), 3);
         for l in lines.lines() {
             json::parse(l).unwrap();
         }
-        let arr = json::parse(render(r.clone(), false, true, true).trim_end()).unwrap();
+        let arr = json::parse(render(r.clone(), &[], false, true, true).trim_end()).unwrap();
         assert_eq!(arr.as_array().map(|a| a.len()), Some(3));
-        assert_eq!(render(r.clone(), false, false, false), table(&r));
-        assert_eq!(render(Vec::new(), false, true, true), "[]\n");
-        assert_eq!(render(Vec::new(), true, false, false), "");
+        assert_eq!(render(r.clone(), &[], false, false, false), table(&r));
+        assert_eq!(render(Vec::new(), &[], false, true, true), "[]\n");
+        assert_eq!(render(Vec::new(), &[], true, false, false), "");
+    }
+
+    #[test]
+    fn test_render_counted_after_the_states() {
+        let r = rows(&[info(2, TcpState::SynReceived, "10.201.0.9:41236")], &listen(), false);
+        let counted = vec![("SYN cookies sent (backlog full)".to_string(), 7)];
+        assert_eq!(render(r.clone(), &counted, true, false, false), "SYN_RECV 1\nSYN cookies sent (backlog full) 7\n");
+        assert_eq!(
+            render(r.clone(), &counted, true, true, false),
+            "{\"state\":\"SYN_RECV\",\"count\":1}\n{\"counted\":\"SYN cookies sent (backlog full)\",\"count\":7}\n"
+        );
+        // Only -s shows them; the table is sockets only.
+        assert_eq!(render(r.clone(), &counted, false, false, false), table(&r));
+        let line = counted_json("SYN dropped (backlog full)", 3);
+        assert_eq!(parse_counted(&line), Some(("SYN dropped (backlog full)".to_string(), 3)));
+        assert_eq!(parse_counted(&r[0].json()), None);
     }
 
     // Tests for filters.

@@ -136,6 +136,9 @@ pub fn summary(s: &Summary) -> String {
             _ => {}
         }
     }
+    for (name, n) in &s.counted {
+        let _ = write!(out, "\n  {name} {n}");
+    }
     out
 }
 
@@ -150,6 +153,11 @@ impl<W: Write> TextSink<W> {
         TextSink { out: LineWriter::new(out) }
     }
 
+    /// Writes only when the run loop flushes (see [`LineWriter::batched`]).
+    pub fn batched(out: W) -> TextSink<W> {
+        TextSink { out: LineWriter::batched(out) }
+    }
+
     /// The first write error, if any. After it nothing more is written.
     pub fn error(&self) -> Option<&io::Error> {
         self.out.error()
@@ -159,6 +167,7 @@ impl<W: Write> TextSink<W> {
     pub fn summary(&mut self, s: &Summary) {
         let text = summary(s);
         self.out.write_line(&text);
+        self.out.flush();
     }
 
     pub fn get_ref(&self) -> &W {
@@ -178,6 +187,10 @@ impl<W: Write> Sink for TextSink<W> {
     fn event(&mut self, ev: &Event) {
         let text = line(ev);
         self.out.write_line(&text);
+    }
+
+    fn flush(&mut self) {
+        self.out.flush();
     }
 }
 

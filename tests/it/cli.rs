@@ -130,6 +130,24 @@ fn test_keepalive_and_timer_bounds() {
     expect_error(&mut listen(&["--timeout", "0s"]), "invalid timeout `0s`: must be longer than 0s");
 }
 
+/// The SYN-flood bounds: a backlog of at least one entry, a memory budget
+/// that holds at least one connection, cookies on or off.
+#[test]
+fn test_syn_backlog_and_memory_bounds() {
+    for v in ["0", "2000000"] {
+        expect_error(&mut listen(&["--syn-backlog", v]), &format!("invalid --syn-backlog {v} (1 to 1048576)"));
+    }
+    expect_error(&mut listen(&["--syn-backlog", "x"]), "invalid value 'x' for '--syn-backlog");
+    let line = expect_error(&mut listen(&["--max-memory", "100k"]), "cannot hold one connection");
+    assert_eq!(
+        line,
+        "closelab: --max-memory `100k` cannot hold one connection with 65536-byte buffers (needs 196608 bytes)"
+    );
+    expect_error(&mut listen(&["--max-memory", "2000G"]), "invalid --max-memory `2000G` (at most 1024G)");
+    expect_error(&mut listen(&["--max-memory", "lots"]), "invalid byte count `lots`");
+    expect_error(&mut listen(&["--syncookies", "2"]), "invalid value '2' for '--syncookies");
+}
+
 /// TIME-WAIT options: bounded length, a known model, options that only one
 /// model has.
 #[test]

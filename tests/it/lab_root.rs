@@ -300,7 +300,9 @@ fn test_lab_up_dry_run_prints_ip_commands_and_creates_nothing() {
     let out = run_ok(&mut closelab(&["lab", "down", &name, "--dry-run"]));
     assert_eq!(
         stdout(&out),
-        format!("ip netns del {name}-linux\nip netns del {name}-closelab\nrm -f /run/closelab/labs/{name}\n")
+        format!(
+            "ip netns del {name}-linux\nip netns del {name}-closelab\nrm -f /run/closelab/labs/{name}\nrm -f /run/closelab/ctl/lab-{name}.sock\n"
+        )
     );
 }
 

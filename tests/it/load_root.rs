@@ -95,16 +95,16 @@ fn load_story_syn_recv_root() {
     assert_story_passes("syn-recv", 2);
 }
 
-/// tcp_tw_reuse=0 and =2 run out of ports. (The =1 run needs TCP
-/// timestamps from closelab; see README "closelab load".)
+/// tcp_tw_reuse=0 and =2 run out of ports; =1 reuses TIME-WAIT ports once
+/// closelab sends timestamps (`--timestamps`), which tcp_tw_reuse needs.
 #[test]
 fn load_port_exhaustion_root() {
     if !require_root("load_port_exhaustion_root") {
         return;
     }
-    for reuse in ["0", "2"] {
+    for (reuse, timestamps) in [("0", false), ("2", false), ("1", true)] {
         let sysctl = format!("net.ipv4.tcp_tw_reuse={reuse}");
-        let r = load(&[
+        let mut args = vec![
             "--closer",
             "client",
             "--rate",
@@ -115,18 +115,38 @@ fn load_port_exhaustion_root() {
             "20000-20499",
             "--peer-sysctl",
             &sysctl,
-        ]);
+            "--peer-sysctl",
+            "net.ipv4.tcp_timestamps=1",
+        ];
+        if timestamps {
+            args.push("--timestamps");
+        }
+        let r = load(&args);
         assert_eq!(r.code, Some(0), "{}", r.text);
         let s = of_type(&r, "load-summary");
         assert_eq!(s.len(), 1, "{}", r.text);
-        assert!(num(s[0], &["errors", "EADDRNOTAVAIL"]) > 0, "tw_reuse={reuse}: EADDRNOTAVAIL expected{}", r.text);
-        let tw = num(s[0], &["peak_linux", "TIME_WAIT"]);
-        assert!((450..=500).contains(&tw), "500 ports, got {tw} TIME_WAIT{}", r.text);
+        let refused = num(s[0], &["errors", "EADDRNOTAVAIL"]);
+        if timestamps {
+            assert_eq!(refused, 0, "tw_reuse=1 with timestamps reuses ports{}", r.text);
+            assert!(num(s[0], &["completed"]) > 600, "more connections than ports{}", r.text);
+        } else {
+            assert!(refused > 0, "tw_reuse={reuse}: EADDRNOTAVAIL expected{}", r.text);
+            let tw = num(s[0], &["peak_linux", "TIME_WAIT"]);
+            assert!((450..=500).contains(&tw), "500 ports, got {tw} TIME_WAIT{}", r.text);
+        }
         assert_eq!(num(s[0], &["completed"]), num(s[0], &["connected"]), "{}", r.text);
         for n in labs(&r) {
             assert_lab_gone(&n);
         }
     }
+}
+
+#[test]
+fn load_story_port_exhaustion_root() {
+    if !require_root("load_story_port_exhaustion_root") {
+        return;
+    }
+    assert_story_passes("port-exhaustion", 3);
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod util;
 
 mod cli;
+mod control_root;
 mod demo_root;
 mod endpoint_root;
 mod fuzz_corpus;
@@ -16,8 +17,10 @@ mod ladder_cli;
 mod load_cli;
 mod load_root;
 mod pcap_root;
+mod perf_root;
 mod records_root;
 mod scenario_root;
 mod ss_root;
+mod synflood_root;
 mod web_cli;
 mod web_root;

@@ -284,7 +284,8 @@ fn test_ss_rows_filters_counts_and_live_control() {
 }
 
 /// TIME-WAIT (closelab closes first) has a `timewait` timer counting down
-/// from smoltcp's 10 s; the queues of a TIME-WAIT minisocket are 0 0.
+/// from the default 60 s (Linux's TCP_TIMEWAIT_LEN); the queues of a
+/// TIME-WAIT record are 0 0.
 #[test]
 fn test_ss_time_wait_timer_counts_down() {
     if !util::require_root("test_ss_time_wait_timer_counts_down") {
@@ -313,9 +314,10 @@ fn test_ss_time_wait_timer_counts_down() {
     let first = remaining();
     std::thread::sleep(Duration::from_millis(300));
     let second = remaining();
-    // At most smoltcp's 10 s, counting down: at least the 300 ms slept
-    // passed between the two reads (the upper end depends on the load).
-    assert!(first > 0.0 && first <= 10.0, "{first}");
+    // The default is Linux's 60 s (smoltcp's own would be 10 s; the first
+    // read comes well within 30 s of entering TIME-WAIT), counting down: at
+    // least the 300 ms slept passed between the two reads.
+    assert!(first > 30.0 && first <= 60.0, "{first}");
     assert!(second > 0.0 && second <= first - 0.3 + 0.001, "{first} then {second}");
     let text = stdout(&run_ok(&mut closelab_in(&ns, "ss --tun cl0 state time-wait")));
     let row = text.lines().nth(1).unwrap_or_else(|| panic!("no row: {text}"));
@@ -325,6 +327,31 @@ fn test_ss_time_wait_timer_counts_down() {
     assert_eq!(stdout(&run_ok(&mut closelab_in(&ns, "ss --tun cl0 -s"))), "TIME_WAIT 1\n");
     assert_eq!(stdout(&run_ok(&mut closelab_in(&ns, "ss --tun cl0 -s state bucket"))), "TIME_WAIT 1\n");
     assert_eq!(stdout(&run_ok(&mut closelab_in(&ns, "ss --tun cl0 -s state big"))), "");
+    cl.signal(Signal::SIGINT);
+    cl.finish(WAIT).assert_code(0);
+}
+
+/// `--time-wait 1s`: the record's timer ends it, then the timeline says `TIME-WAIT -> CLOSED (timer)` and `ss` shows nothing.
+#[test]
+fn test_ss_time_wait_short_then_gone() {
+    if !util::require_root("test_ss_time_wait_short_then_gone") {
+        return;
+    }
+    let ns = Netns::new();
+    let mut cl = Closelab::start(&ns, &format!("{LISTEN} --close active --time-wait 1s"));
+    let mut c = echo_client(&ns, b"x");
+    let mut b = [0u8; 8];
+    assert_eq!(c.read(&mut b).unwrap(), 0, "closelab closes after its echo");
+    drop(c);
+    cl.wait_state(1, "TIME-WAIT");
+    cl.wait_for("TIME-WAIT -> CLOSED (timer)", |v| {
+        util::is_state(v)
+            && str_of(v, "from") == "TIME-WAIT"
+            && str_of(v, "to") == "CLOSED"
+            && str_of(v, "cause") == "timer"
+    });
+    let after = stdout(&run_ok(&mut closelab_in(&ns, "ss --tun cl0 -s")));
+    assert_eq!(after, "", "no TIME-WAIT left");
     cl.signal(Signal::SIGINT);
     cl.finish(WAIT).assert_code(0);
 }
