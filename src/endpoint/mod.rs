@@ -38,7 +38,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use app::{App, CloseCall};
 pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
-use timewait::TwAction;
+use timewait::{TwAction, TwSeq};
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
@@ -1358,7 +1358,7 @@ impl Endpoint {
         // smoltcp's own TIME-WAIT.
         self.remove(id);
         let now_ms = self.ms(now);
-        if !self.tw.insert(now_ms, &tuple, id, snd_nxt, rcv_nxt, win, None) {
+        if !self.tw.insert(now_ms, &tuple, id, TwSeq { snd_nxt, rcv_nxt, win, ts_recent: None }) {
             let max = self.cfg.time_wait.max;
             self.note(
                 now,

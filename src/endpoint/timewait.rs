@@ -90,6 +90,21 @@ pub struct TwRecord {
     acked_invalid: bool,
 }
 
+/// A connection's sequence state as it enters TIME-WAIT (what
+/// [`TimeWaitTable::insert`] keeps of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwSeq {
+    /// Our next sequence number (after our FIN).
+    pub snd_nxt: u32,
+    /// The peer's next sequence number (after its FIN).
+    pub rcv_nxt: u32,
+    /// Our receive window field as last sent.
+    pub win: u16,
+    /// The peer's most recent TSval, when timestamps were negotiated
+    /// (`None`: they were not; PAWS and the TSval rule for SYNs are off).
+    pub ts_recent: Option<u32>,
+}
+
 /// The answer to one segment, for the caller to send and show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TwAction {
@@ -175,35 +190,25 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
         self.len() == 0
     }
 
-    /// Puts a connection into TIME-WAIT at `now_ms`. `false` (and an
-    /// overflow counted) when the table is full, like Linux past
-    /// `tcp_max_tw_buckets` ("TCP: time wait bucket table overflow").
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert(
-        &mut self,
-        now_ms: u32,
-        tuple: &FourTuple,
-        id: ConnId,
-        snd_nxt: u32,
-        rcv_nxt: u32,
-        win: u16,
-        ts: Option<u32>,
-    ) -> bool {
+    /// Puts a connection into TIME-WAIT at `now_ms` with its sequence state.
+    /// `false` (and an overflow counted) when the table is full, like Linux
+    /// past `tcp_max_tw_buckets` ("TCP: time wait bucket table overflow").
+    pub fn insert(&mut self, now_ms: u32, tuple: &FourTuple, id: ConnId, seq: TwSeq) -> bool {
         if self.len() >= self.cfg.max {
             self.overflows += 1;
             return false;
         }
         let expires = now_ms.saturating_add(self.cfg.len_ms);
         let rec = TwRecord {
-            snd_nxt,
-            rcv_nxt,
-            ts_recent: ts.unwrap_or(0),
+            snd_nxt: seq.snd_nxt,
+            rcv_nxt: seq.rcv_nxt,
+            ts_recent: seq.ts_recent.unwrap_or(0),
             expires,
             last_invalid_ack: 0,
-            win,
+            win: seq.win,
             id: id as u32,
             generation: self.next_generation,
-            has_ts: ts.is_some(),
+            has_ts: seq.ts_recent.is_some(),
             acked_invalid: false,
         };
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -403,7 +408,7 @@ mod tests {
     fn table(rfc1337: bool) -> TimeWaitTable<RandomState> {
         let mut t = TimeWaitTable::new(TwConfig { len_ms: 60_000, rfc1337, max: 4 }, RandomState::new());
         // Our snd_nxt 1001, the peer's rcv_nxt 5001 (after its FIN at 5000).
-        assert!(t.insert(0, &tuple(), 7, 1001, 5001, 502, None));
+        assert!(t.insert(0, &tuple(), 7, TwSeq { snd_nxt: 1001, rcv_nxt: 5001, win: 502, ts_recent: None }));
         t
     }
 
@@ -463,8 +468,8 @@ mod tests {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
         let (a, mut b) = (tuple(), tuple());
         b.remote.set_port(40001);
-        t.insert(0, &a, 1, 1, 100, 0, None);
-        t.insert(10_000, &b, 2, 1, 100, 0, None);
+        t.insert(0, &a, 1, TwSeq { snd_nxt: 1, rcv_nxt: 100, win: 0, ts_recent: None });
+        t.insert(10_000, &b, 2, TwSeq { snd_nxt: 1, rcv_nxt: 100, win: 0, ts_recent: None });
         let ack = |tu: &FourTuple| Segment {
             src: tu.remote,
             dst: tu.local,
@@ -486,7 +491,7 @@ mod tests {
     #[test]
     fn test_time_wait_timeout_default_60s() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
-        t.insert(5, &tuple(), 1, 1, 1, 0, None);
+        t.insert(5, &tuple(), 1, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None });
         assert_eq!(t.poll_at(), Some(60_005));
         assert_eq!(t.entries(20_005).map(|e| e.2).collect::<Vec<_>>(), vec![40_000]);
     }
@@ -553,7 +558,7 @@ mod tests {
     #[test]
     fn test_time_wait_syn_with_newer_tsval_accepted() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
-        t.insert(0, &tuple(), 1, 1001, 5001, 502, Some(777));
+        t.insert(0, &tuple(), 1, TwSeq { snd_nxt: 1001, rcv_nxt: 5001, win: 502, ts_recent: Some(777) });
         let older = t.process(1, &seg("S", 100, 0), Some(700), true).map(|x| x.1);
         assert_eq!(older, Some(TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: true }), "PAWS");
         let newer = t.process(600, &seg("S", 100, 0), Some(778), true).map(|x| x.1);
@@ -566,11 +571,11 @@ mod tests {
         for p in 1..=3u16 {
             let mut tu = tuple();
             tu.remote.set_port(p);
-            assert!(t.insert(0, &tu, 1, 1, 1, 0, None));
+            assert!(t.insert(0, &tu, 1, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None }));
         }
         let mut tu = tuple();
         tu.remote.set_port(9);
-        assert!(!t.insert(0, &tu, 1, 1, 1, 0, None));
+        assert!(!t.insert(0, &tu, 1, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None }));
         assert_eq!(t.overflows, 1);
     }
 
@@ -584,7 +589,7 @@ mod tests {
     fn test_time_wait_ipv6_tuple() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
         let tu = FourTuple { local: "[fd00::2]:80".parse().unwrap(), remote: "[fd00::1]:4000".parse().unwrap() };
-        t.insert(0, &tu, 3, 1, 1, 0, None);
+        t.insert(0, &tu, 3, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None });
         assert_eq!(expired_any(&mut t, 60_000), vec![(tu, 3)]);
     }
 }
