@@ -44,14 +44,19 @@ use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction,
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
 
-/// The clock of the TCP timestamps closelab sends (milliseconds since the
-/// endpoint's start, kept current by [`Endpoint::receive`] and
-/// [`Endpoint::poll`]). smoltcp asks for a TSval through a plain function
-/// pointer, so the value lives here; endpoints in one process share it.
-static TSVAL_CLOCK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+thread_local! {
+    /// The clock of the TCP timestamps closelab sends (milliseconds since the
+    /// endpoint's start, kept current by [`Endpoint::receive`] and
+    /// [`Endpoint::poll`]). smoltcp asks for a TSval through a plain function
+    /// pointer, so the value lives here, one per thread: an endpoint is
+    /// ticked and polled on the thread that drives it, so endpoints on other
+    /// threads (tests run in parallel) cannot move its clock back and forth.
+    /// Endpoints driven by one thread share it.
+    static TSVAL_CLOCK: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
+}
 
 fn tsval() -> u32 {
-    TSVAL_CLOCK.load(std::sync::atomic::Ordering::Relaxed)
+    TSVAL_CLOCK.with(std::cell::Cell::get)
 }
 
 /// Shortest wait before a timer that just fired may fire again.
@@ -792,7 +797,7 @@ impl Endpoint {
 
     fn tick_tsval(&self, now: Instant) {
         if self.cfg.timestamps {
-            TSVAL_CLOCK.store(self.ms(now).wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+            TSVAL_CLOCK.with(|c| c.set(self.ms(now).wrapping_add(1)));
         }
     }
 
