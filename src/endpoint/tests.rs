@@ -1176,3 +1176,43 @@ fn test_time_wait_answers_carry_no_options_without_timestamps() {
         assert!(out.is_empty());
     }
 }
+
+/// A live connection's TS.Recent: set from the peer's SYN, moved by a
+/// segment at or before the last ACK sent, not by one beyond it, nor by an
+/// older TSval (RFC 7323 §4.3).
+#[test]
+fn test_timestamps_ts_recent_tracked_on_live_connection() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.timestamps = true;
+    client.timestamps = true;
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(1));
+    let c = &b.link.b.conns[&1];
+    assert_eq!(c.state, Established);
+    let syn = b.link.wire.iter().find(|(_, from, _)| *from == End::A).unwrap();
+    let syn_tsval = tcp_ts(&syn.2).0.unwrap().0;
+    let recent = c.ts_recent.expect("the peer's SYN carried TSopt");
+    assert!(!seq_lt(recent, syn_tsval), "at least the SYN's TSval");
+    let (tuple, last_ack) = (c.tuple, c.seq.last_ack.unwrap());
+    let send = |b: &mut Bench, seq: u32, tsval: u32| {
+        let ts = crate::wire::Timestamp { tsval, tsecr: 1 };
+        let ack = b.link.b.conns[&1].seq.snd_max.unwrap();
+        let p =
+            crate::wire::tcp_packet_ts(tuple.remote, tuple.local, Flags::parse(".").unwrap(), seq, ack, 1000, Some(ts));
+        let now = b.link.now();
+        b.link.b.receive(now, p);
+        b.link.b.conns[&1].ts_recent
+    };
+    assert_eq!(send(&mut b, last_ack.wrapping_add(5000), recent + 100), Some(recent), "beyond the last ACK");
+    assert_eq!(send(&mut b, last_ack, recent.wrapping_sub(10)), Some(recent), "older TSval");
+    assert_eq!(send(&mut b, last_ack, recent + 50), Some(recent + 50));
+
+    // Without the option in the peer's SYN nothing is tracked.
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.timestamps = true;
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(1));
+    assert_eq!(b.link.b.conns[&1].ts_recent, None);
+}
