@@ -9,7 +9,7 @@ use std::hash::RandomState;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use closelab::endpoint::timewait::{TimeWaitTable, TwConfig};
+use closelab::endpoint::timewait::{TimeWaitTable, TwConfig, TwSeq};
 use closelab::wire::{Flags, FourTuple, Segment};
 
 const N: u32 = 1_000_000;
@@ -41,7 +41,8 @@ fn main() {
     let before = rss_bytes();
     let mut t = TimeWaitTable::new(TwConfig { max: N as usize, ..TwConfig::default() }, RandomState::new());
     for i in 0..N {
-        assert!(t.insert(0, &tuple(i), u64::from(i), i, i.wrapping_add(1), 0, None));
+        let seq = TwSeq { snd_nxt: i, rcv_nxt: i.wrapping_add(1), win: 0, ts_recent: None };
+        assert!(t.insert(0, &tuple(i), u64::from(i), seq));
     }
     let after = rss_bytes();
     let per = (after - before) as f64 / f64::from(N);

@@ -41,20 +41,25 @@ pub use app::{AppKind, ClosePolicy, Policy};
 use device::MemoryDevice;
 use syncache::SynCache;
 pub use syncache::SynDrops;
-use timewait::TwAction;
+use timewait::{TwAction, TwSeq};
 
 use crate::event::{AppAction, Cause, ConnId, Dir, Event, EventKind, FaultAction, Side, Sink, TcpState};
 use crate::fault::{FaultPath, FaultRule};
 use crate::wire::{self, FourTuple, Segment};
 
-/// The clock of the TCP timestamps closelab sends (milliseconds since the
-/// endpoint's start, kept current by [`Endpoint::receive`] and
-/// [`Endpoint::poll`]). smoltcp asks for a TSval through a plain function
-/// pointer, so the value lives here; endpoints in one process share it.
-static TSVAL_CLOCK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+thread_local! {
+    /// The clock of the TCP timestamps closelab sends (milliseconds since the
+    /// endpoint's start, kept current by [`Endpoint::receive`] and
+    /// [`Endpoint::poll`]). smoltcp asks for a TSval through a plain function
+    /// pointer, so the value lives here, one per thread: an endpoint is
+    /// ticked and polled on the thread that drives it, so endpoints on other
+    /// threads (tests run in parallel) cannot move its clock back and forth.
+    /// Endpoints driven by one thread share it.
+    static TSVAL_CLOCK: std::cell::Cell<u32> = const { std::cell::Cell::new(1) };
+}
 
 fn tsval() -> u32 {
-    TSVAL_CLOCK.load(std::sync::atomic::Ordering::Relaxed)
+    TSVAL_CLOCK.with(std::cell::Cell::get)
 }
 
 /// Shortest wait before a timer that just fired may fire again.
@@ -297,6 +302,11 @@ struct Conn {
     /// The peer's sequence space ends here (after its FIN), once its FIN
     /// has been accepted: rcv_nxt of a TIME-WAIT record.
     peer_fin_end: Option<u32>,
+    /// The peer's most recent TSval (RFC 7323's TS.Recent), when its SYN
+    /// or SYN-ACK carried a timestamp option; tracked only with
+    /// `--timestamps` (smoltcp keeps its own private). A TIME-WAIT record
+    /// keeps it for PAWS and echoes it.
+    ts_recent: Option<u32>,
     /// An orphaned FIN-WAIT-2 ends then (`--fin-timeout`).
     orphan_at: Option<Instant>,
     /// A retransmission limit was reached: its description; the
@@ -334,6 +344,29 @@ fn seq_lt(a: u32, b: u32) -> bool {
 impl Conn {
     fn socket(&mut self) -> &mut tcp::Socket<'static> {
         self.set.get_mut::<tcp::Socket>(self.handle)
+    }
+
+    /// Updates [`Conn::ts_recent`] from a segment that arrived (called
+    /// only with `--timestamps`, so nobody else pays for the option walk).
+    /// The peer's SYN (or SYN-ACK) decides whether timestamps are in use:
+    /// its TSval, or none. Later segments (not RSTs) replace it with a
+    /// TSval not older than it when they start at or before the last ACK
+    /// we sent (RFC 7323 §4.3, Linux's `tcp_replace_ts_recent`), so a
+    /// segment from beyond the window does not move it.
+    fn track_ts(&mut self, packet: &[u8], seg: &Segment) {
+        if seg.flags.syn && !seg.flags.rst && !self.synchronized {
+            self.ts_recent = wire::tcp_timestamp(packet).map(|t| t.tsval);
+            return;
+        }
+        let Some(recent) = self.ts_recent else { return };
+        if seg.flags.rst || self.seq.last_ack.is_some_and(|a| seq_lt(a, seg.seq)) {
+            return;
+        }
+        if let Some(t) = wire::tcp_timestamp(packet)
+            && !seq_lt(t.tsval, recent)
+        {
+            self.ts_recent = Some(t.tsval);
+        }
     }
 }
 
@@ -810,7 +843,7 @@ impl Endpoint {
 
     fn tick_tsval(&self, now: Instant) {
         if self.cfg.timestamps {
-            TSVAL_CLOCK.store(self.ms(now).wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+            TSVAL_CLOCK.with(|c| c.set(self.ms(now).wrapping_add(1)));
         }
     }
 
@@ -1236,8 +1269,16 @@ impl Endpoint {
         let listening = ours && self.listen_ports.contains(&tuple.local.port());
         if conn.is_none() && !self.tw.is_empty() {
             let now_ms = self.ms(now);
-            if let Some((id, action)) = self.tw.process(now_ms, &seg, None, listening) {
-                if !self.time_wait_answer(now, id, &packet, &seg, action) {
+            // Only a record that kept the peer's TSval reads the option
+            // (and only --timestamps makes such records): without it, no
+            // second lookup and no option walk per segment.
+            let tsval = if self.cfg.timestamps && self.tw.get(&tuple).is_some_and(|r| r.ts_recent().is_some()) {
+                wire::tcp_timestamp(&packet).map(|t| t.tsval)
+            } else {
+                None
+            };
+            if let Some((id, action)) = self.tw.process(now_ms, &seg, tsval, listening) {
+                if !self.time_wait_answer(now, id, &packet, &seg, tsval, action) {
                     return;
                 }
                 // A SYN that ended TIME-WAIT, already shown: it starts the
@@ -1304,18 +1345,27 @@ impl Endpoint {
     }
 
     /// Shows a segment for a TIME-WAIT record and the table's answer (sent,
-    /// noted, or the end of TIME-WAIT). `true`: a SYN that ended TIME-WAIT;
-    /// the caller starts the new connection from it.
-    fn time_wait_answer(&mut self, now: Instant, id: ConnId, packet: &[u8], seg: &Segment, action: TwAction) -> bool {
+    /// noted, or the end of TIME-WAIT). `seg_tsval`: the segment's TSval,
+    /// read when the record keeps timestamps. `true`: a SYN that ended
+    /// TIME-WAIT; the caller starts the new connection from it.
+    fn time_wait_answer(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        packet: &[u8],
+        seg: &Segment,
+        seg_tsval: Option<u32>,
+        action: TwAction,
+    ) -> bool {
         self.segment_event(now, Some(id), Dir::In, packet, Ok(seg.clone()));
         let len = Duration::from_millis(u64::from(self.cfg.time_wait.len_ms));
         let tuple = seg.tuple_at_receiver();
         let (note, ack) = match action {
-            TwAction::AckFin { seq, ack, win } => (
+            TwAction::AckFin { seq, ack, win, tsecr } => (
                 Some(format!(
                     "TIME-WAIT: the peer's FIN again (our last ACK lost or late): ACK again, timer restarted ({len})"
                 )),
-                Some((seq, ack, win)),
+                Some((seq, ack, win, tsecr)),
             ),
             TwAction::Absorbed => {
                 (Some(format!("TIME-WAIT: ACK at rcv_nxt, no answer, timer restarted ({len})")), None)
@@ -1335,14 +1385,29 @@ impl Endpoint {
             TwAction::RstIgnored => {
                 (Some("RST ignored in TIME-WAIT (--rfc1337, as Linux with tcp_rfc1337=1)".to_string()), None)
             }
-            TwAction::RstOutOfWindow => (Some("TIME-WAIT: RST not at rcv_nxt ignored".to_string()), None),
+            TwAction::RstOutOfWindow => {
+                let recent = self.tw.get(&tuple).and_then(|r| r.ts_recent());
+                let text = match (seg_tsval, recent) {
+                    (Some(v), Some(r)) if timewait::paws_older(v, r) => {
+                        format!("TIME-WAIT: RST with an old TSval {v} (ts_recent {r}) ignored (PAWS, RFC 7323)")
+                    }
+                    _ => "TIME-WAIT: RST not at rcv_nxt ignored".to_string(),
+                };
+                (Some(text), None)
+            }
             TwAction::NewConnection { isn, rcv_nxt } => {
+                let why = match seg_tsval {
+                    Some(v) if !seq_lt(rcv_nxt, seg.seq) => format!(
+                        "seq {} not after rcv_nxt {rcv_nxt}, but its TSval {v} newer than the peer's last (RFC 6191)",
+                        seg.seq
+                    ),
+                    _ => format!("seq {} after rcv_nxt {rcv_nxt}", seg.seq),
+                };
                 self.note(
                     now,
                     Some(id),
                     format!(
-                        "new SYN (seq {} after rcv_nxt {rcv_nxt}) ends TIME-WAIT, as Linux does; Linux would answer with ISN {isn} (snd_nxt + 65537), smoltcp picks its own",
-                        seg.seq
+                        "new SYN ({why}) ends TIME-WAIT, as Linux does; Linux would answer with ISN {isn} (snd_nxt + 65537), smoltcp picks its own"
                     ),
                 );
                 let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };
@@ -1350,14 +1415,16 @@ impl Endpoint {
                 self.finished += 1;
                 return true;
             }
-            TwAction::Ack { seq, ack, win, restarted } => {
-                let why = if seg.flags.syn && !seg.flags.ack {
-                    "a SYN not after rcv_nxt (or no listener)"
-                } else {
-                    "a segment outside the TIME-WAIT's window"
+            TwAction::Ack { seq, ack, win, tsecr, restarted } => {
+                let why = match (seg_tsval, tsecr) {
+                    (Some(v), Some(r)) if timewait::paws_older(v, r) => {
+                        format!("a segment with an old TSval {v} (ts_recent {r}: PAWS, RFC 7323)")
+                    }
+                    _ if seg.flags.syn && !seg.flags.ack => "a SYN not after rcv_nxt (or no listener)".to_string(),
+                    _ => "a segment outside the TIME-WAIT's window".to_string(),
                 };
                 let timer = if restarted { format!(", timer restarted ({len})") } else { String::new() };
-                (Some(format!("TIME-WAIT answers {why} with its ACK{timer}")), Some((seq, ack, win)))
+                (Some(format!("TIME-WAIT answers {why} with its ACK{timer}")), Some((seq, ack, win, tsecr)))
             }
             TwAction::AckLimited { restarted } => {
                 let timer = if restarted { format!(", timer restarted ({len})") } else { String::new() };
@@ -1372,9 +1439,12 @@ impl Endpoint {
         if let Some(text) = note {
             self.note(now, Some(id), text);
         }
-        if let Some((seq, ack, win)) = ack {
+        if let Some((seq, ack, win, tsecr)) = ack {
             let flags = wire::Flags { ack: true, ..wire::Flags::default() };
-            let packet = wire::tcp_packet(tuple.local, tuple.remote, flags, seq, ack, win);
+            // With timestamps, as Linux's tcp_v4_timewait_ack: our clock,
+            // the peer's last TSval echoed.
+            let ts = tsecr.map(|tsecr| wire::Timestamp { tsval: tsval(), tsecr });
+            let packet = wire::tcp_packet_ts(tuple.local, tuple.remote, flags, seq, ack, win, ts);
             self.send_detached(now, id, packet);
         }
         false
@@ -1410,12 +1480,12 @@ impl Endpoint {
             // The final ACK is not out yet (smoltcp's delayed ACK).
             return false;
         }
-        let (tuple, snd_nxt, win) = (c.tuple, c.seq.snd_max.unwrap_or(0), c.seq.last_win);
+        let (tuple, snd_nxt, win, ts_recent) = (c.tuple, c.seq.snd_max.unwrap_or(0), c.seq.last_win, c.ts_recent);
         // Finished (for --exit-after) once TIME-WAIT is over, as with
         // smoltcp's own TIME-WAIT.
         self.remove(id);
         let now_ms = self.ms(now);
-        if !self.tw.insert(now_ms, &tuple, id, snd_nxt, rcv_nxt, win, None) {
+        if !self.tw.insert(now_ms, &tuple, id, TwSeq { snd_nxt, rcv_nxt, win, ts_recent }) {
             let max = self.cfg.time_wait.max;
             self.note(
                 now,
@@ -1490,6 +1560,7 @@ impl Endpoint {
                 generation: 0,
                 seq: SeqTracker::default(),
                 peer_fin_end: None,
+                ts_recent: None,
                 orphan_at: None,
                 expired: None,
             },
@@ -1544,6 +1615,9 @@ impl Endpoint {
             let had_fin = c.peer_fin;
             let fin_end = seg.flags.fin.then(|| seg.seq.wrapping_add(seg.seq_len()));
             c.fin_seen |= seg.flags.fin;
+            if self.cfg.timestamps {
+                c.track_ts(&packet, &seg);
+            }
             c.seq.received(&seg);
             if !shown {
                 self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));

@@ -566,8 +566,14 @@ impl Endpoint {
         let (set, handle) = replay(&self.cfg, seed, now, syn, &tuple, sock, &mut self.dev);
         let sent: Vec<Vec<u8>> = self.dev.tx.drain(before..).collect();
         self.insert_conn(id, tuple, set, handle, 0);
+        let timestamps = self.cfg.timestamps;
         let c = self.conns.get_mut(&id).expect("just inserted");
         c.generation = generation + 1;
+        if timestamps {
+            // The SYN decides whether timestamps are in use (the live
+            // connection never saw it: the cache answered it).
+            c.ts_recent = wire::tcp_timestamp(syn).map(|t| t.tsval);
+        }
         c.state = c.socket().state().into();
         for p in &sent {
             if let Ok(s) = wire::parse(p) {

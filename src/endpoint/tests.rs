@@ -603,7 +603,16 @@ fn test_keep_alive_zero_does_not_storm() {
 /// The hello server closes first; returns the bench once B's connection 1
 /// is in TIME-WAIT, and the instant it got there.
 fn in_time_wait(server: EndpointConfig) -> (Bench, Instant) {
-    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)));
+    in_time_wait_with(server, tw_client())
+}
+
+/// The client of [`in_time_wait`]: reads, closes 100 ms after the server.
+fn tw_client() -> EndpointConfig {
+    cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, Some(ms(100)))
+}
+
+/// [`in_time_wait`] with the client's config given.
+fn in_time_wait_with(server: EndpointConfig, client: EndpointConfig) -> (Bench, Instant) {
     let mut b = bench(server, client, 0);
     let limit = t0() + Duration::from_secs(5);
     let tw = |l: &Link| l.b.connections(l.now()).iter().any(|c| c.id == 1 && c.state == TimeWait);
@@ -718,11 +727,17 @@ fn payload_packet(seg: &Segment) -> Vec<u8> {
 
 /// Feeds one segment to B and returns B's events and what B sent.
 fn answer_of(b: &mut Bench, packet: Vec<u8>) -> (Vec<Event>, Vec<Segment>) {
+    let (ev, out) = raw_answer_of(b, packet);
+    (ev, out.iter().map(|p| crate::wire::parse(p).unwrap()).collect())
+}
+
+/// [`answer_of`] with the packets B sent as bytes.
+fn raw_answer_of(b: &mut Bench, packet: Vec<u8>) -> (Vec<Event>, Vec<Vec<u8>>) {
     let now = b.link.now();
     b.link.b.receive(now, packet);
     let mut out = Vec::new();
     while let Some(p) = b.link.b.transmit() {
-        out.push(crate::wire::parse(&p).unwrap());
+        out.push(p);
     }
     (b.link.b.take_events(), out)
 }
@@ -988,4 +1003,229 @@ fn test_timestamps_are_sent_only_when_asked() {
     for (i, t) in ts.iter().enumerate().skip(1) {
         assert!(ts[..i].iter().any(|p| p.0 != t.0 && p.1 == t.2), "segment {i} echoes a TSval of the peer: {ts:?}");
     }
+}
+
+// TIME-WAIT records with timestamps (`--timestamps` on both ends).
+
+/// The hello server and its client, both with `--timestamps`.
+fn ts_pair() -> (EndpointConfig, EndpointConfig) {
+    let mut server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+    let mut client = tw_client();
+    server.timestamps = true;
+    client.timestamps = true;
+    (server, client)
+}
+
+/// The TCP options of a packet as smoltcp reads them (checksum verified):
+/// (TSval, TSecr) if it has a timestamp, and the TCP header length.
+fn tcp_ts(p: &[u8]) -> (Option<(u32, u32)>, usize) {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket, TcpRepr};
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    let ip = Ipv4Packet::new_checked(p).unwrap();
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    let repr = TcpRepr::parse(&tcp, &ip.src_addr().into(), &ip.dst_addr().into(), &caps).unwrap();
+    (repr.timestamp.map(|t| (t.tsval, t.tsecr)), usize::from(tcp.header_len()))
+}
+
+/// [`to_b`] (no payload) with a timestamp option carrying `tsval`.
+fn to_b_ts(b: &Bench, flags: &str, seq_from_rcv_nxt: i64, tsval: u32) -> Vec<u8> {
+    let (_, seg) = to_b(b, flags, seq_from_rcv_nxt, 0);
+    let ts = crate::wire::Timestamp { tsval, tsecr: 1 };
+    crate::wire::tcp_packet_ts(seg.src, seg.dst, seg.flags, seg.seq, seg.ack, seg.win, Some(ts))
+}
+
+/// B's TIME-WAIT record of connection 1.
+fn tw_record(b: &Bench) -> timewait::TwRecord {
+    let t = b.link.b.connections(b.link.now()).iter().find(|c| c.id == 1).unwrap().tuple;
+    b.link.b.tw.get(&t).copied().unwrap()
+}
+
+#[test]
+fn test_time_wait_timestamps_record_keeps_peer_tsval_and_answers_echo_it() {
+    let (server, client) = ts_pair();
+    let (mut b, _) = in_time_wait_with(server, client);
+    b.link.b.take_events();
+    // The record keeps the TSval of A's last segment (its FIN, which B
+    // ACKed: at or before B's last ACK).
+    let last_from_a = b.link.wire.iter().rev().find(|(_, from, _)| *from == End::A).unwrap();
+    let (Some((peer_tsval, _)), _) = tcp_ts(&last_from_a.2) else { panic!("A sends timestamps") };
+    assert!(crate::wire::parse(&last_from_a.2).unwrap().flags.fin, "A's FIN is its last segment");
+    let rec = tw_record(&b);
+    assert_eq!(rec.ts_recent(), Some(peer_tsval));
+
+    // A retransmitted FIN (with a newer TSval): ACKed, the answer carries
+    // TSopt echoing the record's ts_recent (as Linux's tcp_v4_timewait_ack),
+    // and TSval from closelab's clock.
+    for k in 1..=2 {
+        let p = to_b_ts(&b, "F.", -1, peer_tsval.wrapping_add(k));
+        let (ev, out) = raw_answer_of(&mut b, p);
+        assert!(notes(&ev)[0].starts_with("TIME-WAIT: the peer's FIN again"), "{ev:?}");
+        assert_eq!(out.len(), 1);
+        let seg = crate::wire::parse(&out[0]).unwrap();
+        assert_eq!((seg.flags.to_string(), seg.seq, seg.ack), (".".to_string(), rec.snd_nxt, rec.rcv_nxt));
+        let (ts, header) = tcp_ts(&out[0]);
+        let (tsval, tsecr) = ts.expect("the answer carries TSopt");
+        assert_eq!(tsecr, peer_tsval, "echoes ts_recent, which an out-of-window FIN does not change");
+        assert_ne!(tsval, 0);
+        assert_eq!(header, 32, "NOP NOP TS");
+    }
+    // Data is answered the same way.
+    let (data, _) = to_b(&b, "P.", 0, 10);
+    let (_, out) = raw_answer_of(&mut b, data);
+    assert_eq!(tcp_ts(&out[0]).0.map(|t| t.1), Some(peer_tsval));
+}
+
+#[test]
+fn test_time_wait_timestamps_paws_answered_as_linux() {
+    let (server, client) = ts_pair();
+    let (mut b, _) = in_time_wait_with(server, client);
+    b.link.run_for(Duration::from_secs(10));
+    b.link.b.take_events();
+    let recent = tw_record(&b).ts_recent().unwrap();
+    let left = |b: &Bench| b.link.b.connections(b.link.now())[0].deadline;
+    assert_eq!(left(&b), Some(Duration::from_secs(50)));
+
+    // A bare ACK at rcv_nxt would be absorbed; with a TSval older than
+    // ts_recent PAWS rejects it: ACKed (echoing ts_recent), timer
+    // restarted (Linux's tcp_timewait_state_process).
+    let old = recent.wrapping_sub(1000);
+    let p = to_b_ts(&b, ".", 0, old);
+    let (ev, out) = raw_answer_of(&mut b, p);
+    assert_eq!(out.len(), 1, "{ev:?}");
+    assert_eq!(tcp_ts(&out[0]).0.map(|t| t.1), Some(recent));
+    let n = notes(&ev);
+    assert!(n[0].contains(&format!("old TSval {old} (ts_recent {recent}: PAWS")), "{n:?}");
+    assert!(n[0].ends_with("timer restarted (60s)") || n[0].contains("timer restarted"), "{n:?}");
+    assert_eq!(left(&b), Some(Duration::from_secs(60)));
+    assert_eq!(tw_record(&b).ts_recent(), Some(recent), "a rejected segment does not move ts_recent");
+
+    // An RST at rcv_nxt with an old TSval: ignored, TIME-WAIT stays.
+    let p = to_b_ts(&b, "R", 0, old);
+    let (ev, out) = raw_answer_of(&mut b, p);
+    assert!(out.is_empty());
+    assert_eq!(b.link.b.time_wait_count(), 1);
+    assert!(notes(&ev)[0].contains("PAWS"), "{:?}", notes(&ev));
+
+    // The same ACK with a newer TSval: in window, absorbed, ts_recent moves.
+    let newer = recent.wrapping_add(5);
+    let p = to_b_ts(&b, ".", 0, newer);
+    let (_, out) = raw_answer_of(&mut b, p);
+    assert!(out.is_empty());
+    assert_eq!(tw_record(&b).ts_recent(), Some(newer));
+}
+
+#[test]
+fn test_time_wait_timestamps_syn_with_newer_tsval_starts_connection_2() {
+    let (server, client) = ts_pair();
+    let (mut b, _) = in_time_wait_with(server, client);
+    b.link.b.take_events();
+    let rec = tw_record(&b);
+    let recent = rec.ts_recent().unwrap();
+    // A SYN below rcv_nxt without a timestamp, then with an old one: the
+    // TIME-WAIT's ACK (the second after the 500 ms rate limit).
+    let (p, _) = to_b(&b, "S", -100, 0);
+    let (_, out) = answer_of(&mut b, p);
+    assert_eq!(out.iter().map(|s| (s.seq, s.ack)).collect::<Vec<_>>(), [(rec.snd_nxt, rec.rcv_nxt)]);
+    b.link.run_for(ms(600));
+    b.link.b.take_events();
+    let p = to_b_ts(&b, "S", -100, recent.wrapping_sub(1));
+    let (_, out) = answer_of(&mut b, p);
+    assert_eq!(out.iter().map(|s| (s.seq, s.ack)).collect::<Vec<_>>(), [(rec.snd_nxt, rec.rcv_nxt)], "PAWS");
+    assert_eq!(b.link.b.time_wait_count(), 1);
+
+    // At rcv_nxt (not after it) but with a newer TSval: TIME-WAIT ends and
+    // connection 2 starts from the SYN (RFC 6191, as Linux).
+    let syn_tsval = recent.wrapping_add(1000);
+    let p = to_b_ts(&b, "S", 0, syn_tsval);
+    let (ev, out) = raw_answer_of(&mut b, p);
+    assert_eq!(states(&ev, 1), vec![(TimeWait, Closed, SEG)]);
+    assert_eq!(states(&ev, 2), vec![(Listen, SynReceived, SEG)]);
+    let n = notes(&ev);
+    assert!(n[0].contains(&format!("its TSval {syn_tsval} newer than the peer's last (RFC 6191)")), "{n:?}");
+    assert!(n[0].contains(&format!("Linux would answer with ISN {}", rec.snd_nxt.wrapping_add(65537))), "{n:?}");
+    assert_eq!(out.len(), 1);
+    assert_eq!(crate::wire::parse(&out[0]).unwrap().flags.to_string(), "S.");
+    assert_eq!(tcp_ts(&out[0]).0.map(|t| t.1), Some(syn_tsval), "the new connection's SYN-ACK echoes the SYN");
+    assert_eq!(b.link.b.time_wait_count(), 0);
+}
+
+#[test]
+fn test_time_wait_syn_below_rcv_nxt_with_newer_tsval_starts_connection_2() {
+    // Strictly below rcv_nxt (where the sequence rule alone would refuse).
+    let (server, client) = ts_pair();
+    let (mut b, _) = in_time_wait_with(server, client);
+    b.link.b.take_events();
+    let recent = tw_record(&b).ts_recent().unwrap();
+    let p = to_b_ts(&b, "S", -100, recent.wrapping_add(1));
+    let (ev, out) = answer_of(&mut b, p);
+    assert_eq!(states(&ev, 2), vec![(Listen, SynReceived, SEG)]);
+    assert_eq!(out.iter().map(|s| s.flags.to_string()).collect::<Vec<_>>(), ["S."]);
+}
+
+#[test]
+fn test_time_wait_answers_carry_no_options_without_timestamps() {
+    // Neither end, only the server, only the client: timestamps are not
+    // negotiated, the record keeps no TSval, answers carry no options and
+    // a segment's TSval changes nothing (no PAWS).
+    for (server_ts, client_ts) in [(false, false), (true, false), (false, true)] {
+        let mut server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+        let mut client = tw_client();
+        server.timestamps = server_ts;
+        client.timestamps = client_ts;
+        let (mut b, _) = in_time_wait_with(server, client);
+        b.link.b.take_events();
+        let rec = tw_record(&b);
+        assert_eq!(rec.ts_recent(), None, "server {server_ts} client {client_ts}");
+        let (p, _) = to_b(&b, "F.", -1, 0);
+        let (_, out) = raw_answer_of(&mut b, p);
+        assert_eq!(out.len(), 1);
+        assert_eq!(tcp_ts(&out[0]), (None, 20), "server {server_ts} client {client_ts}");
+        // An "old" TSval on an ACK at rcv_nxt: still absorbed.
+        let p = to_b_ts(&b, ".", 0, 1);
+        let (_, out) = raw_answer_of(&mut b, p);
+        assert!(out.is_empty());
+        let p = to_b_ts(&b, ".", 0, u32::MAX / 2 + 5);
+        let (_, out) = raw_answer_of(&mut b, p);
+        assert!(out.is_empty());
+    }
+}
+
+/// A live connection's TS.Recent: set from the peer's SYN, moved by a
+/// segment at or before the last ACK sent, not by one beyond it, nor by an
+/// older TSval (RFC 7323 §4.3).
+#[test]
+fn test_timestamps_ts_recent_tracked_on_live_connection() {
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.timestamps = true;
+    client.timestamps = true;
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(1));
+    let c = &b.link.b.conns[&1];
+    assert_eq!(c.state, Established);
+    let syn = b.link.wire.iter().find(|(_, from, _)| *from == End::A).unwrap();
+    let syn_tsval = tcp_ts(&syn.2).0.unwrap().0;
+    let recent = c.ts_recent.expect("the peer's SYN carried TSopt");
+    assert!(!seq_lt(recent, syn_tsval), "at least the SYN's TSval");
+    let (tuple, last_ack) = (c.tuple, c.seq.last_ack.unwrap());
+    let send = |b: &mut Bench, seq: u32, tsval: u32| {
+        let ts = crate::wire::Timestamp { tsval, tsecr: 1 };
+        let ack = b.link.b.conns[&1].seq.snd_max.unwrap();
+        let p =
+            crate::wire::tcp_packet_ts(tuple.remote, tuple.local, Flags::parse(".").unwrap(), seq, ack, 1000, Some(ts));
+        let now = b.link.now();
+        b.link.b.receive(now, p);
+        b.link.b.conns[&1].ts_recent
+    };
+    assert_eq!(send(&mut b, last_ack.wrapping_add(5000), recent + 100), Some(recent), "beyond the last ACK");
+    assert_eq!(send(&mut b, last_ack, recent.wrapping_sub(10)), Some(recent), "older TSval");
+    assert_eq!(send(&mut b, last_ack, recent + 50), Some(recent + 50));
+
+    // Without the option in the peer's SYN nothing is tracked.
+    let mut server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    server.timestamps = true;
+    let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+    let mut b = bench(server, client, 0);
+    b.link.run_for(Duration::from_secs(1));
+    assert_eq!(b.link.b.conns[&1].ts_recent, None);
 }

@@ -90,13 +90,44 @@ pub struct TwRecord {
     acked_invalid: bool,
 }
 
+impl TwRecord {
+    /// The peer's most recent TSval, when timestamps were negotiated
+    /// (what the record's answers echo as TSecr).
+    pub fn ts_recent(&self) -> Option<u32> {
+        self.has_ts.then_some(self.ts_recent)
+    }
+}
+
+/// `tsval` is older than `ts_recent`: PAWS (RFC 7323 §5) rejects the
+/// segment as an old duplicate.
+pub fn paws_older(tsval: u32, ts_recent: u32) -> bool {
+    before(tsval, ts_recent)
+}
+
+/// A connection's sequence state as it enters TIME-WAIT (what
+/// [`TimeWaitTable::insert`] keeps of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwSeq {
+    /// Our next sequence number (after our FIN).
+    pub snd_nxt: u32,
+    /// The peer's next sequence number (after its FIN).
+    pub rcv_nxt: u32,
+    /// Our receive window field as last sent.
+    pub win: u16,
+    /// The peer's most recent TSval, when timestamps were negotiated
+    /// (`None`: they were not; PAWS and the TSval rule for SYNs are off).
+    pub ts_recent: Option<u32>,
+}
+
 /// The answer to one segment, for the caller to send and show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TwAction {
     /// A retransmitted FIN (our last ACK was lost): ACK it again
     /// (seq=snd_nxt, ack=rcv_nxt), timer restarted. Never rate-limited
-    /// (it occupies sequence space).
-    AckFin { seq: u32, ack: u32, win: u16 },
+    /// (it occupies sequence space). `tsecr`: with timestamps, the
+    /// answer carries a timestamp option echoing ts_recent (Linux's
+    /// `tcp_v4_timewait_ack`).
+    AckFin { seq: u32, ack: u32, win: u16, tsecr: Option<u32> },
     /// A bare ACK exactly at rcv_nxt: no answer, timer restarted (Linux's
     /// `inet_twsk_reschedule`).
     Absorbed,
@@ -111,8 +142,9 @@ pub enum TwAction {
     /// `snd_nxt + 65535 + 2` (`tcp_timewait_state_process`).
     NewConnection { isn: u32, rcv_nxt: u32 },
     /// Any other segment: ACK with the TIME-WAIT's numbers; `restarted`
-    /// when it carried ACK (or failed PAWS), which restarts the timer.
-    Ack { seq: u32, ack: u32, win: u16, restarted: bool },
+    /// when it carried ACK (or failed PAWS), which restarts the timer;
+    /// `tsecr` as for `AckFin`.
+    Ack { seq: u32, ack: u32, win: u16, tsecr: Option<u32>, restarted: bool },
     /// Same, but suppressed by the 500 ms rate limit (counted).
     AckLimited { restarted: bool },
 }
@@ -175,35 +207,25 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
         self.len() == 0
     }
 
-    /// Puts a connection into TIME-WAIT at `now_ms`. `false` (and an
-    /// overflow counted) when the table is full, like Linux past
-    /// `tcp_max_tw_buckets` ("TCP: time wait bucket table overflow").
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert(
-        &mut self,
-        now_ms: u32,
-        tuple: &FourTuple,
-        id: ConnId,
-        snd_nxt: u32,
-        rcv_nxt: u32,
-        win: u16,
-        ts: Option<u32>,
-    ) -> bool {
+    /// Puts a connection into TIME-WAIT at `now_ms` with its sequence state.
+    /// `false` (and an overflow counted) when the table is full, like Linux
+    /// past `tcp_max_tw_buckets` ("TCP: time wait bucket table overflow").
+    pub fn insert(&mut self, now_ms: u32, tuple: &FourTuple, id: ConnId, seq: TwSeq) -> bool {
         if self.len() >= self.cfg.max {
             self.overflows += 1;
             return false;
         }
         let expires = now_ms.saturating_add(self.cfg.len_ms);
         let rec = TwRecord {
-            snd_nxt,
-            rcv_nxt,
-            ts_recent: ts.unwrap_or(0),
+            snd_nxt: seq.snd_nxt,
+            rcv_nxt: seq.rcv_nxt,
+            ts_recent: seq.ts_recent.unwrap_or(0),
             expires,
             last_invalid_ack: 0,
-            win,
+            win: seq.win,
             id: id as u32,
             generation: self.next_generation,
-            has_ts: ts.is_some(),
+            has_ts: seq.ts_recent.is_some(),
             acked_invalid: false,
         };
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -260,10 +282,12 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
         let f = seg.flags;
         // PAWS (RFC 7323 §5): with timestamps, an older TSval is an old
         // duplicate.
-        let paws_reject = rec.has_ts && tsval.is_some_and(|v| before(v, rec.ts_recent));
+        let paws_reject = rec.has_ts && tsval.is_some_and(|v| paws_older(v, rec.ts_recent));
         if !paws_reject && seg.seq == rec.rcv_nxt && (seg.seq_len() == 0 || f.rst) {
             // In window: only a reset or a bare ACK can be here.
-            if let Some(t) = tsval {
+            if rec.has_ts
+                && let Some(t) = tsval
+            {
                 rec.ts_recent = t;
             }
             if f.rst {
@@ -286,8 +310,8 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
             if (seq_ok || ts_ok) && !listener {
                 // tcp_v4_rcv: TCP_TW_SYN without a listener falls through
                 // to the TIME-WAIT's ACK (no rate limit, no restart).
-                let (seq, ack, win) = (rec.snd_nxt, rec.rcv_nxt, rec.win);
-                return Some((id, TwAction::Ack { seq, ack, win, restarted: false }));
+                let (seq, ack, win, tsecr) = (rec.snd_nxt, rec.rcv_nxt, rec.win, rec.ts_recent());
+                return Some((id, TwAction::Ack { seq, ack, win, tsecr, restarted: false }));
             }
             if seq_ok || ts_ok {
                 let rcv_nxt = rec.rcv_nxt;
@@ -310,15 +334,15 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
             self.restart(&k, now_ms);
         }
         let rec = self.get_mut(&k).expect("record exists");
-        let (seq, ack, win) = (rec.snd_nxt, rec.rcv_nxt, rec.win);
+        let (seq, ack, win, tsecr) = (rec.snd_nxt, rec.rcv_nxt, rec.win, rec.ts_recent());
         if f.fin && seg.seq.wrapping_add(seg.seq_len()) == ack {
-            return Some((id, TwAction::AckFin { seq, ack, win }));
+            return Some((id, TwAction::AckFin { seq, ack, win, tsecr }));
         }
         // tcp_oow_rate_limited: data without SYN is not part of an ACK
         // loop and is always answered; bare ACKs and SYNs at most once per
         // 500 ms (tcp_invalid_ratelimit).
         if seg.seq_len() != 0 && !f.syn {
-            return Some((id, TwAction::Ack { seq, ack, win, restarted }));
+            return Some((id, TwAction::Ack { seq, ack, win, tsecr, restarted }));
         }
         if rec.acked_invalid && now_ms.wrapping_sub(rec.last_invalid_ack) < INVALID_RATELIMIT_MS {
             self.limited += 1;
@@ -326,7 +350,7 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
         }
         rec.acked_invalid = true;
         rec.last_invalid_ack = now_ms;
-        Some((id, TwAction::Ack { seq, ack, win, restarted }))
+        Some((id, TwAction::Ack { seq, ack, win, tsecr, restarted }))
     }
 
     /// Restarts a record's timer (its queue entry notices when it comes due).
@@ -403,7 +427,7 @@ mod tests {
     fn table(rfc1337: bool) -> TimeWaitTable<RandomState> {
         let mut t = TimeWaitTable::new(TwConfig { len_ms: 60_000, rfc1337, max: 4 }, RandomState::new());
         // Our snd_nxt 1001, the peer's rcv_nxt 5001 (after its FIN at 5000).
-        assert!(t.insert(0, &tuple(), 7, 1001, 5001, 502, None));
+        assert!(t.insert(0, &tuple(), 7, TwSeq { snd_nxt: 1001, rcv_nxt: 5001, win: 502, ts_recent: None }));
         t
     }
 
@@ -423,7 +447,7 @@ mod tests {
     #[test]
     fn test_time_wait_fin_reacked_every_time_and_timer_restarted() {
         let mut t = table(false);
-        let re_ack = Some(TwAction::AckFin { seq: 1001, ack: 5001, win: 502 });
+        let re_ack = Some(TwAction::AckFin { seq: 1001, ack: 5001, win: 502, tsecr: None });
         assert_eq!(answer(&mut t, 30_000, "F.", 5000, 1001), re_ack);
         // A FIN occupies sequence space: never rate-limited.
         assert_eq!(answer(&mut t, 30_001, "F.", 5000, 1001), re_ack);
@@ -463,8 +487,8 @@ mod tests {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
         let (a, mut b) = (tuple(), tuple());
         b.remote.set_port(40001);
-        t.insert(0, &a, 1, 1, 100, 0, None);
-        t.insert(10_000, &b, 2, 1, 100, 0, None);
+        t.insert(0, &a, 1, TwSeq { snd_nxt: 1, rcv_nxt: 100, win: 0, ts_recent: None });
+        t.insert(10_000, &b, 2, TwSeq { snd_nxt: 1, rcv_nxt: 100, win: 0, ts_recent: None });
         let ack = |tu: &FourTuple| Segment {
             src: tu.remote,
             dst: tu.local,
@@ -486,7 +510,7 @@ mod tests {
     #[test]
     fn test_time_wait_timeout_default_60s() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
-        t.insert(5, &tuple(), 1, 1, 1, 0, None);
+        t.insert(5, &tuple(), 1, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None });
         assert_eq!(t.poll_at(), Some(60_005));
         assert_eq!(t.entries(20_005).map(|e| e.2).collect::<Vec<_>>(), vec![40_000]);
     }
@@ -522,7 +546,7 @@ mod tests {
     #[test]
     fn test_time_wait_syn_below_rcv_nxt_acked_then_rate_limited_no_restart() {
         let mut t = table(false);
-        let ack = Some(TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: false });
+        let ack = Some(TwAction::Ack { seq: 1001, ack: 5001, win: 502, tsecr: None, restarted: false });
         assert_eq!(answer(&mut t, 1, "S", 100, 0), ack);
         assert_eq!(answer(&mut t, 400, "S", 100, 0), Some(TwAction::AckLimited { restarted: false }));
         assert_eq!(t.limited, 1);
@@ -533,7 +557,7 @@ mod tests {
     #[test]
     fn test_time_wait_syn_above_rcv_nxt_without_listener_acked() {
         let mut t = table(false);
-        let ack = (7, TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: false });
+        let ack = (7, TwAction::Ack { seq: 1001, ack: 5001, win: 502, tsecr: None, restarted: false });
         assert_eq!(t.process(1, &seg("S", 9000, 0), None, false), Some(ack));
         assert_eq!(t.process(2, &seg("S", 9000, 0), None, false), Some(ack), "not rate-limited");
         assert!(t.get(&tuple()).is_some());
@@ -544,20 +568,63 @@ mod tests {
         let mut t = table(false);
         let mut data = seg("P.", 5001, 1001);
         data.len = 10;
-        let ack = TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: true };
+        let ack = TwAction::Ack { seq: 1001, ack: 5001, win: 502, tsecr: None, restarted: true };
         assert_eq!(t.process(1, &data, None, true), Some((7, ack)));
         assert_eq!(t.process(2, &data, None, true), Some((7, ack)));
         assert_eq!(t.limited, 0);
     }
 
+    fn ts_table() -> TimeWaitTable<RandomState> {
+        let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
+        t.insert(0, &tuple(), 1, TwSeq { snd_nxt: 1001, rcv_nxt: 5001, win: 502, ts_recent: Some(777) });
+        t
+    }
+
     #[test]
     fn test_time_wait_syn_with_newer_tsval_accepted() {
-        let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
-        t.insert(0, &tuple(), 1, 1001, 5001, 502, Some(777));
+        let mut t = ts_table();
         let older = t.process(1, &seg("S", 100, 0), Some(700), true).map(|x| x.1);
-        assert_eq!(older, Some(TwAction::Ack { seq: 1001, ack: 5001, win: 502, restarted: true }), "PAWS");
+        let ack = TwAction::Ack { seq: 1001, ack: 5001, win: 502, tsecr: Some(777), restarted: true };
+        assert_eq!(older, Some(ack), "PAWS");
         let newer = t.process(600, &seg("S", 100, 0), Some(778), true).map(|x| x.1);
         assert_eq!(newer, Some(TwAction::NewConnection { isn: 1001 + 65537, rcv_nxt: 5001 }));
+    }
+
+    #[test]
+    fn test_time_wait_timestamps_echoed_and_paws() {
+        let mut t = ts_table();
+        assert_eq!(t.get(&tuple()).unwrap().ts_recent(), Some(777));
+        // A retransmitted FIN (out of window) is ACKed echoing ts_recent,
+        // which it does not change.
+        let re_ack = TwAction::AckFin { seq: 1001, ack: 5001, win: 502, tsecr: Some(777) };
+        assert_eq!(t.process(1, &seg("F.", 5000, 1001), Some(900), true).map(|x| x.1), Some(re_ack));
+        assert_eq!(t.get(&tuple()).unwrap().ts_recent(), Some(777));
+        // A bare ACK at rcv_nxt with an old TSval fails PAWS: ACKed (not
+        // absorbed), timer restarted; with a newer one it is absorbed and
+        // becomes ts_recent.
+        let paws = TwAction::Ack { seq: 1001, ack: 5001, win: 502, tsecr: Some(777), restarted: true };
+        assert_eq!(t.process(2, &seg(".", 5001, 1001), Some(776), true).map(|x| x.1), Some(paws));
+        assert_eq!(t.process(3, &seg(".", 5001, 1001), Some(800), true).map(|x| x.1), Some(TwAction::Absorbed));
+        assert_eq!(t.get(&tuple()).unwrap().ts_recent(), Some(800));
+        // An RST at rcv_nxt with an old TSval: ignored, TIME-WAIT stays.
+        assert_eq!(t.process(4, &seg("R", 5001, 0), Some(799), true).map(|x| x.1), Some(TwAction::RstOutOfWindow));
+        assert!(t.get(&tuple()).is_some());
+        // A segment without the option is not checked (Linux's saw_tstamp).
+        assert_eq!(t.process(5, &seg(".", 5001, 1001), None, true).map(|x| x.1), Some(TwAction::Absorbed));
+        // TSvals compare in sequence space: one after a wrap is newer.
+        let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
+        t.insert(0, &tuple(), 1, TwSeq { snd_nxt: 1001, rcv_nxt: 5001, win: 502, ts_recent: Some(u32::MAX - 1) });
+        assert_eq!(t.process(1, &seg(".", 5001, 1001), Some(3), true).map(|x| x.1), Some(TwAction::Absorbed));
+    }
+
+    #[test]
+    fn test_time_wait_without_timestamps_tsval_ignored() {
+        // A record without timestamps neither checks nor echoes them.
+        let mut t = table(false);
+        assert_eq!(t.get(&tuple()).unwrap().ts_recent(), None);
+        assert_eq!(t.process(1, &seg(".", 5001, 1001), Some(1), true).map(|x| x.1), Some(TwAction::Absorbed));
+        let ack = TwAction::Ack { seq: 1001, ack: 5001, win: 502, tsecr: None, restarted: false };
+        assert_eq!(t.process(2, &seg("S", 100, 0), Some(u32::MAX / 2), true).map(|x| x.1), Some(ack));
     }
 
     #[test]
@@ -566,11 +633,11 @@ mod tests {
         for p in 1..=3u16 {
             let mut tu = tuple();
             tu.remote.set_port(p);
-            assert!(t.insert(0, &tu, 1, 1, 1, 0, None));
+            assert!(t.insert(0, &tu, 1, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None }));
         }
         let mut tu = tuple();
         tu.remote.set_port(9);
-        assert!(!t.insert(0, &tu, 1, 1, 1, 0, None));
+        assert!(!t.insert(0, &tu, 1, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None }));
         assert_eq!(t.overflows, 1);
     }
 
@@ -584,7 +651,7 @@ mod tests {
     fn test_time_wait_ipv6_tuple() {
         let mut t = TimeWaitTable::new(TwConfig::default(), RandomState::new());
         let tu = FourTuple { local: "[fd00::2]:80".parse().unwrap(), remote: "[fd00::1]:4000".parse().unwrap() };
-        t.insert(0, &tu, 3, 1, 1, 0, None);
+        t.insert(0, &tu, 3, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None });
         assert_eq!(expired_any(&mut t, 60_000), vec![(tu, 3)]);
     }
 }
