@@ -2,13 +2,16 @@
 //! with `--json`, its verdicts and counts asserted, every lab removed;
 //! Ctrl-C prints the summary and removes the lab.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use closelab::view::json::{self, Json};
 
-use crate::util::{BIN, assert_lab_gone, describe, require_root};
+use crate::util::{BIN, Closelab, LabGuard, assert_lab_gone, cmdline, describe, require_root, run_within};
+
+/// The longest run here (the port-exhaustion story's three runs) takes
+/// ~12 s on this machine: killed and reported after 10x that.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Run {
     code: Option<i32>,
@@ -19,8 +22,8 @@ struct Run {
 fn load(args: &[&str]) -> Run {
     let mut c = Command::new(BIN);
     c.arg("load").arg("--json").args(args);
-    let line = format!("{c:?}");
-    let out = c.output().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    let line = cmdline(&c);
+    let out = run_within(&mut c, LOAD_TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let text = describe(&line, &out.status, &stdout, &String::from_utf8_lossy(&out.stderr));
     let lines =
@@ -179,38 +182,31 @@ fn load_sigint_prints_summary_and_removes_lab_root() {
     if !require_root("load_sigint_prints_summary_and_removes_lab_root") {
         return;
     }
-    let mut child = Command::new(BIN)
-        .args(["load", "--json", "--duration", "60s", "--rate", "200/s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let mut buf = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        buf.clear();
-        if out.read_line(&mut buf).unwrap() == 0 {
-            break;
+    // Killed on drop if the test fails before it exits; its lab is taken
+    // down by a guard once its note names it.
+    let mut child = Closelab::spawn(Command::new(BIN).args(["load", "--json", "--duration", "60s", "--rate", "200/s"]));
+    let mut guard = None;
+    // Each line within util::WAIT; the first sample means the load runs.
+    loop {
+        let l = child.next_line("a load-sample line");
+        if let Some(name) = lab_of(&l) {
+            guard = Some(LabGuard::new(&name));
         }
-        lines.push(buf.trim_end().to_string());
-        if buf.contains("\"load-sample\"") {
+        if l.contains("\"load-sample\"") {
             break;
         }
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    for l in out.lines() {
-        lines.push(l.unwrap());
-    }
-    let status = child.wait().unwrap();
-    let all = lines.join("\n");
-    assert_eq!(status.code(), Some(130), "{all}");
-    let summary = lines.iter().find(|l| l.contains("\"load-summary\"")).unwrap_or_else(|| panic!("no summary: {all}"));
+    let lab = guard.unwrap_or_else(|| panic!("no `load on lab` note before the first sample"));
+    child.signal(nix::sys::signal::Signal::SIGINT);
+    let done = child.finish(Duration::from_secs(30));
+    done.assert_code(130);
+    let summary =
+        done.lines.iter().find(|l| l.contains("\"load-summary\"")).unwrap_or_else(|| panic!("no summary{done}"));
     assert!(summary.contains("\"interrupted\":true"), "{summary}");
-    let lab = lines
-        .iter()
-        .find_map(|l| l.split("load on lab ").nth(1).map(|t| t.split(':').next().unwrap().to_string()))
-        .unwrap_or_else(|| panic!("no lab note: {all}"));
-    assert_lab_gone(&lab);
+    assert_lab_gone(lab.name());
+}
+
+/// The lab named by a `load on lab NAME: …` note line.
+fn lab_of(line: &str) -> Option<String> {
+    line.split("load on lab ").nth(1).map(|t| t.split(':').next().unwrap_or("").to_string())
 }

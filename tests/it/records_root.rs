@@ -6,18 +6,26 @@
 
 use std::io::Write;
 use std::process::Command;
+use std::time::Duration;
 
 use closelab::view::json::Json;
 
-use crate::util::{BIN, Closelab, LabGuard, closelab, describe, require_root, str_of, unique_lab_name};
+use crate::util::{
+    BIN, Closelab, LabGuard, closelab, cmdline, describe, require_root, run_within, str_of, unique_lab_name,
+};
 
-/// Runs `scenario run ARGS --json` in a fresh lab; its events and status.
+/// One scenario run here takes ~2 s: killed and reported after 60 s.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `scenario run ARGS --json` in a fresh lab (taken down by a guard
+/// however the test ends); its events and status.
 fn scenario_json(args: &[&str]) -> (Vec<Json>, i32) {
-    let lab = unique_lab_name();
+    let guard = LabGuard::new(&unique_lab_name());
+    let lab = guard.name().to_string();
     let mut c = Command::new(BIN);
     c.arg("scenario").arg("run").args(args).args(["--json", "--lab-name", &lab]);
-    let line = format!("{c:?}");
-    let out = c.output().unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
+    let line = cmdline(&c);
+    let out = run_within(&mut c, SCENARIO_TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let events = stdout
         .lines()
@@ -207,7 +215,7 @@ fn test_listen_lab_json_has_linux_side_state_events() {
         "-c",
         "import socket; s=socket.create_connection(('10.201.0.2',7000)); s.sendall(b'hello'); s.recv(5); s.close()",
     ]);
-    let out = py.output().expect("run python3 in the lab");
+    let out = crate::util::run(&mut py);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let done = l.finish(crate::util::RUN_TIMEOUT);
     done.assert_code(0);
@@ -251,9 +259,10 @@ fn test_lab_up_inside_ip_netns_exec_refuses_and_creates_nothing() {
     }
     let outer = crate::util::Netns::new();
     let name = unique_lab_name();
+    let _guard = LabGuard::new(&name);
     let mut c = Command::new("ip");
     c.args(["netns", "exec", outer.name(), BIN, "lab", "up", "--name", &name]);
-    let out = c.output().expect("run ip netns exec");
+    let out = crate::util::run(&mut c);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
