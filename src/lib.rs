@@ -21,9 +21,12 @@
 //!   loop, the network-namespace lab, the Linux kernel peer and sock_diag.
 //!   Nothing outside `sys` opens fds, reads the clock, spawns processes or
 //!   enters namespaces.
+//! - [`cmd`] is one module per subcommand: clap's options in, validated
+//!   into typed configuration, run over `sys`, exit code out.
 //! - [`config`] turns what a user typed (durations, addresses, policies) into
 //!   typed configuration, with one clear error per mistake.
 
+pub mod cmd;
 pub mod config;
 pub mod control_proto;
 pub mod endpoint;

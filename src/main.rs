@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use closelab::config;
 use closelab::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy};
@@ -20,7 +20,7 @@ use closelab::view::TraceLevel;
 /// Watch TCP connections close on real packets: a userspace TCP endpoint
 /// (smoltcp) on a TUN device, with every segment and state change of both ends.
 #[derive(Parser)]
-#[command(name = "closelab", version)]
+#[command(name = "closelab", version = closelab::cmd::packaging::VERSION)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -158,6 +158,18 @@ enum Cmd {
         /// Whose states --svg-counts counts.
         #[arg(long, value_enum, default_value = "closelab")]
         counts_side: SideArg,
+    },
+    /// Print a shell completion script to stdout, e.g. `closelab completions bash > /etc/bash_completion.d/closelab`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or with --out write closelab.1 and one page per subcommand.
+    Man {
+        /// Write closelab.1, closelab-listen.1, closelab-lab-up.1, … into this directory (each path is printed).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -1008,6 +1020,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             let stdout = std::io::stdout();
             closelab::sys::ladder::run(&job, &mut stdout.lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Completions { shell } => {
+            closelab::cmd::packaging::completions(shell, Cli::command(), &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man { out } => {
+            closelab::cmd::packaging::man(Cli::command(), out.as_deref(), &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -16,6 +16,7 @@ mod lab_root;
 mod ladder_cli;
 mod load_cli;
 mod load_root;
+mod packaging_cli;
 mod pcap_root;
 mod perf_root;
 mod records_root;
