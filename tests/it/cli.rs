@@ -245,7 +245,8 @@ fn test_malformed_tun_name() {
 #[test]
 fn test_help_and_version() {
     let out = util::run_ok(&mut closelab(&["--version"]));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("closelab {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("closelab {}\n", closelab::cmd::packaging::VERSION));
+    assert!(closelab::cmd::packaging::VERSION.starts_with(&format!("{} (smoltcp 0.", env!("CARGO_PKG_VERSION"))));
     let out = util::run_ok(&mut closelab(&["listen", "--help"]));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--exit-after"), "{help}");
