@@ -708,6 +708,13 @@ fn serve_options(ep: EndpointArgs, app: &str, close: CloseArg, mode: Mode) -> Re
                 return Err("--addr is required: closelab's own address with prefix, e.g. --addr 10.201.0.2/24".into());
             }
             let addrs = ep.addr.iter().map(|a| config::parse_cidr(a)).collect::<Result<Vec<_>, _>>()?;
+            if addrs.len() > closelab::endpoint::MAX_ADDRS {
+                return Err(format!(
+                    "at most {} --addr (smoltcp's interface holds {} addresses, e.g. one IPv4 and one IPv6)",
+                    closelab::endpoint::MAX_ADDRS,
+                    closelab::endpoint::MAX_ADDRS
+                ));
+            }
             let mut peers = Vec::new();
             if ep.peer_addr.is_empty() {
                 for a in &addrs {

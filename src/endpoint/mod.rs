@@ -62,6 +62,11 @@ fn tsval() -> u32 {
     TSVAL_CLOCK.with(std::cell::Cell::get)
 }
 
+/// Addresses smoltcp's interface holds (its `IFACE_MAX_ADDR_COUNT`
+/// default, 2): the CLI refuses more, since a third would be ours to the
+/// dispatcher but unknown to smoltcp.
+pub const MAX_ADDRS: usize = 2;
+
 /// Shortest wait before a timer that just fired may fire again.
 pub const MIN_REFIRE: Duration = Duration::from_millis(1);
 

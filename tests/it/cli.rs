@@ -87,6 +87,24 @@ fn test_connect_remote_errors() {
 /// refuses with a panic), the prefix's own broadcast and network address, a
 /// /0 prefix, a broadcast peer and connect target.
 #[test]
+fn test_more_addresses_than_smoltcp_holds() {
+    let mut c = closelab(&[
+        "listen",
+        "--tun",
+        "clx0",
+        "--port",
+        "7000",
+        "--addr",
+        "10.209.0.2/24",
+        "--addr",
+        "10.209.1.2/24",
+        "--addr",
+        "10.209.2.2/24",
+    ]);
+    expect_error(&mut c, "at most 2 --addr (smoltcp's interface holds 2 addresses, e.g. one IPv4 and one IPv6)");
+}
+
+#[test]
 fn test_non_host_addresses() {
     for (addr, why) in [
         ("255.255.255.255/24", "the broadcast address, not a unicast host address"),
