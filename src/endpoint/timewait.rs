@@ -7,7 +7,7 @@
 //! Sans-IO like the rest of the endpoint: time comes in as milliseconds since
 //! the endpoint's start, answers go out as [`TwAction`]s the caller turns into
 //! segments and events. Lookups are one hash probe. Expiry: every record
-//! gets one entry in a FIFO queue when it is inserted (all share one
+//! gets one entry in a FIFO queue (one for IPv4, one for IPv6) when it is inserted (all share one
 //! duration, so the queue is in time order). A restart only moves the
 //! record's expiry; when its queue entry comes due and the record has been
 //! restarted since, the entry moves to a small heap ordered by the new
@@ -173,8 +173,12 @@ pub struct TimeWaitTable<S> {
     cfg: TwConfig,
     v4: HashMap<V4Key, TwRecord, S>,
     other: HashMap<FourTuple, TwRecord, S>,
-    /// (expires, generation, key) in insertion order = expiry order.
-    queue: VecDeque<(u32, u16, Key)>,
+    /// (expires, generation, key) of IPv4 records in insertion order =
+    /// expiry order (kept apart from the others so an entry is 20 bytes,
+    /// not the size of a pair of IPv6 socket addresses).
+    queue: VecDeque<(u32, u16, V4Key)>,
+    /// The same for the other records (IPv6).
+    queue_other: VecDeque<(u32, u16, FourTuple)>,
     /// Entries of records restarted after insertion, by their new expiry.
     requeued: BinaryHeap<Reverse<(u32, u16, Key)>>,
     /// Generation for the next record.
@@ -192,6 +196,7 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
             v4: HashMap::with_hasher(hasher.clone()),
             other: HashMap::with_hasher(hasher),
             queue: VecDeque::new(),
+            queue_other: VecDeque::new(),
             requeued: BinaryHeap::new(),
             next_generation: 0,
             overflows: 0,
@@ -229,12 +234,16 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
             acked_invalid: false,
         };
         self.next_generation = self.next_generation.wrapping_add(1);
-        let k = key(tuple);
-        match k {
-            Key::V4(k) => self.v4.insert(k, rec),
-            Key::Other(t) => self.other.insert(t, rec),
-        };
-        self.queue.push_back((expires, rec.generation, k));
+        match key(tuple) {
+            Key::V4(k) => {
+                self.v4.insert(k, rec);
+                self.queue.push_back((expires, rec.generation, k));
+            }
+            Key::Other(t) => {
+                self.other.insert(t, rec);
+                self.queue_other.push_back((expires, rec.generation, t));
+            }
+        }
         true
     }
 
@@ -364,19 +373,36 @@ impl<S: BuildHasher + Clone> TimeWaitTable<S> {
     /// Earliest expiry pending (may belong to a restarted record: then
     /// `expire` moves it and the caller asks again).
     pub fn poll_at(&self) -> Option<u32> {
-        [self.queue.front().map(|e| e.0), self.requeued.peek().map(|e| e.0.0)].into_iter().flatten().min()
+        self.fronts().into_iter().flatten().min()
+    }
+
+    /// The expiry at the head of each pending list: IPv4 queue, other
+    /// queue, restarted heap.
+    fn fronts(&self) -> [Option<u32>; 3] {
+        [self.queue.front().map(|e| e.0), self.queue_other.front().map(|e| e.0), self.requeued.peek().map(|e| e.0.0)]
+    }
+
+    /// Pending expiry entries (one per record at most, plus stale ones of
+    /// removed records).
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        self.queue.len() + self.queue_other.len() + self.requeued.len()
     }
 
     /// Removes every record due at `now_ms`, calling `f(tuple, id)` for each
     /// (the caller emits `TIME-WAIT -> CLOSED (timer)`).
     pub fn expire(&mut self, now_ms: u32, mut f: impl FnMut(FourTuple, ConnId)) {
         loop {
-            let from_queue = self.queue.front().map(|e| e.0);
-            let from_heap = self.requeued.peek().map(|e| e.0.0);
-            let (at, generation, k) = match (from_queue, from_heap) {
-                (Some(q), h) if q <= now_ms && h.is_none_or(|h| q <= h) => self.queue.pop_front().expect("front"),
-                (_, Some(h)) if h <= now_ms => self.requeued.pop().expect("peeked").0,
-                _ => return,
+            let fronts = self.fronts();
+            let Some(due) = fronts.into_iter().flatten().min().filter(|d| *d <= now_ms) else { return };
+            let (at, generation, k) = if fronts[0] == Some(due) {
+                let (at, g, k) = self.queue.pop_front().expect("front");
+                (at, g, Key::V4(k))
+            } else if fronts[1] == Some(due) {
+                let (at, g, t) = self.queue_other.pop_front().expect("front");
+                (at, g, Key::Other(t))
+            } else {
+                self.requeued.pop().expect("peeked").0
             };
             let Some(rec) = self.get_mut(&k) else { continue };
             if rec.generation != generation {
@@ -474,9 +500,9 @@ mod tests {
         for now in 1..=10_000 {
             answer(&mut t, now, ".", 5001, 1001);
         }
-        assert_eq!(t.queue.len() + t.requeued.len(), 1);
+        assert_eq!(t.pending(), 1);
         assert!(expired(&mut t, 60_000).is_empty());
-        assert_eq!(t.queue.len() + t.requeued.len(), 1);
+        assert_eq!(t.pending(), 1);
         assert_eq!(expired(&mut t, 70_000), vec![(tuple(), 7)]);
     }
 
@@ -653,5 +679,24 @@ mod tests {
         let tu = FourTuple { local: "[fd00::2]:80".parse().unwrap(), remote: "[fd00::1]:4000".parse().unwrap() };
         t.insert(0, &tu, 3, TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None });
         assert_eq!(expired_any(&mut t, 60_000), vec![(tu, 3)]);
+    }
+
+    #[test]
+    fn test_time_wait_ipv4_and_ipv6_expire_in_time_order() {
+        let mut t = TimeWaitTable::new(TwConfig { len_ms: 60_000, rfc1337: false, max: 8 }, RandomState::new());
+        let v6 = FourTuple { local: "[fd00::2]:80".parse().unwrap(), remote: "[fd00::1]:4000".parse().unwrap() };
+        let seq = TwSeq { snd_nxt: 1, rcv_nxt: 1, win: 0, ts_recent: None };
+        assert!(t.insert(0, &v6, 1, seq));
+        assert!(t.insert(5, &tuple(), 2, seq));
+        assert!(t.insert(10, &v6_other(), 3, seq));
+        assert_eq!(t.poll_at(), Some(60_000));
+        assert_eq!(expired(&mut t, 60_004), vec![(v6, 1)]);
+        assert_eq!(expired(&mut t, 60_009), vec![(tuple(), 2)]);
+        assert_eq!(expired(&mut t, 60_010), vec![(v6_other(), 3)]);
+        assert_eq!((t.len(), t.pending(), t.poll_at()), (0, 0, None));
+    }
+
+    fn v6_other() -> FourTuple {
+        FourTuple { local: "[fd00::2]:80".parse().unwrap(), remote: "[fd00::1]:4001".parse().unwrap() }
     }
 }
