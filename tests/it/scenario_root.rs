@@ -153,7 +153,7 @@ fn test_run_all_exits_0_and_pcap_opens_in_tcpdump() {
             }
         })
         .collect();
-    assert!(timeline.len() > 100, "21 scenarios send more than {} segments", timeline.len());
+    assert!(timeline.len() > 100, "all built-in scenarios send more than {} segments", timeline.len());
     // The capture opens in tcpdump and holds exactly those segments.
     if !util::require_tool("scenario_root::test_run_all_exits_0_and_pcap_opens_in_tcpdump (tcpdump part)", "tcpdump") {
         return;
