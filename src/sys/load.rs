@@ -300,6 +300,31 @@ fn run_one(
     Ok(report)
 }
 
+/// The longest closelab waits at the end of a run for closes under way.
+const SETTLE: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
+
+/// Runs the endpoint until no connection is in FIN-WAIT-1, FIN-WAIT-2,
+/// CLOSING or LAST-ACK (each waits for a segment already due from the
+/// peer), or until `until`.
+struct Settle {
+    until: Instant,
+    /// Some connection was still closing when the run ended.
+    waited: bool,
+}
+
+impl Driver for Settle {
+    fn tick(&mut self, now: Instant, ep: &mut Endpoint, _sink: &mut dyn Sink) -> io::Result<Tick> {
+        let closing = ep.connections(now).iter().any(|c| {
+            matches!(c.state, TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::LastAck)
+        });
+        if !closing || now >= self.until {
+            return Ok(Tick::Stop);
+        }
+        self.waited = true;
+        Ok(Tick::Continue(Some((now + smoltcp::time::Duration::from_millis(20)).min(self.until))))
+    }
+}
+
 /// The kernel's count of packets dropped on the TUN's queue, from `ip -s link`.
 fn tun_dropped(ns: &str, dev: &str) -> Option<u64> {
     let o = lab::ip_command().args(["-n", ns, "-s", "link", "show", "dev", dev]).output().ok()?;
@@ -383,10 +408,22 @@ fn endpoint_run(
     }
     let outcome = run::run(&mut ep, clock, &tun, signals, &mut sink, &mut driver, StopWhen::default())
         .map_err(|e| e.to_string())?;
+    // Closes already under way (a FIN on its way) finish before the last
+    // sample, so the summary counts the TIME-WAIT they end in; not after
+    // Ctrl-C, which stops at once.
+    let mut settled = false;
+    // The run's length (and so its rate) ends here, before the wait.
+    let elapsed = driver.secs(clock.now());
+    if !matches!(outcome, Outcome::Interrupted) {
+        let mut settle = Settle { until: clock.now() + SETTLE, waited: false };
+        run::run(&mut ep, clock, &tun, signals, &mut sink, &mut settle, StopWhen::default())
+            .map_err(|e| e.to_string())?;
+        settled = settle.waited;
+    }
     let now = clock.now();
     let t = driver.secs(now);
     // The last partial second, so the summary covers the whole run.
-    if driver.samples.last().is_none_or(|s| t - s.t > 0.05) {
+    if settled || driver.samples.last().is_none_or(|s| t - s.t > 0.05) {
         driver.sample(now, &ep);
     }
     if let Some(g) = driver.generator.as_mut() {
@@ -396,7 +433,7 @@ fn endpoint_run(
     let report = Report {
         spec: spec.clone(),
         samples: std::mem::take(&mut driver.samples),
-        elapsed: t,
+        elapsed,
         client,
         interrupted: outcome == Outcome::Interrupted,
         tun_dropped: None,
