@@ -303,20 +303,32 @@ fn run_one(
 /// The longest closelab waits at the end of a run for closes under way.
 const SETTLE: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
 
-/// Runs the endpoint until no connection is in FIN-WAIT-1, FIN-WAIT-2,
-/// CLOSING or LAST-ACK (each waits for a segment already due from the
-/// peer), or until `until`.
-struct Settle {
+/// Runs the endpoint until no connection on either side is in FIN-WAIT-1,
+/// FIN-WAIT-2, CLOSING or LAST-ACK (each waits for a segment already due
+/// from the peer), or until `until`. closelab's side is the endpoint's own
+/// table, or the kernel server's sockets (`--server kernel`, `closelab`);
+/// the Linux side is always its sock_diag dump.
+struct Settle<'a> {
     until: Instant,
     /// Some connection was still closing when the run ended.
     waited: bool,
+    linux: &'a mut Diag,
+    closelab: Option<&'a mut Diag>,
+    notes: &'a mut Vec<String>,
 }
 
-impl Driver for Settle {
+const CLOSING: [TcpState; 4] = [TcpState::FinWait1, TcpState::FinWait2, TcpState::Closing, TcpState::LastAck];
+
+fn any_closing(c: &StateCounts) -> bool {
+    CLOSING.iter().any(|s| c[load::state_index(*s)] > 0)
+}
+
+impl Driver for Settle<'_> {
     fn tick(&mut self, now: Instant, ep: &mut Endpoint, _sink: &mut dyn Sink) -> io::Result<Tick> {
-        let closing = ep.connections(now).iter().any(|c| {
-            matches!(c.state, TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing | TcpState::LastAck)
-        });
+        let closing = match self.closelab.as_deref_mut() {
+            Some(d) => any_closing(&LoadDriver::diag_counts(d, self.notes)),
+            None => ep.connections(now).iter().any(|c| CLOSING.contains(&c.state)),
+        } || any_closing(&LoadDriver::diag_counts(self.linux, self.notes));
         if !closing || now >= self.until {
             return Ok(Tick::Stop);
         }
@@ -415,7 +427,13 @@ fn endpoint_run(
     // The run's length (and so its rate) ends here, before the wait.
     let elapsed = driver.secs(clock.now());
     if !matches!(outcome, Outcome::Interrupted) {
-        let mut settle = Settle { until: clock.now() + SETTLE, waited: false };
+        let mut settle = Settle {
+            until: clock.now() + SETTLE,
+            waited: false,
+            linux: &mut driver.linux_diag,
+            closelab: driver.closelab_diag.as_mut(),
+            notes: &mut driver.notes,
+        };
         run::run(&mut ep, clock, &tun, signals, &mut sink, &mut settle, StopWhen::default())
             .map_err(|e| e.to_string())?;
         settled = settle.waited;

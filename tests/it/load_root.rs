@@ -17,6 +17,10 @@ struct Run {
     code: Option<i32>,
     lines: Vec<Json>,
     text: String,
+    /// `lab down` for every lab the run's notes name, on drop: a run that
+    /// timed out (killed) or a test that panics leaves no lab behind. After
+    /// a run that removed its labs itself, `lab down` finds nothing to do.
+    _labs: Vec<LabGuard>,
 }
 
 fn load(args: &[&str]) -> Run {
@@ -26,9 +30,12 @@ fn load(args: &[&str]) -> Run {
     let out = run_within(&mut c, LOAD_TIMEOUT);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let text = describe(&line, &out.status, &stdout, &String::from_utf8_lossy(&out.stderr));
+    // The guards first, from the raw lines: a line that is not JSON panics
+    // below, and the labs named before it must still go.
+    let guards = stdout.lines().filter_map(lab_of).map(|n| LabGuard::new(&n)).collect();
     let lines =
         stdout.lines().map(|l| json::parse(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}{text}"))).collect();
-    Run { code: out.status.code(), lines, text }
+    Run { code: out.status.code(), lines, text, _labs: guards }
 }
 
 fn of_type<'a>(r: &'a Run, t: &str) -> Vec<&'a Json> {

@@ -377,6 +377,9 @@ fn test_ss_watch_redraws() {
             assert!(l.is_empty() || LISTEN_ONLY.lines().any(|x| x == l), "{l:?}");
         }
     }
+    // A lower bound only (it cannot fail on a slow machine): three redraws
+    // 100 ms apart take at least 200 ms, so this fails only if --watch
+    // stops waiting between redraws (a busy loop).
     assert!(started.elapsed() >= Duration::from_millis(200), "three redraws 100 ms apart");
     watch.signal(Signal::SIGINT);
     drop(watch);
