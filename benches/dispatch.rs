@@ -249,7 +249,7 @@ impl Lab {
         cfg.policy = Policy { close: ClosePolicy::Never, close_after: None, rst_on_unread: false };
         cfg.data_events = false;
         cfg.seed = 0x5eed;
-        let mut ep = Endpoint::new(cfg, now);
+        let mut ep = Endpoint::new(cfg, now).expect("endpoint config fits smoltcp");
         ep.listen(PORT);
         Lab { ep, now, sink: NullSink(0), peers: Vec::new() }
     }

@@ -242,6 +242,23 @@ pub struct HttpDone {
     pub result: Result<http::Response, http::HttpError>,
 }
 
+/// Errors of [`Endpoint::new`]: the configuration asks for more than
+/// smoltcp's interface holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot add address {addr}: the interface holds at most {max}")]
+    TooManyAddrs { addr: IpCidr, max: usize },
+    #[error("cannot add the default route via {0}: the route table is full")]
+    RouteTableFull(IpAddr),
+}
+
+// Bridge until cmd/ and sys/ have typed errors (issue 11).
+impl From<EndpointError> for String {
+    fn from(e: EndpointError) -> String {
+        e.to_string()
+    }
+}
+
 /// Errors of [`Endpoint::connect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectError {
@@ -597,32 +614,34 @@ pub struct Endpoint {
 impl Endpoint {
     /// Creates an endpoint; `now` is the start of the run's clock (events'
     /// `t` counts from it).
-    pub fn new(cfg: EndpointConfig, now: Instant) -> Endpoint {
+    pub fn new(cfg: EndpointConfig, now: Instant) -> Result<Endpoint, EndpointError> {
         let mut dev = MemoryDevice::new(cfg.mtu);
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = cfg.seed;
         let mut iface = Interface::new(config, &mut dev, now);
+        let mut refused = None;
         iface.update_ip_addrs(|addrs| {
             for a in &cfg.addrs {
-                // More than the interface can hold is a configuration error
-                // the CLI prevents; ignore extra ones rather than panic.
-                let _ = addrs.push(*a);
+                if addrs.push(*a).is_err() {
+                    refused = Some(*a);
+                    break;
+                }
             }
         });
+        if let Some(addr) = refused {
+            return Err(EndpointError::TooManyAddrs { addr, max: MAX_ADDRS });
+        }
         for gw in &cfg.gateways {
-            match gw {
-                IpAddr::V4(v4) => {
-                    let _ = iface.routes_mut().add_default_ipv4_route(*v4);
-                }
-                IpAddr::V6(v6) => {
-                    let _ = iface.routes_mut().add_default_ipv6_route(*v6);
-                }
-            }
+            let added = match gw {
+                IpAddr::V4(v4) => iface.routes_mut().add_default_ipv4_route(*v4).map(drop),
+                IpAddr::V6(v6) => iface.routes_mut().add_default_ipv6_route(*v6).map(drop),
+            };
+            added.map_err(|_| EndpointError::RouteTableFull(*gw))?;
         }
         let faults = FaultPath::new(cfg.faults.clone(), cfg.seed);
         let tuple_key = TupleHashKey::random();
         let slow = cfg.slow.map(|d| FaultPath::new(vec![FaultRule::slow(d)], cfg.seed));
-        Endpoint {
+        Ok(Endpoint {
             iface,
             start: now,
             conns: IdMap::default(),
@@ -644,7 +663,7 @@ impl Endpoint {
             syn: SynCache::new(cfg.seed),
             tw: timewait::TimeWaitTable::new(cfg.time_wait, tuple_key),
             cfg,
-        }
+        })
     }
 
     pub fn config(&self) -> &EndpointConfig {
