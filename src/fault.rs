@@ -31,7 +31,8 @@
 //! after-fin              only on a connection that has already seen a FIN
 //! conn=N | conn N        only connection #N
 //! occurrence:            1st | first | 2nd | 3rd | Nth | nth=N | every (default)
-//! DURATION:              number with unit us, ms, s or m; decimals allowed (1.5s)
+//! DURATION:              number with unit us, ms, s, m or h; decimals allowed (1.5s),
+//!                        as config::parse_duration reads (--slow too)
 //! ```
 //!
 //! Occurrences count the segments that match *this* rule's filters (per rule,
@@ -453,21 +454,12 @@ fn parse_number(s: &str) -> Option<f64> {
     if ok { s.parse().ok() } else { None }
 }
 
+/// The same grammar as `--slow` and every other duration closelab reads
+/// ([`crate::config::parse_duration`]: us, ms, s, m, h, decimals); a
+/// delay is at most a day, already far beyond any lab.
 fn parse_duration(s: &str) -> Option<Duration> {
-    let (num, unit_us) = if let Some(n) = s.strip_suffix("us") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix("ms") {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e6)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60e6)
-    } else {
-        return None;
-    };
-    let micros = (parse_number(num)? * unit_us).round();
-    // A day is already far beyond any lab; the bound keeps the cast exact.
-    (micros <= 86_400e6).then(|| Duration::from_micros(micros as u64))
+    let d = crate::config::parse_duration(s).ok()?;
+    (d <= Duration::from_secs(86_400)).then_some(d)
 }
 
 /// `1st`, `2nd`, `3rd`, `4th`, `11th`, `21st` …; the suffix must be right.
@@ -885,6 +877,10 @@ mod tests {
         assert_eq!(rule("delay=1.5s").action, Action::Delay(Duration::from_millis(1500)));
         assert_eq!(rule("delay 250us").action, Action::Delay(Duration::from_micros(250)));
         assert_eq!(rule("delay 2m").action, Action::Delay(Duration::from_secs(120)));
+        // The grammar of --slow and every other duration (config::parse_duration).
+        assert_eq!(rule("delay 1h").action, Action::Delay(Duration::from_secs(3600)));
+        assert_eq!(rule("delay 24h").action, Action::Delay(Duration::from_secs(86_400)));
+        assert_eq!(rule("delay=1.5sec").action, Action::Delay(Duration::from_millis(1500)));
         assert_eq!(rule("duplicate fin").action, Action::Dup);
         assert_eq!(rule("reorder 2 out data").action, Action::Reorder(2));
         assert_eq!(rule("reorder=3").action, Action::Reorder(3));
@@ -967,7 +963,7 @@ mod tests {
             "delay 1e3ms",
             "delay ms",
             "delay 1.2.3s",
-            "delay 2h",
+            "delay 25h",
             "dup -5%",
             "drop in=1",
             "drop conn",
@@ -996,6 +992,7 @@ mod tests {
             ("drop first after-fin ack out", "drop out ack after-fin 1st"),
             ("delay=1.5s in fin", "delay 1500ms in fin"),
             ("delay 60s", "delay 1m"),
+            ("delay 1h", "delay 60m"),
             ("delay 2s", "delay 2s"),
             ("delay 0.25ms", "delay 250us"),
             ("delay 0ms", "delay 0ms"),
