@@ -249,7 +249,7 @@ impl Lab {
         cfg.policy = Policy { close: ClosePolicy::Never, close_after: None, rst_on_unread: false };
         cfg.data_events = false;
         cfg.seed = 0x5eed;
-        let mut ep = Endpoint::new(cfg, now);
+        let mut ep = Endpoint::new(cfg, now).expect("endpoint config fits smoltcp");
         ep.listen(PORT);
         Lab { ep, now, sink: NullSink(0), peers: Vec::new() }
     }
@@ -497,6 +497,7 @@ fn tcp_segs(s: &TcpStream) -> Result<(u32, u32), String> {
     // SAFETY: tcp_info is plain old data; the kernel writes at most `len` bytes.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are live locals; the kernel writes at most `len` bytes.
     let rc = unsafe {
         libc::getsockopt(
             s.as_raw_fd(),
@@ -625,6 +626,7 @@ fn raise_nofile() -> Result<(u64, u64), String> {
     let old: u64 = r.rlim_cur;
     if r.rlim_cur != r.rlim_max {
         r.rlim_cur = r.rlim_max;
+        // SAFETY: plain syscall reading a local struct.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
             return Err(format!("setrlimit: {}", std::io::Error::last_os_error()));
         }

@@ -199,7 +199,7 @@ pub fn endpoint(data: &[u8]) {
 
     let start = Instant::from_secs(1000);
     let mut now = start;
-    let mut ep = Endpoint::new(cfg, now);
+    let mut ep = Endpoint::new(cfg, now).expect("endpoint config fits smoltcp");
     ep.listen(LISTEN_PORT);
     let mut check = Checker::default();
     let mut peers: HashMap<(SocketAddr, SocketAddr), PeerView> = HashMap::new();
@@ -535,9 +535,9 @@ fn answer_against_fixture(line: &str) {
     a_cfg.policy = Policy { close: ClosePolicy::Active, close_after: None, rst_on_unread: false };
     a_cfg.buffer = 4096;
     let start = Instant::from_secs(1000);
-    let mut b = Endpoint::new(b_cfg, start);
+    let mut b = Endpoint::new(b_cfg, start).expect("endpoint config fits smoltcp");
     b.listen(LISTEN_PORT);
-    let mut a = Endpoint::new(a_cfg, start);
+    let mut a = Endpoint::new(a_cfg, start).expect("endpoint config fits smoltcp");
     a.connect(start, SocketAddr::new(IpAddr::V4(EP4), LISTEN_PORT), 0).expect("fixture connects");
     let mut link = Link::new(a, b, start, Duration::from_millis(1));
     link.run_for(Duration::from_millis(50));

@@ -1090,7 +1090,7 @@ fn watch_interval(watch: Option<String>, filter: &mut Vec<String>) -> Result<Opt
             filter.insert(0, w);
             config::parse_duration("1s")?
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     if d == smoltcp::time::Duration::ZERO {
         return Err("--watch needs an interval above 0, e.g. --watch 500ms".into());

@@ -30,9 +30,9 @@ fn cfg(addr: &str, close: ClosePolicy, close_after: Option<Duration>, faults: &[
 /// B listens; A connects sending `send` bytes. Returns the link and A's
 /// connection number (B's is 1 as well: the first connection of each end).
 fn bench(server: EndpointConfig, client: EndpointConfig, send: usize) -> (Link, ConnId) {
-    let mut b = Endpoint::new(server, t0());
+    let mut b = Endpoint::new(server, t0()).expect("endpoint config fits smoltcp");
     b.listen(PORT);
-    let a = Endpoint::new(client, t0());
+    let a = Endpoint::new(client, t0()).expect("endpoint config fits smoltcp");
     let mut link = Link::new(a, b, t0(), ms(LATENCY_MS));
     let c = link.a.connect(t0(), "10.0.0.2:7000".parse().unwrap(), send).unwrap();
     (link, c)

@@ -28,7 +28,6 @@ pub mod timewait;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -242,6 +241,23 @@ pub struct HttpDone {
     pub result: Result<http::Response, http::HttpError>,
 }
 
+/// Errors of [`Endpoint::new`]: the configuration asks for more than
+/// smoltcp's interface holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot add address {addr}: the interface holds at most {max}")]
+    TooManyAddrs { addr: IpCidr, max: usize },
+    #[error("cannot add the default route via {0}: the route table is full")]
+    RouteTableFull(IpAddr),
+}
+
+// Bridge until cmd/ and sys/ have typed errors (issue 11).
+impl From<EndpointError> for String {
+    fn from(e: EndpointError) -> String {
+        e.to_string()
+    }
+}
+
 /// Errors of [`Endpoint::connect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectError {
@@ -437,125 +453,22 @@ impl SeqTracker {
 /// A packet read as TCP: its summary, or why it is not a segment.
 type Parsed = Result<Segment, wire::ParseError>;
 
-/// Hasher for the connection table, keyed by connection numbers: closelab
-/// hands them out (1, 2, 3 …), so no peer can choose colliding keys and a
-/// single multiply (FxHash) spreads them well. A segment looks its
+/// Map of the connection table, keyed by connection numbers: closelab hands
+/// them out (1, 2, 3 …), so no peer can choose colliding keys and FxHash (a
+/// single multiply per word) spreads them well. A segment looks its
 /// connection up several times; with SipHash those lookups and the tuple's
 /// were about a quarter of the per-segment instructions.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type IdMap<V> = HashMap<ConnId, V, BuildHasherDefault<IdHasher>>;
+type IdMap<V> = rustc_hash::FxHashMap<ConnId, V>;
 
 /// Hasher for the 4-tuple table. Its keys are chosen by peers (a SYN flood
 /// picks addresses and ports), so a fixed fast hash would let an attacker
-/// aim every tuple at one bucket (HashDoS). This one mixes each word into
-/// the state with a folded 64x64->128 multiply (as foldhash does) under a
-/// key drawn per endpoint from std's `RandomState` (the same per-process
-/// OS randomness `HashMap::new` already used here; not `cfg.seed`, which is
-/// often fixed and visible). Not cryptographic, but colliding keys cannot be
-/// computed without the key, which nothing reveals; several times cheaper
-/// than SipHash on a `FourTuple`, which hashes in 8 to 14 small writes.
-#[derive(Clone, Copy)]
-struct TupleHashKey(u64, u64);
-
-impl TupleHashKey {
-    fn random() -> TupleHashKey {
-        let r = RandomState::new();
-        TupleHashKey(r.hash_one(0x243f_6a88_85a3_08d3u64), r.hash_one(0x1319_8a2e_0370_7344u64))
-    }
-}
-
-impl BuildHasher for TupleHashKey {
-    type Hasher = TupleHasher;
-
-    #[inline]
-    fn build_hasher(&self) -> TupleHasher {
-        TupleHasher { acc: self.0, key: self.1 }
-    }
-}
-
-struct TupleHasher {
-    acc: u64,
-    key: u64,
-}
-
-impl TupleHasher {
-    #[inline]
-    fn mix(&mut self, n: u64) {
-        let p = u128::from(self.acc ^ n) * u128::from(self.key | 1);
-        self.acc = (p as u64) ^ ((p >> 64) as u64);
-    }
-}
-
-impl Hasher for TupleHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.mix(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            // The length keeps "ab" and "ab\0" apart.
-            self.mix(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.mix(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u16(&mut self, n: u16) {
-        self.mix(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u32(&mut self, n: u32) {
-        self.mix(u64::from(n));
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.mix(n);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // hashbrown takes the bucket from the low bits and a tag from the
-        // top 7: one more fold mixes every input bit into both.
-        let p = u128::from(self.acc) * u128::from(0x9e37_79b9_7f4a_7c15u64);
-        (p as u64) ^ ((p >> 64) as u64)
-    }
-}
+/// aim every tuple at one bucket (HashDoS). foldhash's `RandomState` keys
+/// its folded-multiply hash with a seed drawn per table from per-process
+/// OS randomness (not `cfg.seed`, which is often fixed and visible). Not
+/// cryptographic, but colliding keys cannot be computed without the seed,
+/// which nothing reveals; several times cheaper than SipHash on a
+/// `FourTuple`, which hashes in 8 to 14 small writes.
+type TupleHashKey = foldhash::fast::RandomState;
 
 /// The endpoint. See the module documentation.
 pub struct Endpoint {
@@ -597,36 +510,38 @@ pub struct Endpoint {
 impl Endpoint {
     /// Creates an endpoint; `now` is the start of the run's clock (events'
     /// `t` counts from it).
-    pub fn new(cfg: EndpointConfig, now: Instant) -> Endpoint {
+    pub fn new(cfg: EndpointConfig, now: Instant) -> Result<Endpoint, EndpointError> {
         let mut dev = MemoryDevice::new(cfg.mtu);
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = cfg.seed;
         let mut iface = Interface::new(config, &mut dev, now);
+        let mut refused = None;
         iface.update_ip_addrs(|addrs| {
             for a in &cfg.addrs {
-                // More than the interface can hold is a configuration error
-                // the CLI prevents; ignore extra ones rather than panic.
-                let _ = addrs.push(*a);
+                if addrs.push(*a).is_err() {
+                    refused = Some(*a);
+                    break;
+                }
             }
         });
+        if let Some(addr) = refused {
+            return Err(EndpointError::TooManyAddrs { addr, max: MAX_ADDRS });
+        }
         for gw in &cfg.gateways {
-            match gw {
-                IpAddr::V4(v4) => {
-                    let _ = iface.routes_mut().add_default_ipv4_route(*v4);
-                }
-                IpAddr::V6(v6) => {
-                    let _ = iface.routes_mut().add_default_ipv6_route(*v6);
-                }
-            }
+            let added = match gw {
+                IpAddr::V4(v4) => iface.routes_mut().add_default_ipv4_route(*v4).map(drop),
+                IpAddr::V6(v6) => iface.routes_mut().add_default_ipv6_route(*v6).map(drop),
+            };
+            added.map_err(|_| EndpointError::RouteTableFull(*gw))?;
         }
         let faults = FaultPath::new(cfg.faults.clone(), cfg.seed);
-        let tuple_key = TupleHashKey::random();
+        let tuple_key = TupleHashKey::default();
         let slow = cfg.slow.map(|d| FaultPath::new(vec![FaultRule::slow(d)], cfg.seed));
-        Endpoint {
+        Ok(Endpoint {
             iface,
             start: now,
             conns: IdMap::default(),
-            by_tuple: HashMap::with_hasher(tuple_key),
+            by_tuple: HashMap::with_hasher(tuple_key.clone()),
             listen_ports: HashSet::new(),
             timers: BinaryHeap::new(),
             next_id: 1,
@@ -644,7 +559,7 @@ impl Endpoint {
             syn: SynCache::new(cfg.seed),
             tw: timewait::TimeWaitTable::new(cfg.time_wait, tuple_key),
             cfg,
-        }
+        })
     }
 
     pub fn config(&self) -> &EndpointConfig {

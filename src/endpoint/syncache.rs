@@ -98,7 +98,7 @@ impl SynCache {
     pub(super) fn new(seed: u64) -> SynCache {
         SynCache {
             half_open: IdMap::default(),
-            by_tuple: HashMap::with_hasher(TupleHashKey::random()),
+            by_tuple: HashMap::with_hasher(TupleHashKey::default()),
             bytes: 0,
             scratch: Vec::new(),
             secret: mix(seed ^ 0x636c_6f73_656c_6162),

@@ -19,7 +19,7 @@ fn server_cfg() -> EndpointConfig {
 }
 
 fn server(cfg: EndpointConfig) -> Endpoint {
-    let mut ep = Endpoint::new(cfg, t0());
+    let mut ep = Endpoint::new(cfg, t0()).expect("endpoint config fits smoltcp");
     ep.listen(PORT);
     ep
 }
@@ -295,7 +295,7 @@ fn test_real_client_connects_during_a_flood() {
         while b.transmit().is_some() {}
         let mut client = EndpointConfig::new(crate::config::parse_cidr("10.0.0.1/24").unwrap());
         client.seed = 3;
-        let a = Endpoint::new(client, t0());
+        let a = Endpoint::new(client, t0()).expect("endpoint config fits smoltcp");
         let mut link = Link::new(a, b, t0(), Duration::from_millis(10));
         let id = link.a.connect(t0(), "10.0.0.2:7000".parse().unwrap(), 0).unwrap();
         link.run_for(Duration::from_secs(40));

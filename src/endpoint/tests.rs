@@ -44,9 +44,9 @@ struct Bench {
 
 /// B listens with `server`; A connects sending `send` bytes.
 fn bench(server: EndpointConfig, client: EndpointConfig, send: usize) -> Bench {
-    let mut b = Endpoint::new(server, t0());
+    let mut b = Endpoint::new(server, t0()).expect("endpoint config fits smoltcp");
     b.listen(PORT);
-    let a = Endpoint::new(client, t0());
+    let a = Endpoint::new(client, t0()).expect("endpoint config fits smoltcp");
     let mut link = Link::new(a, b, t0(), ms(10));
     let remote = "10.0.0.2:7000".parse().unwrap();
     let client = link.a.connect(t0(), remote, send).unwrap();
@@ -341,8 +341,8 @@ fn test_simultaneous_close_passes_closing_on_both_sides() {
 fn test_syn_to_closed_port_gets_rst_ack() {
     let server = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Passive, None);
     let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Passive, None);
-    let b_ep = Endpoint::new(server, t0()); // not listening
-    let a = Endpoint::new(client, t0());
+    let b_ep = Endpoint::new(server, t0()).expect("endpoint config fits smoltcp"); // not listening
+    let a = Endpoint::new(client, t0()).expect("endpoint config fits smoltcp");
     let mut link = Link::new(a, b_ep, t0(), ms(10));
     let c = link.a.connect(t0(), "10.0.0.2:7000".parse().unwrap(), 0).unwrap();
     link.run_for(Duration::from_secs(5));
@@ -374,7 +374,8 @@ fn test_max_conns_refuses_with_rst() {
 
 #[test]
 fn test_malformed_packets_never_panic() {
-    let mut ep = Endpoint::new(cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, None), t0());
+    let mut ep = Endpoint::new(cfg("10.0.0.2/24", AppKind::Echo, ClosePolicy::Active, None), t0())
+        .expect("endpoint config fits smoltcp");
     ep.listen(PORT);
     let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0x45], vec![0x60; 39], vec![0xff; 1500]];
     // A valid SYN header truncated at every length, and with garbage options.
@@ -1228,4 +1229,16 @@ fn test_timestamps_ts_recent_tracked_on_live_connection() {
     let mut b = bench(server, client, 0);
     b.link.run_for(Duration::from_secs(1));
     assert_eq!(b.link.b.conns[&1].ts_recent, None);
+}
+
+#[test]
+fn more_addresses_than_smoltcp_holds_are_refused() {
+    let mut c = cfg("10.0.0.2/24", AppKind::Sink, ClosePolicy::Never, None);
+    c.addrs.push(cidr("fd00::2/64"));
+    assert!(Endpoint::new(c.clone(), t0()).is_ok(), "two addresses fit");
+    c.addrs.push(cidr("10.0.1.2/24"));
+    assert_eq!(c.addrs.len(), MAX_ADDRS + 1);
+    let err = Endpoint::new(c, t0()).err().expect("a third address is refused");
+    assert_eq!(err, EndpointError::TooManyAddrs { addr: cidr("10.0.1.2/24"), max: MAX_ADDRS });
+    assert_eq!(err.to_string(), "cannot add address 10.0.1.2/24: the interface holds at most 2");
 }

@@ -327,8 +327,10 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
             ($f)(s.get_ref().as_str()).map_err(|m: String| err(s.span(), m))?
         }};
     }
-    let dur = |s: &str| crate::config::parse_duration(s);
-    let std_dur = |s: &str| crate::config::parse_duration(s).map(|d| StdDuration::from_micros(d.total_micros()));
+    let dur = |s: &str| crate::config::parse_duration(s).map_err(String::from);
+    let std_dur = |s: &str| {
+        crate::config::parse_duration(s).map(|d| StdDuration::from_micros(d.total_micros())).map_err(String::from)
+    };
 
     let name = raw.name.get_ref().clone();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -349,7 +351,7 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
     };
     let c = &raw.closelab;
     let send = match &c.send {
-        Some(s) => field!(s, crate::config::parse_bytes),
+        Some(s) => field!(s, |v: &str| crate::config::parse_bytes(v).map_err(String::from)),
         None => 0,
     };
     let mode = match c.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
@@ -389,11 +391,11 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
         None => None,
     };
     let keep_alive = match &c.keepalive {
-        Some(s) => Some(field!(s, crate::config::parse_keepalive)),
+        Some(s) => Some(field!(s, |v: &str| crate::config::parse_keepalive(v).map_err(String::from))),
         None => None,
     };
     let user_timeout = match &c.timeout {
-        Some(s) => Some(field!(s, |v: &str| crate::config::parse_timer(v, "timeout"))),
+        Some(s) => Some(field!(s, |v: &str| crate::config::parse_timer(v, "timeout").map_err(String::from))),
         None => None,
     };
     // Errors point at the first TIME-WAIT option given (the rules are
@@ -415,7 +417,7 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
         orphan_retries: c.orphan_retries,
         synack_retries: c.synack_retries,
     })
-    .map_err(|m| err(tw_span, m))?;
+    .map_err(|m| err(tw_span, m.to_string()))?;
     let mut faults = Vec::new();
     for f in &c.faults {
         faults.push(field!(f, |s: &str| FaultRule::parse(s).map_err(|e| e.to_string())));

@@ -484,7 +484,7 @@ fn closelab_server(
         cfg.policy = Policy { close: ClosePolicy::Passive, close_after: None, rst_on_unread: false };
     }
     let clock = Clock::new();
-    let mut ep = Endpoint::new(cfg, clock.now());
+    let mut ep = Endpoint::new(cfg, clock.now())?;
     ep.listen(port);
     let _ = ready.send(());
     let mut driver = UntilDone(done);

@@ -859,11 +859,12 @@ mod tests {
     /// B (10.0.0.2, never closes) listens; A connects, sends 5 bytes and
     /// closes after 100 ms: B sits in CLOSE-WAIT.
     fn close_wait() -> Link {
-        let mut b = Endpoint::new(cfg("10.0.0.2/24", ClosePolicy::Never), Instant::from_secs(1));
+        let mut b = Endpoint::new(cfg("10.0.0.2/24", ClosePolicy::Never), Instant::from_secs(1))
+            .expect("endpoint config fits smoltcp");
         b.listen(7000);
         let mut client = cfg("10.0.0.1/24", ClosePolicy::Active);
         client.policy.close_after = Some(Duration::from_millis(100));
-        let a = Endpoint::new(client, Instant::from_secs(1));
+        let a = Endpoint::new(client, Instant::from_secs(1)).expect("endpoint config fits smoltcp");
         let mut link = Link::new(a, b, Instant::from_secs(1), Duration::from_millis(10));
         link.a.connect(Instant::from_secs(1), "10.0.0.2:7000".parse().unwrap(), 5).unwrap();
         link.run_for(Duration::from_secs(1));

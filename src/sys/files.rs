@@ -33,13 +33,7 @@ pub enum ReadError {
 /// The OS's wording without "(os error N)", lowercase first letter:
 /// `no such file or directory`.
 pub fn reason(e: &io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => s,
-    }
+    crate::config::os_error_text(e)
 }
 
 /// Reads a regular file of at most `cap` bytes. The open is non-blocking

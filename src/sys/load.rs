@@ -393,7 +393,7 @@ fn endpoint_run(
     };
     cfg.policy = Policy { close, close_after: None, rst_on_unread: false };
     let clock = Clock::new();
-    let mut ep = Endpoint::new(cfg, clock.now());
+    let mut ep = Endpoint::new(cfg, clock.now())?;
     let counter = Rc::new(RefCell::new(Counter::default()));
     let mut sink = CounterSink(counter.clone());
     let mut driver = LoadDriver {

@@ -119,7 +119,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     let segments = opts.output.trace == TraceLevel::Segments;
     opts.endpoint.segment_events &= segments;
     opts.endpoint.data_events &= segments;
-    let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now());
+    let mut ep = Endpoint::new(opts.endpoint.clone(), clock.now())?;
     let mut inner: Box<dyn Driver> = match &opts.mode {
         Mode::Listen { port } => {
             ep.listen(*port);

@@ -967,6 +967,7 @@ mod tests {
             use nix::libc;
             // SAFETY: getrusage fills the zeroed struct it is given.
             let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: as above; `ru` is a live local.
             assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) }, 0);
             ru.ru_stime.tv_sec as f64 * 1e6 + ru.ru_stime.tv_usec as f64
         }

@@ -216,7 +216,7 @@ pub fn run_story(
     let observer = Observer::new(ns_linux, &story.observe_ports)?;
     let start = clock.now();
     let linger = Linger::new(story.endpoint.slow);
-    let mut ep = Endpoint::new(story.endpoint, start);
+    let mut ep = Endpoint::new(story.endpoint, start)?;
     if story.connect.is_none() && story.crawl.is_none() {
         ep.listen(story.port);
     }

@@ -17,8 +17,8 @@
 //!
 //! The files are self-contained: no scripts, no stylesheets, fonts or
 //! images from elsewhere; text is `font-family="monospace"` and escaped with
-//! [`super::xml::escape`], and the tests hold every picture to
-//! [`super::xml::check`]. The layout is computed from the text (a monospace
+//! [`super::xml::escape`], and the tests parse every picture with
+//! `roxmltree`. The layout is computed from the text (a monospace
 //! character is 0.6 em wide) with coordinates rounded to 0.1, so the same
 //! events give the same bytes. Like every view this module only formats:
 //! states come from `State` events, never from packets.
@@ -718,14 +718,13 @@ pub fn load_counts(report: &crate::load::Report) -> String {
 mod tests {
     use super::*;
     use crate::view::ladder::tests::{active_close, golden, with_second_conn};
-    use crate::view::xml;
 
-    /// Well-formed by the crate's own checker and, when python3 is there,
+    /// Well-formed by `roxmltree` and, when python3 is there,
     /// by Python's XML parser too (skipped visibly without it, except
     /// under CI=true).
     #[track_caller]
     pub(crate) fn assert_well_formed(name: &str, svg: &str) {
-        if let Err(e) = xml::check(svg) {
+        if let Err(e) = roxmltree::Document::parse(svg) {
             panic!("{name}: not well-formed: {e}\n{svg}");
         }
         python_parses(name, svg);

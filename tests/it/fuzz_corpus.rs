@@ -172,7 +172,7 @@ fn test_fuzz_found_segment_to_broadcast_or_other_prefix_address_is_dropped_and_s
     let mut cfg = EndpointConfig::new(closelab::config::parse_cidr("10.0.0.2/24").unwrap());
     cfg.addrs.push(closelab::config::parse_cidr("fd00::2/64").unwrap());
     let t0 = Instant::from_secs(1000);
-    let mut ep = Endpoint::new(cfg, t0);
+    let mut ep = Endpoint::new(cfg, t0).expect("endpoint config fits smoltcp");
     ep.listen(7000);
     for dst in ["10.0.0.255", "10.0.0.77", "fd00::2:0:0:2"] {
         ep.receive(t0, syn_to(dst.parse().unwrap()));

@@ -35,9 +35,11 @@ struct Run {
 /// Server app `server` (closing by `close`) on B, the crawler on A; runs
 /// until the crawl is done and then `after` more of virtual time.
 fn crawl(server: AppKind, close: ClosePolicy, close_after: Option<Duration>, c: CrawlConfig, after: Duration) -> Run {
-    let mut b = Endpoint::new(cfg("10.0.0.2/24", server, close, close_after), t0());
+    let mut b =
+        Endpoint::new(cfg("10.0.0.2/24", server, close, close_after), t0()).expect("endpoint config fits smoltcp");
     b.listen(80);
-    let a = Endpoint::new(cfg("10.0.0.1/24", AppKind::HttpClient, ClosePolicy::Never, None), t0());
+    let a = Endpoint::new(cfg("10.0.0.1/24", AppKind::HttpClient, ClosePolicy::Never, None), t0())
+        .expect("endpoint config fits smoltcp");
     let mut link = Link::new(a, b, t0(), ms(5));
     let mut crawler = Crawler::new(c);
     crawler.record = true;
