@@ -85,9 +85,10 @@ Filters (any order, all must hold):
   1st 2nd 3rd Nth      only the Nth segment matching this rule (also first,
   nth=N | every        nth=N); every is the default
 
-Durations take us, ms, s or m, with decimals (1.5s). Occurrences count the
-segments matching this rule, across connections unless conn= is given. When
-several rules match a segment, the first one given acts.
+Durations take us, ms, s (sec), m (min) or h, with decimals (1.5s), up to
+24h. Occurrences count the segments matching this rule, across connections
+unless conn= is given. When several rules match a segment, the first one
+given acts.
 
 Examples:
   drop out ack after-fin 1st     lose closelab's last ACK: the peer retransmits its FIN

@@ -133,7 +133,7 @@ fn test_parse_errors_exact_text() {
     assert_eq!(err(""), "invalid fault rule ``: empty rule (expected drop, delay DURATION, dup or reorder N)");
     assert_eq!(
         err("delay 300"),
-        "invalid fault rule `delay 300`: bad duration `300` (expected a number with us, ms, s or m, e.g. `300ms`)"
+        "invalid fault rule `delay 300`: bad duration `300` (expected a number with us, ms, s, m or h, at most 24h, e.g. `300ms`)"
     );
     assert_eq!(err("delay"), "invalid fault rule `delay`: `delay` needs a duration (e.g. `delay 300ms`)");
     assert_eq!(err("drop 150%"), "invalid fault rule `drop 150%`: bad percentage `150%` (expected 0% to 100%)");
