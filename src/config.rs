@@ -10,6 +10,13 @@ use smoltcp::wire::{IpAddress, IpCidr};
 /// quotes the input and says what would be right.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error("cannot set peer sysctl {key:?}: {reason}")]
+    PeerSysctl { key: String, reason: String },
+    /// `net.ipv4.tcp_tw_recycle` no longer exists; said plainly, not pretended.
+    #[error(
+        "net.ipv4.tcp_tw_recycle was removed in Linux 4.12 because it broke clients behind NAT; it cannot be set (use tcp_tw_reuse for outgoing connections, or fix who closes first)"
+    )]
+    TwRecycle,
     #[error("invalid duration `{0}` (expected a number with a unit: 200ms, 1.5s, 2m, 1h, 500us)")]
     Duration(String),
     #[error("invalid byte count `{0}` (expected e.g. 5, 4k, 100M)")]
@@ -409,6 +416,81 @@ pub fn first_host(cidr: &IpCidr) -> Result<IpAddr, ConfigError> {
         return Err(ConfigError::FirstHost(*cidr));
     }
     Ok(first)
+}
+
+/// Peer sysctls allowed besides `net.ipv4.tcp_*`.
+pub const PEER_SYSCTL_EXTRA: &[&str] =
+    &["net.core.somaxconn", "net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports"];
+
+const TW_RECYCLE: &str = "net.ipv4.tcp_tw_recycle";
+
+/// Check a sysctl the lab may set on the Linux peer (in `<NAME>-linux` only).
+pub fn validate_peer_sysctl(key: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::PeerSysctl { key: key.to_string(), reason: reason.to_string() };
+    if key == TW_RECYCLE {
+        return Err(ConfigError::TwRecycle);
+    }
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.') {
+        return Err(bad("allowed characters are a-z, 0-9, '_' and '.'"));
+    }
+    if !(key.starts_with("net.ipv4.tcp_") || PEER_SYSCTL_EXTRA.contains(&key)) {
+        return Err(bad(
+            "only net.ipv4.tcp_*, net.core.somaxconn, net.ipv4.ip_local_port_range and net.ipv4.ip_local_reserved_ports can be set on the peer",
+        ));
+    }
+    if value.trim().is_empty() || value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(bad("the value must be non-empty and on one line"));
+    }
+    Ok(())
+}
+
+/// `net.ipv4.tcp_fin_timeout=5` → `("net.ipv4.tcp_fin_timeout", "5")`, validated.
+pub fn parse_peer_sysctl(s: &str) -> Result<(String, String), ConfigError> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err(ConfigError::PeerSysctl {
+            key: s.to_string(),
+            reason: "expected KEY=VALUE, e.g. net.ipv4.tcp_fin_timeout=5".to_string(),
+        });
+    };
+    let (key, value) = (key.trim(), value.trim());
+    validate_peer_sysctl(key, value)?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// A web server closelab can run in a lab (`lab serve`, a scenario's `[web]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    Apache,
+    Nginx,
+    Python,
+}
+
+impl ServerKind {
+    pub fn parse(s: &str) -> Result<ServerKind, String> {
+        match s {
+            "apache" | "apache2" | "httpd" => Ok(ServerKind::Apache),
+            "nginx" => Ok(ServerKind::Nginx),
+            "python" | "python3" => Ok(ServerKind::Python),
+            _ => Err(format!("unknown web server `{s}` (expected apache, nginx or python)")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Apache => "apache",
+            ServerKind::Nginx => "nginx",
+            ServerKind::Python => "python",
+        }
+    }
+
+    /// The program `lab serve` starts.
+    pub fn binary(self) -> &'static str {
+        match self {
+            ServerKind::Apache => "apache2",
+            ServerKind::Nginx => "nginx",
+            ServerKind::Python => "python3",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -543,7 +543,7 @@ fn answer_against_fixture(line: &str) {
     link.run_for(Duration::from_millis(50));
     let now = link.now();
     let before = link.b.connections(now);
-    let out = crate::sys::control::answer(line, now, &mut link.b);
+    let out = crate::control_proto::answer(line, now, &mut link.b);
     assert!(out.ends_with('\n'), "{out:?}");
     let lines: Vec<&str> = out.lines().collect();
     if let Some(msg) = lines[0].strip_prefix(crate::control_proto::ERROR) {

@@ -13,7 +13,7 @@
 //! - [`fault`] holds the rules applied on the packet path (drop, delay,
 //!   duplicate, reorder) as a sans-IO filter.
 //! - [`scenario`] holds the expectations a close-bug scenario checks on the
-//!   event stream (pure; the lab runner is `sys::scenario`).
+//!   event stream (pure; the lab runner is `cmd::scenario`).
 //! - [`control_proto`] is the control socket's request and answer lines
 //!   (pure; the server is `sys::control`).
 //! - [`view`] renders events: timeline lines, JSON lines, pcap, summaries.

@@ -51,7 +51,12 @@ impl<'a> Parser<'a> {
             "delay" => {
                 let v = value_of("delay", inline, "a duration", "delay 300ms")?;
                 Action::Delay(parse_duration(v).ok_or_else(|| {
-                    self.err(v, format!("bad duration `{v}` (expected a number with us, ms, s, m or h, at most 24h, e.g. `300ms`)"))
+                    self.err(
+                        v,
+                        format!(
+                            "bad duration `{v}` (expected a number with us, ms, s, m or h, at most 24h, e.g. `300ms`)"
+                        ),
+                    )
                 })?)
             }
             "reorder" => {

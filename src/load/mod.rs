@@ -2,7 +2,7 @@
 //! rate pacing, the per-second samples of both sides, connect-time
 //! percentiles, peaks, the text and JSON renderings, and the built-in
 //! stories with their expectations. No I/O and no clock: the OS side
-//! (`sys::loadgen`, `sys::load`) passes times in and reads results out, so
+//! (`sys::loadgen`, `cmd::load`) passes times in and reads results out, so
 //! everything here is testable without root.
 
 pub mod story;
@@ -581,7 +581,7 @@ impl Report {
         let p = |x: f64| c.connect_us.percentile(x).map_or("null".to_string(), |v| v.to_string());
         let rss = self.samples.iter().map(|s| s.rss).max().unwrap_or(0);
         format!(
-            "{{\"type\":\"load-summary\",\"server\":\"{}\",\"closer\":\"{}\",\"started\":{},\"connected\":{},\"completed\":{},\"elapsed\":{:.3},\"rate\":{:.1},\"connect_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},\"errors\":{},\"peak_linux\":{},\"peak_closelab\":{},\"peak_rss\":{},\"tun_dropped\":{},\"interrupted\":{}}}",
+            "{{\"type\":\"load-summary\",\"server\":\"{}\",\"closer\":\"{}\",\"started\":{},\"connected\":{},\"completed\":{},\"elapsed\":{:.3},\"rate\":{:.1},\"connect_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},\"errors\":{},\"peak_linux\":{},\"peak_closelab\":{},\"peak_rss\":{},\"tun_dropped\":{},\"interrupted\":{},\"notes\":{}}}",
             self.spec.server.name(),
             self.spec.closer.name(),
             c.started,
@@ -598,7 +598,8 @@ impl Report {
             counts_json(&self.peaks(false)),
             rss,
             self.tun_dropped.map_or("null".to_string(), |d| d.to_string()),
-            self.interrupted
+            self.interrupted,
+            serde_json::to_string(&self.notes).expect("strings serialize")
         )
     }
 }

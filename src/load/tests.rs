@@ -196,3 +196,13 @@ fn test_stories_are_short_and_named() {
         }
     }
 }
+
+#[test]
+fn test_summary_notes_in_text_and_json() {
+    let mut r = report(vec![sample(1.0, 10, 10, 0)]);
+    assert!(r.json().ends_with(r#""interrupted":false,"notes":[]}"#), "{}", r.json());
+    r.notes.push("sock_diag dump failed: \"x\"".into());
+    assert!(r.text().contains("note: sock_diag dump failed: \"x\""), "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    assert_eq!(v["notes"][0], "sock_diag dump failed: \"x\"");
+}

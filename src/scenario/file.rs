@@ -168,7 +168,7 @@ pub struct CrawlSpec {
 /// A real web server on the Linux host (`[lab] server`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSpec {
-    pub kind: crate::sys::webserver::ServerKind,
+    pub kind: crate::config::ServerKind,
     pub keepalive_timeout: Option<StdDuration>,
 }
 
@@ -338,7 +338,7 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
     }
     let mut peer_sysctls = Vec::new();
     for s in &raw.lab.peer_sysctl {
-        let kv = field!(s, |v: &str| crate::sys::lab::parse_peer_sysctl(v).map_err(|e| e.to_string()));
+        let kv = field!(s, |v: &str| crate::config::parse_peer_sysctl(v).map_err(|e| e.to_string()));
         peer_sysctls.push(kv);
     }
     let slow = match &raw.lab.slow {
@@ -364,7 +364,7 @@ fn parse_lines(text: &str) -> Result<ScenarioSpec, FileError> {
     };
     let server = match &raw.lab.server {
         Some(s) => Some(ServerSpec {
-            kind: field!(s, crate::sys::webserver::ServerKind::parse),
+            kind: field!(s, crate::config::ServerKind::parse),
             keepalive_timeout: match &raw.lab.server_keepalive_timeout {
                 Some(k) => Some(field!(k, std_dur)),
                 None => None,

@@ -25,7 +25,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -38,9 +37,9 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use smoltcp::time::Instant;
 
+pub use crate::control_proto::answer;
 use crate::control_proto::{Action, ActionResult, ConnRef, END, ERROR, Request};
 use crate::endpoint::Endpoint;
-use crate::event::TcpState;
 use crate::sys::netns;
 use crate::view::ss::{self, Filter, Row};
 
@@ -492,80 +491,6 @@ impl Drop for Control {
     }
 }
 
-/// The answer to one request line (pure: the endpoint and `now` are
-/// parameters), newline-terminated lines ending with `end`, or one
-/// `error: …` line.
-pub fn answer(line: &str, now: Instant, ep: &mut Endpoint) -> String {
-    let req = match Request::parse(line) {
-        Ok(r) => r,
-        Err(e) => return format!("{ERROR}{e}\n"),
-    };
-    match req {
-        Request::Ss => {
-            let ips: Vec<IpAddr> = ep.config().addrs.iter().map(|c| IpAddr::from(c.address())).collect();
-            let listening: Vec<SocketAddr> =
-                ep.listen_ports().into_iter().flat_map(|p| ips.iter().map(move |ip| SocketAddr::new(*ip, p))).collect();
-            let rows = ss::rows(&ep.connections(now), &listening, ep.config().keep_alive.is_some());
-            let mut out: String = rows.iter().map(|r| r.json() + "\n").collect();
-            for (name, n) in ep.counted() {
-                out.push_str(&ss::counted_json(&name, n));
-                out.push('\n');
-            }
-            out.push_str(END);
-            out.push('\n');
-            out
-        }
-        Request::Act(action, conn) => {
-            let conns = ep.connections(now);
-            let found = match conn {
-                ConnRef::Id(id) => conns.iter().find(|c| c.id == id),
-                ConnRef::Tuple(t) => conns.iter().find(|c| c.tuple == t),
-            };
-            let Some(info) = found else {
-                return format!("{ERROR}{}\n", not_found(conn, &conns));
-            };
-            let (id, tuple, from) = (info.id, info.tuple, info.state);
-            if ep.state(id).is_none() {
-                return format!(
-                    "{ERROR}connection {id} is in TIME-WAIT: only a record in closelab's TIME-WAIT table is left, nothing to {}\n",
-                    action.name()
-                );
-            }
-            match action {
-                Action::Close => ep.close(now, id),
-                Action::Abort => ep.abort(now, id),
-                Action::Shutdown => ep.shutdown(now, id),
-            };
-            let to = ep.state(id).unwrap_or(TcpState::Closed);
-            format!("{}\n{END}\n", ActionResult { conn: id, tuple, action, from, to }.json())
-        }
-    }
-}
-
-fn not_found(conn: ConnRef, conns: &[crate::endpoint::ConnInfo]) -> String {
-    match conn {
-        ConnRef::Tuple(t) => {
-            let reversed = crate::wire::FourTuple { local: t.remote, remote: t.local };
-            if conns.iter().any(|c| c.tuple == reversed) {
-                format!(
-                    "no connection {conn} (a 4-tuple is LOCAL-REMOTE as closelab sees it: {}-{})",
-                    reversed.local, reversed.remote
-                )
-            } else {
-                format!("no connection {conn}")
-            }
-        }
-        ConnRef::Id(_) if conns.is_empty() => format!("no connection {conn} (no connections open)"),
-        ConnRef::Id(_) => {
-            let mut ids: Vec<String> = conns.iter().take(10).map(|c| c.id.to_string()).collect();
-            if conns.len() > 10 {
-                ids.push("…".into());
-            }
-            format!("no connection {conn} (open: {})", ids.join(", "))
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The client's side
 // ---------------------------------------------------------------------------
@@ -814,9 +739,6 @@ pub fn act(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::link::Link;
-    use crate::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy};
-    use smoltcp::time::Duration;
 
     #[test]
     fn test_file_names_round_trip() {
@@ -846,101 +768,5 @@ mod tests {
             choose(&["lab-demo.sock".into(), "tun-cl0.sock".into(), "tun-cl0@ns1.sock".into()]).unwrap_err(),
             "several closelab endpoints are running: pick one with --lab demo, --tun cl0, `ip netns exec ns1 closelab ss --tun cl0`"
         );
-    }
-
-    fn cfg(addr: &str, close: ClosePolicy) -> EndpointConfig {
-        let mut c = EndpointConfig::new(crate::config::parse_cidr(addr).unwrap());
-        c.app = AppKind::Echo;
-        c.policy = Policy { close, close_after: None, rst_on_unread: false };
-        c.seed = 3;
-        c
-    }
-
-    /// B (10.0.0.2, never closes) listens; A connects, sends 5 bytes and
-    /// closes after 100 ms: B sits in CLOSE-WAIT.
-    fn close_wait() -> Link {
-        let mut b = Endpoint::new(cfg("10.0.0.2/24", ClosePolicy::Never), Instant::from_secs(1))
-            .expect("endpoint config fits smoltcp");
-        b.listen(7000);
-        let mut client = cfg("10.0.0.1/24", ClosePolicy::Active);
-        client.policy.close_after = Some(Duration::from_millis(100));
-        let a = Endpoint::new(client, Instant::from_secs(1)).expect("endpoint config fits smoltcp");
-        let mut link = Link::new(a, b, Instant::from_secs(1), Duration::from_millis(10));
-        link.a.connect(Instant::from_secs(1), "10.0.0.2:7000".parse().unwrap(), 5).unwrap();
-        link.run_for(Duration::from_secs(1));
-        assert_eq!(link.b.state(1), Some(TcpState::CloseWait));
-        link
-    }
-
-    #[test]
-    fn test_answer_ss() {
-        let mut link = close_wait();
-        let now = link.now();
-        let a = answer("ss", now, &mut link.b);
-        let lines: Vec<&str> = a.lines().collect();
-        assert_eq!(lines.len(), 3, "{a}");
-        assert_eq!(
-            lines[0],
-            r#"{"conn":null,"state":"LISTEN","local":"10.0.0.2:7000","peer":"0.0.0.0:*","recv_q":0,"send_q":0,"timer":null}"#
-        );
-        let row = Row::parse(lines[1]).unwrap();
-        assert_eq!(
-            (row.conn, row.state, row.recv_q, row.send_q, row.timer),
-            (Some(1), TcpState::CloseWait, 1, 0, None)
-        );
-        assert_eq!(lines[2], "end");
-    }
-
-    #[test]
-    fn test_answer_close_by_hand() {
-        let mut link = close_wait();
-        let now = link.now();
-        let tuple = link.b.connections(now)[0].tuple;
-        let a = answer(&format!("close {}-{}", tuple.local, tuple.remote), now, &mut link.b);
-        let lines: Vec<&str> = a.lines().collect();
-        assert_eq!(lines.len(), 2, "{a}");
-        let r = ActionResult::parse(lines[0]).unwrap();
-        assert_eq!((r.conn, r.from, r.to), (1, TcpState::CloseWait, TcpState::LastAck));
-        let ev = link.b.take_events();
-        assert!(ev.iter().any(|e| matches!(
-            e.kind,
-            crate::event::EventKind::State {
-                from: TcpState::CloseWait,
-                to: TcpState::LastAck,
-                cause: crate::event::Cause::App(crate::event::AppAction::Close)
-            }
-        )));
-        link.run_for(Duration::from_secs(1));
-        assert_eq!(link.b.state(1), None, "LAST-ACK ended");
-        assert_eq!(answer("close 1", link.now(), &mut link.b), "error: no connection 1 (no connections open)\n");
-    }
-
-    #[test]
-    fn test_answer_shutdown_and_abort() {
-        let mut link = close_wait();
-        let now = link.now();
-        let r = answer("shutdown #1", now, &mut link.b);
-        assert!(r.contains(r#""action":"shutdown","from":"CLOSE-WAIT","to":"LAST-ACK""#), "{r}");
-        let mut link = close_wait();
-        let now = link.now();
-        let r = answer("abort 1", now, &mut link.b);
-        assert!(r.contains(r#""action":"abort","from":"CLOSE-WAIT","to":"CLOSED""#), "{r}");
-    }
-
-    #[test]
-    fn test_answer_errors() {
-        let mut link = close_wait();
-        let now = link.now();
-        let tuple = link.b.connections(now)[0].tuple;
-        assert_eq!(answer("close 9", now, &mut link.b), "error: no connection 9 (open: 1)\n");
-        assert_eq!(
-            answer(&format!("close {}-{}", tuple.remote, tuple.local), now, &mut link.b),
-            format!(
-                "error: no connection {}-{} (a 4-tuple is LOCAL-REMOTE as closelab sees it: {}-{})\n",
-                tuple.remote, tuple.local, tuple.local, tuple.remote
-            )
-        );
-        assert!(answer("reboot", now, &mut link.b).starts_with("error: unknown request `reboot`"));
-        assert_eq!(link.b.state(1), Some(TcpState::CloseWait), "errors change nothing");
     }
 }

@@ -45,11 +45,7 @@ pub const STATE_DIR: &str = "/run/closelab/labs";
 pub const DEFAULT_SUBNET: &str = "10.201.0.0/24";
 /// MTU of the TUN (and so the endpoint's).
 pub const TUN_MTU: u32 = 1500;
-/// Peer sysctls allowed besides `net.ipv4.tcp_*`.
-pub const PEER_SYSCTL_EXTRA: &[&str] =
-    &["net.core.somaxconn", "net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports"];
-
-const TW_RECYCLE: &str = "net.ipv4.tcp_tw_recycle";
+pub use crate::config::{PEER_SYSCTL_EXTRA, parse_peer_sysctl, validate_peer_sysctl};
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -64,12 +60,8 @@ pub enum LabError {
         subnet: String,
         reason: String,
     },
-    InvalidPeerSysctl {
-        key: String,
-        reason: String,
-    },
-    /// `net.ipv4.tcp_tw_recycle` no longer exists; said plainly, not pretended.
-    TwRecycle,
+    /// A peer sysctl the lab may not set (see [`validate_peer_sysctl`]).
+    PeerSysctl(crate::config::ConfigError),
     AlreadyExists {
         name: String,
         ns: String,
@@ -132,13 +124,7 @@ impl fmt::Display for LabError {
             LabError::InvalidSubnet { subnet, reason } => {
                 write!(f, "invalid subnet {subnet:?}: {reason}")
             }
-            LabError::InvalidPeerSysctl { key, reason } => {
-                write!(f, "cannot set peer sysctl {key:?}: {reason}")
-            }
-            LabError::TwRecycle => write!(
-                f,
-                "net.ipv4.tcp_tw_recycle was removed in Linux 4.12 because it broke clients behind NAT; it cannot be set (use tcp_tw_reuse for outgoing connections, or fix who closes first)"
-            ),
+            LabError::PeerSysctl(e) => e.fmt(f),
             LabError::AlreadyExists { name, ns } => {
                 write!(f, "lab {name} already exists (namespace {ns}); run `closelab lab down {name}`")
             }
@@ -183,6 +169,12 @@ impl fmt::Display for LabError {
 
 impl std::error::Error for LabError {}
 
+impl From<crate::config::ConfigError> for LabError {
+    fn from(e: crate::config::ConfigError) -> LabError {
+        LabError::PeerSysctl(e)
+    }
+}
+
 impl From<NetnsError> for LabError {
     fn from(e: NetnsError) -> LabError {
         LabError::Netns(e)
@@ -221,39 +213,6 @@ pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), LabError> {
         return Err(bad("0.0.0.0/8, 127.0.0.0/8 and 224.0.0.0/3 cannot hold a lab".to_string()));
     }
     Ok((net, prefix))
-}
-
-/// Check a sysctl the lab may set on the Linux peer (in `<NAME>-linux` only).
-pub fn validate_peer_sysctl(key: &str, value: &str) -> Result<(), LabError> {
-    let bad = |reason: &str| LabError::InvalidPeerSysctl { key: key.to_string(), reason: reason.to_string() };
-    if key == TW_RECYCLE {
-        return Err(LabError::TwRecycle);
-    }
-    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.') {
-        return Err(bad("allowed characters are a-z, 0-9, '_' and '.'"));
-    }
-    if !(key.starts_with("net.ipv4.tcp_") || PEER_SYSCTL_EXTRA.contains(&key)) {
-        return Err(bad(
-            "only net.ipv4.tcp_*, net.core.somaxconn, net.ipv4.ip_local_port_range and net.ipv4.ip_local_reserved_ports can be set on the peer",
-        ));
-    }
-    if value.trim().is_empty() || value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(bad("the value must be non-empty and on one line"));
-    }
-    Ok(())
-}
-
-/// `net.ipv4.tcp_fin_timeout=5` → `("net.ipv4.tcp_fin_timeout", "5")`, validated.
-pub fn parse_peer_sysctl(s: &str) -> Result<(String, String), LabError> {
-    let Some((key, value)) = s.split_once('=') else {
-        return Err(LabError::InvalidPeerSysctl {
-            key: s.to_string(),
-            reason: "expected KEY=VALUE, e.g. net.ipv4.tcp_fin_timeout=5".to_string(),
-        });
-    };
-    let (key, value) = (key.trim(), value.trim());
-    validate_peer_sysctl(key, value)?;
-    Ok((key.to_string(), value.to_string()))
 }
 
 // ---------------------------------------------------------------------------

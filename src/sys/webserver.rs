@@ -37,40 +37,7 @@ pub fn file_body(i: usize) -> String {
     format!("closelab file {i:04}\n")
 }
 
-/// Which program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerKind {
-    Apache,
-    Nginx,
-    Python,
-}
-
-impl ServerKind {
-    pub fn parse(s: &str) -> Result<ServerKind, String> {
-        match s {
-            "apache" | "apache2" | "httpd" => Ok(ServerKind::Apache),
-            "nginx" => Ok(ServerKind::Nginx),
-            "python" | "python3" => Ok(ServerKind::Python),
-            _ => Err(format!("unknown web server `{s}` (expected apache, nginx or python)")),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ServerKind::Apache => "apache",
-            ServerKind::Nginx => "nginx",
-            ServerKind::Python => "python",
-        }
-    }
-
-    fn binary(self) -> &'static str {
-        match self {
-            ServerKind::Apache => "apache2",
-            ServerKind::Nginx => "nginx",
-            ServerKind::Python => "python3",
-        }
-    }
-}
+pub use crate::config::ServerKind;
 
 /// A validated `lab serve` request.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@
 //! each verdict. Summary lines are skipped; any other line that is not an
 //! event is an error naming its line number, never skipped.
 //!
-//! Pure: bytes in, runs out. Reading the file is `sys::ladder`'s job.
+//! Pure: bytes in, runs out. Reading the file is `cmd::ladder`'s job.
 
 use std::fmt;
 

@@ -14,6 +14,7 @@ mod endpoint_root;
 mod fuzz_corpus;
 mod lab_root;
 mod ladder_cli;
+mod layering;
 mod load_cli;
 mod load_root;
 mod packaging_cli;

@@ -12,12 +12,12 @@ use std::time::Duration as StdDuration;
 
 use smoltcp::time::Duration;
 
+use crate::cmd::demo::{DemoOptions, DemoStory};
+use crate::cmd::story::{Story, StoryView};
 use crate::endpoint::crawl::{CrawlConfig, OnError};
 use crate::endpoint::{AppKind, ClosePolicy, Policy};
 use crate::event::{Event, EventKind, Side, TcpState};
-use crate::sys::demo::{DemoOptions, DemoStory};
 use crate::sys::lab::LabAddrs;
-use crate::sys::story::{Story, StoryView};
 
 /// The port Apache listens on in the demo.
 pub const PORT: u16 = 80;
@@ -85,7 +85,7 @@ fn crawl_line(events: &[Event]) -> String {
 }
 
 fn endpoint(addrs: &LabAddrs, opts: &DemoOptions, keepalive: Option<Duration>) -> crate::endpoint::EndpointConfig {
-    let mut cfg = crate::sys::story::lab_endpoint(addrs);
+    let mut cfg = crate::cmd::story::lab_endpoint(addrs);
     cfg.app = AppKind::HttpClient;
     cfg.policy = Policy { close: ClosePolicy::Never, close_after: None, rst_on_unread: false };
     // No slow motion: 200 requests would take a minute.

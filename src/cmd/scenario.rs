@@ -8,6 +8,7 @@ use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::cmd::story::{Story, StoryView, lab_endpoint, open_lab_tun, run_story};
 use crate::event::{ConnId, Dir, Event, EventKind, Side, Sink};
 use crate::fault::FaultRule;
 use crate::scenario;
@@ -15,7 +16,6 @@ use crate::scenario::file::{self, Done, Mode, ScenarioSpec, Step};
 use crate::sys::lab::{Lab, LabAddrs, LabSpec};
 use crate::sys::peer::PeerStep;
 use crate::sys::run::{Clock, Outcome, Signals};
-use crate::sys::story::{Story, StoryView, lab_endpoint, open_lab_tun, run_story};
 use crate::view::json::{JsonSink, Verdict, verdict_line};
 use crate::view::{PcapSink, Tee};
 use crate::wire::{FourTuple, Segment};
@@ -99,7 +99,7 @@ fn story(spec: &ScenarioSpec, addrs: &LabAddrs, port: u16, seed: u64, capture: b
         connect: match spec.mode {
             Mode::Listen | Mode::Crawl(_) => None,
             Mode::Connect { send, count, local_port } => {
-                Some(crate::sys::story::Connect { to: linux, send, count, local_port })
+                Some(crate::cmd::story::Connect { to: linux, send, count, local_port })
             }
         },
         crawl: match &spec.mode {

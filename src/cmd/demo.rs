@@ -10,12 +10,12 @@ use std::time::Duration as StdDuration;
 
 use smoltcp::time::Duration;
 
+use crate::cmd::story::{Story, StoryView, run_story};
 use crate::endpoint::{AppKind, ClosePolicy, EndpointConfig, Policy};
 use crate::event::{Event, EventKind, Side, Sink, TcpState};
 use crate::sys::lab::{Lab, LabAddrs, LabSpec};
 use crate::sys::peer::PeerStep;
 use crate::sys::run::{Clock, Outcome, Signals};
-use crate::sys::story::{Story, StoryView, run_story};
 use crate::view::json::JsonSink;
 
 /// The demo's knobs.
@@ -75,7 +75,7 @@ pub const STORIES: usize = 7;
 pub const FIRST_WEB_STORY: usize = 5;
 
 fn endpoint(addrs: &LabAddrs, app: AppKind, policy: Policy, opts: &DemoOptions) -> EndpointConfig {
-    let mut cfg = crate::sys::story::lab_endpoint(addrs);
+    let mut cfg = crate::cmd::story::lab_endpoint(addrs);
     cfg.app = app;
     cfg.policy = policy;
     cfg.slow = opts.slow;
@@ -214,7 +214,7 @@ pub fn stories(addrs: &LabAddrs, opts: &DemoOptions) -> Vec<DemoStory> {
         },
     ]
     .into_iter()
-    .chain(crate::sys::crawlstory::stories(addrs, opts))
+    .chain(crate::cmd::crawlstory::stories(addrs, opts))
     .collect()
 }
 
@@ -224,8 +224,8 @@ fn start_apache(lab: &str, only: Option<usize>) -> Result<bool, String> {
     let spec = crate::sys::webserver::ServeSpec {
         lab: lab.to_string(),
         kind: crate::sys::webserver::ServerKind::Apache,
-        port: crate::sys::crawlstory::PORT,
-        keepalive_timeout: Some(crate::sys::crawlstory::APACHE_KEEPALIVE),
+        port: crate::cmd::crawlstory::PORT,
+        keepalive_timeout: Some(crate::cmd::crawlstory::APACHE_KEEPALIVE),
         root: None,
     };
     match crate::sys::webserver::start(&spec) {
@@ -303,7 +303,7 @@ pub fn run(opts: DemoOptions, signals: &mut Signals, out: &mut dyn Write) -> Res
             ),
         )?;
     }
-    let tun = crate::sys::story::open_lab_tun(&addrs)?;
+    let tun = crate::cmd::story::open_lab_tun(&addrs)?;
     let clock = Clock::new();
     let mut outcome = Outcome::Done;
     let mut apache: Option<bool> = None;

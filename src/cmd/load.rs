@@ -300,8 +300,12 @@ fn run_one(
     Ok(report)
 }
 
-/// The longest closelab waits at the end of a run for closes under way.
-const SETTLE: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(1);
+/// The longest closelab waits at the end of a run for closes under way. The
+/// wait ends as soon as nothing is closing, so this only bounds a run whose
+/// sockets stay closing (a leak story's FIN-WAIT-2) or a machine so loaded
+/// that the kernel's softirq has not yet delivered the last FINs; either way
+/// the run says so in a note.
+const SETTLE: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(3);
 
 /// Runs the endpoint until no connection on either side is in FIN-WAIT-1,
 /// FIN-WAIT-2, CLOSING or LAST-ACK (each waits for a segment already due
@@ -329,7 +333,14 @@ impl Driver for Settle<'_> {
             Some(d) => any_closing(&LoadDriver::diag_counts(d, self.notes)),
             None => ep.connections(now).iter().any(|c| CLOSING.contains(&c.state)),
         } || any_closing(&LoadDriver::diag_counts(self.linux, self.notes));
-        if !closing || now >= self.until {
+        if !closing {
+            return Ok(Tick::Stop);
+        }
+        if now >= self.until {
+            self.notes.push(format!(
+                "connections still closing (FIN-WAIT-1/2, CLOSING or LAST-ACK) {:.0}s after the run ended; the last sample counts them there",
+                SETTLE.total_millis() as f64 / 1000.0
+            ));
             return Ok(Tick::Stop);
         }
         self.waited = true;
