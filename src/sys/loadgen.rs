@@ -51,6 +51,8 @@ pub struct ClientPlan {
 pub struct Shared {
     pub stats: Arc<Mutex<AppStats>>,
     stop: Arc<AtomicBool>,
+    /// No new connections; the ones in flight finish (the run's end).
+    drain: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     error: Arc<Mutex<Option<String>>>,
 }
@@ -75,6 +77,13 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts no more connections; those in flight go on to their end
+    /// (the thread keeps running, and keeps any leaked sockets open, until
+    /// [`Worker::stop`]).
+    pub fn drain(&self) {
+        self.shared.drain.store(true, Ordering::Relaxed);
+    }
+
     /// Stops the thread and waits for it.
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -163,8 +172,11 @@ impl Client {
                 break;
             }
             let t = start.elapsed().as_secs_f64();
-            let left = self.plan.count.map_or(u64::MAX, |c| c.saturating_sub(self.stats.started));
-            if left == 0 && self.stats.in_flight == 0 {
+            let left = match self.shared.drain.load(Ordering::Relaxed) {
+                true => 0,
+                false => self.plan.count.map_or(u64::MAX, |c| c.saturating_sub(self.stats.started)),
+            };
+            if left == 0 && self.stats.in_flight == 0 && self.plan.count.is_some_and(|c| self.stats.started >= c) {
                 break;
             }
             let room = (self.plan.concurrency as u64).saturating_sub(self.stats.in_flight);
