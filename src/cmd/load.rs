@@ -318,6 +318,9 @@ struct Settle<'a> {
     waited: bool,
     linux: &'a mut Diag,
     closelab: Option<&'a mut Diag>,
+    /// The Linux generator (server closelab), draining: its connections
+    /// in flight count as closing until they end.
+    client: Option<&'a Shared>,
     notes: &'a mut Vec<String>,
 }
 
@@ -332,7 +335,8 @@ impl Driver for Settle<'_> {
         let closing = match self.closelab.as_deref_mut() {
             Some(d) => any_closing(&LoadDriver::diag_counts(d, self.notes)),
             None => ep.connections(now).iter().any(|c| CLOSING.contains(&c.state)),
-        } || any_closing(&LoadDriver::diag_counts(self.linux, self.notes));
+        } || any_closing(&LoadDriver::diag_counts(self.linux, self.notes))
+            || self.client.is_some_and(|c| c.snapshot().in_flight > 0);
         if !closing {
             return Ok(Tick::Stop);
         }
@@ -438,11 +442,17 @@ fn endpoint_run(
     // The run's length (and so its rate) ends here, before the wait.
     let elapsed = driver.secs(clock.now());
     if !matches!(outcome, Outcome::Interrupted) {
+        // The run is over: the generator opens nothing more, so the
+        // settle only waits for connections already started.
+        if let Some(g) = driver.generator.as_ref() {
+            g.drain();
+        }
         let mut settle = Settle {
             until: clock.now() + SETTLE,
             waited: false,
             linux: &mut driver.linux_diag,
             closelab: driver.closelab_diag.as_mut(),
+            client: driver.client.as_ref(),
             notes: &mut driver.notes,
         };
         run::run(&mut ep, clock, &tun, signals, &mut sink, &mut settle, StopWhen::default())

@@ -1697,14 +1697,15 @@ impl Endpoint {
                 AppAction::Abort
             }
         };
-        if matches!(action, AppAction::Close | AppAction::Shutdown) && self.cfg.time_wait_model == TimeWaitModel::Linux {
+        if matches!(action, AppAction::Close | AppAction::Shutdown) && self.cfg.time_wait_model == TimeWaitModel::Linux
+        {
             // Linux ACKs the FIN that ends FIN-WAIT-1/2 at once (`tcp_fin`
             // calls `tcp_send_ack`); smoltcp delays it 10 ms like any ACK,
             // and a delay timer a request started keeps running. Longer
             // than the Linux peer's tail loss probe on a fast path, that
             // delay makes the peer send its FIN again; our TIME-WAIT's
             // second ACK then reaches a closed socket, whose RST ends our
-            // TIME-WAIT (docs/smoltcp-deviations.md, "Delayed ACK of the
+            // TIME-WAIT (docs/smoltcp-notes.md, "Delayed ACK of the
             // peer's FIN"). So once our FIN is queued, nothing is delayed.
             sock.set_ack_delay(None);
         }
