@@ -1185,6 +1185,8 @@ impl Endpoint {
         let tuple = seg.tuple_at_receiver();
         let bare_syn = seg.flags.syn && !seg.flags.ack && !seg.flags.rst;
         let mut syn_shown = false;
+        // The ISN Linux gives a connection that reuses a TIME-WAIT 4-tuple.
+        let mut tw_isn = None;
         let ours = self.cfg.addrs.iter().any(|c| IpAddr::from(c.address()) == tuple.local.ip());
         let listening = ours && self.listen_ports.contains(&tuple.local.port());
         if conn.is_none() && !self.tw.is_empty() {
@@ -1198,6 +1200,9 @@ impl Endpoint {
                 None
             };
             if let Some((id, action)) = self.tw.process(now_ms, &seg, tsval, listening) {
+                if let TwAction::NewConnection { isn, .. } = action {
+                    tw_isn = Some(isn);
+                }
                 if !self.time_wait_answer(now, id, &packet, &seg, tsval, action) {
                     return;
                 }
@@ -1251,7 +1256,7 @@ impl Endpoint {
                 self.stateless(now, packet, Some(seg));
                 return;
             }
-            self.syn(now, tuple, packet, seg, syn_shown);
+            self.syn(now, tuple, packet, seg, syn_shown, tw_isn);
             return;
         }
         let (packet, seg) = match listening && seg.flags.ack && !seg.flags.syn && !seg.flags.rst {
@@ -1327,7 +1332,7 @@ impl Endpoint {
                     now,
                     Some(id),
                     format!(
-                        "new SYN ({why}) ends TIME-WAIT, as Linux does; Linux would answer with ISN {isn} (snd_nxt + 65537), smoltcp picks its own"
+                        "new SYN ({why}) ends TIME-WAIT, as Linux does; the new connection's ISN is Linux's: {isn} (snd_nxt + 65537)"
                     ),
                 );
                 let kind = EventKind::State { from: TcpState::TimeWait, to: TcpState::Closed, cause: Cause::Segment };

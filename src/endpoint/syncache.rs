@@ -183,6 +183,47 @@ pub fn seed(secret: u64, tuple: &FourTuple, client_isn: u32, salt: u64) -> u64 {
     h | 1
 }
 
+/// smoltcp's random generator (sPCG32, `smoltcp::rand::Rand`): state
+/// `s` steps to `s * M + A`; a draw returns `s >> (29 - (s >> 61))`.
+const PCG_M: u64 = 0xbb2e_fcec_3c39_611d;
+const PCG_A: u64 = 0x7590_ef39;
+
+/// M's inverse modulo 2^64 (M is odd), by Newton's iteration.
+const PCG_M_INV: u64 = {
+    let mut x = PCG_M;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(PCG_M.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+};
+
+/// The state before the step that leads to `s`.
+const fn pcg_back(s: u64) -> u64 {
+    s.wrapping_sub(PCG_A).wrapping_mul(PCG_M_INV)
+}
+
+/// A seed whose interface answers a SYN with ISN `isn`: smoltcp cannot
+/// be told an ISN, but it draws it from the interface's generator, so the
+/// seed is run backwards from a state that draws `isn`. An IPv4
+/// interface draws once when it is made (the IP ident, redrawn while it
+/// is 0), then the ISN. `salt` varies the bits the draw does not show.
+/// `tests.rs` checks the SYN-ACK really carries `isn`.
+pub fn seed_for_isn(isn: u32, salt: u64) -> u64 {
+    let mut low = salt & ((1 << 29) - 1);
+    loop {
+        // Top three bits 0: the draw is bits 29..61 of the state.
+        let s_isn = ((isn as u64) << 29) | low;
+        let s_ident = pcg_back(s_isn);
+        let ident = (s_ident >> (29 - (s_ident >> 61))) as u32;
+        if (ident ^ (ident >> 16)) as u16 != 0 {
+            return pcg_back(s_ident);
+        }
+        low = (low + 1) & ((1 << 29) - 1);
+    }
+}
+
 fn ip_bits(ip: std::net::IpAddr) -> u64 {
     match ip {
         std::net::IpAddr::V4(v4) => u32::from(v4) as u64,
@@ -411,7 +452,18 @@ impl Endpoint {
         true
     }
 
-    pub(super) fn syn(&mut self, now: Instant, tuple: FourTuple, packet: Vec<u8>, seg: Segment, shown: bool) {
+    /// A SYN for a listening port: a half-open connection, answered by a
+    /// SYN-ACK. `isn`: the ISN to answer with (a SYN that reused a
+    /// TIME-WAIT 4-tuple gets Linux's); otherwise one from the keyed seed.
+    pub(super) fn syn(
+        &mut self,
+        now: Instant,
+        tuple: FourTuple,
+        packet: Vec<u8>,
+        seg: Segment,
+        shown: bool,
+        isn: Option<u32>,
+    ) {
         if self.over_budget(now) {
             if !shown {
                 self.segment_event(now, None, Dir::In, &packet, Ok(seg));
@@ -439,6 +491,7 @@ impl Endpoint {
         let id = self.next_id;
         self.next_id += 1;
         let seed = seed(self.syn.secret, &tuple, seg.seq, id);
+        let seed = isn.map_or(seed, |isn| seed_for_isn(isn, seed));
         let client_isn = seg.seq;
         if !shown {
             self.segment_event(now, Some(id), Dir::In, &packet, Ok(seg));
@@ -521,7 +574,7 @@ impl Endpoint {
                     EventKind::State { from: TcpState::SynReceived, to: TcpState::Closed, cause: Cause::Segment },
                     None,
                 );
-                self.syn(now, tuple, packet, seg, false);
+                self.syn(now, tuple, packet, seg, false, None);
             }
             return;
         }

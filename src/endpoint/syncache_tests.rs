@@ -48,27 +48,37 @@ fn packet(tuple: &FourTuple, control: TcpControl, seq: u32, ack: Option<u32>, pa
         payload,
     };
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr};
-    let (src, dst) = match (tuple.remote.ip(), tuple.local.ip()) {
-        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => (s, d),
-        _ => unreachable!("IPv4 tests"),
-    };
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Tcp,
-        payload_len: repr.buffer_len(),
-        hop_limit: 64,
-    };
+    use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr};
     let caps = ChecksumCapabilities::default();
-    let mut p = vec![0; ip.buffer_len() + repr.buffer_len()];
-    ip.emit(&mut Ipv4Packet::new_unchecked(&mut p[..]), &caps);
-    repr.emit(
-        &mut TcpPacket::new_unchecked(&mut p[ip.buffer_len()..]),
-        &IpAddress::Ipv4(src),
-        &IpAddress::Ipv4(dst),
-        &caps,
-    );
+    let (src, dst): (IpAddress, IpAddress) = (tuple.remote.ip().into(), tuple.local.ip().into());
+    let (ip_len, mut p) = match (src, dst) {
+        (IpAddress::Ipv4(src_addr), IpAddress::Ipv4(dst_addr)) => {
+            let ip = Ipv4Repr {
+                src_addr,
+                dst_addr,
+                next_header: IpProtocol::Tcp,
+                payload_len: repr.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut p = vec![0; ip.buffer_len() + repr.buffer_len()];
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut p[..]), &caps);
+            (ip.buffer_len(), p)
+        }
+        (IpAddress::Ipv6(src_addr), IpAddress::Ipv6(dst_addr)) => {
+            let ip = Ipv6Repr {
+                src_addr,
+                dst_addr,
+                next_header: IpProtocol::Tcp,
+                payload_len: repr.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut p = vec![0; ip.buffer_len() + repr.buffer_len()];
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut p[..]));
+            (ip.buffer_len(), p)
+        }
+        _ => unreachable!("one IP version per tuple"),
+    };
+    repr.emit(&mut TcpPacket::new_unchecked(&mut p[ip_len..]), &src, &dst, &caps);
     p
 }
 
@@ -310,6 +320,28 @@ fn test_real_client_connects_during_a_flood() {
             // a SYN retransmission (at 7 s).
             assert!(reached, "connects once the backlog drains");
             assert!(link.b.syn_drops().backlog >= 901);
+        }
+    }
+}
+
+#[test]
+fn test_seed_for_isn_makes_smoltcp_answer_with_that_isn() {
+    // smoltcp cannot be told an ISN; the seed run backwards from the state
+    // that draws it must make the SYN-ACK carry exactly that ISN, for IPv4
+    // (one draw for the IP ident first) and IPv6, at the edges of u32.
+    let v4 = spoofed(1);
+    let v6 = FourTuple { local: "[fd00::2]:7000".parse().unwrap(), remote: "[fd00::9]:40000".parse().unwrap() };
+    for (addr, tuple) in [("10.0.0.2/24", v4), ("fd00::2/64", v6)] {
+        let mut cfg = server_cfg();
+        cfg.addrs = vec![crate::config::parse_cidr(addr).unwrap()];
+        let syn = syn(&tuple, 4242);
+        for (i, isn) in [0u32, 1, 65537, 0x8000_0000, u32::MAX - 1, u32::MAX, 0x1234_5678].into_iter().enumerate() {
+            let mut dev = MemoryDevice::new(1500);
+            let mut scratch = vec![0u8; 1024];
+            let salt = super::seed(cfg.seed, &tuple, 4242, i as u64);
+            let out = synack(&cfg, seed_for_isn(isn, salt), t0(), &syn, &tuple, &mut scratch, &mut dev);
+            let s = crate::wire::parse(&out[0]).unwrap();
+            assert_eq!((s.flags.to_string(), s.seq), ("S.".to_string(), isn), "{addr} isn {isn}");
         }
     }
 }

@@ -840,8 +840,10 @@ fn test_time_wait_linux_model_syn_above_rcv_nxt_starts_connection_2() {
     assert_eq!(states(&ev, 1), vec![(TimeWait, Closed, SEG)]);
     assert_eq!(states(&ev, 2), vec![(Listen, SynReceived, SEG)]);
     let isn = rec.snd_nxt.wrapping_add(65537);
-    assert!(notes(&ev)[0].contains(&format!("Linux would answer with ISN {isn}")), "{:?}", notes(&ev));
-    assert_eq!(out.iter().map(|s| s.flags.to_string()).collect::<Vec<_>>(), ["S."]);
+    assert!(notes(&ev)[0].contains(&format!("the new connection's ISN is Linux's: {isn}")), "{:?}", notes(&ev));
+    // The SYN-ACK carries Linux's ISN (tcp_timewait_state_process: the old
+    // snd_nxt + 65535 + 2), not a random one.
+    assert_eq!(out.iter().map(|s| (s.flags.to_string(), s.seq)).collect::<Vec<_>>(), [("S.".to_string(), isn)]);
     assert_eq!(b.link.b.time_wait_count(), 0);
 }
 
@@ -1143,9 +1145,11 @@ fn test_time_wait_timestamps_syn_with_newer_tsval_starts_connection_2() {
     assert_eq!(states(&ev, 2), vec![(Listen, SynReceived, SEG)]);
     let n = notes(&ev);
     assert!(n[0].contains(&format!("its TSval {syn_tsval} newer than the peer's last (RFC 6191)")), "{n:?}");
-    assert!(n[0].contains(&format!("Linux would answer with ISN {}", rec.snd_nxt.wrapping_add(65537))), "{n:?}");
+    let isn = rec.snd_nxt.wrapping_add(65537);
+    assert!(n[0].contains(&format!("the new connection's ISN is Linux's: {isn}")), "{n:?}");
     assert_eq!(out.len(), 1);
-    assert_eq!(crate::wire::parse(&out[0]).unwrap().flags.to_string(), "S.");
+    let synack = crate::wire::parse(&out[0]).unwrap();
+    assert_eq!((synack.flags.to_string(), synack.seq), ("S.".to_string(), isn));
     assert_eq!(tcp_ts(&out[0]).0.map(|t| t.1), Some(syn_tsval), "the new connection's SYN-ACK echoes the SYN");
     assert_eq!(b.link.b.time_wait_count(), 0);
 }
@@ -1241,4 +1245,48 @@ fn more_addresses_than_smoltcp_holds_are_refused() {
     let err = Endpoint::new(c, t0()).err().expect("a third address is refused");
     assert_eq!(err, EndpointError::TooManyAddrs { addr: cidr("10.0.1.2/24"), max: MAX_ADDRS });
     assert_eq!(err.to_string(), "cannot add address 10.0.1.2/24: the interface holds at most 2");
+}
+
+#[test]
+fn test_data_and_fin_in_fin_wait_acked_at_once_under_linux_model() {
+    // Linux ACKs the FIN that ends FIN-WAIT at once (tcp_fin calls
+    // tcp_send_ack). smoltcp delays an ACK 10 ms, and a delay timer that
+    // data started keeps running when the FIN comes: long enough for a
+    // Linux peer's tail loss probe to send its FIN again, whose second ACK
+    // from our TIME-WAIT then draws an RST (docs/smoltcp-notes.md). Under
+    // the Linux model nothing is delayed once our FIN is queued; smoltcp's
+    // own model keeps smoltcp's delay.
+    for (model, delayed) in [(TimeWaitModel::Linux, false), (TimeWaitModel::Smoltcp, true)] {
+        let mut server = cfg("10.0.0.2/24", AppKind::Hello, ClosePolicy::Active, None);
+        server.time_wait_model = model;
+        let client = cfg("10.0.0.1/24", AppKind::Sink, ClosePolicy::Never, None);
+        let mut b = bench(server, client, 0);
+        let fw2 = |l: &Link| l.b.state(1) == Some(FinWait2);
+        b.link.run_while(t0() + Duration::from_secs(2), |l| !fw2(l));
+        assert!(fw2(&b.link), "{model:?}: B in FIN-WAIT-2");
+        let ev = b.link.b.take_events();
+        let last_in = ev
+            .iter()
+            .rev()
+            .find_map(|e| match &e.kind {
+                EventKind::Segment { dir: Dir::In, seg } => Some(seg.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let (rcv_nxt, snd_nxt) = (last_in.seq.wrapping_add(last_in.len as u32), last_in.ack);
+        let (src, dst) = (last_in.src, last_in.dst);
+        let ack = Flags::parse(".").unwrap();
+        let mut data = crate::wire::parse(&crate::wire::tcp_packet(src, dst, ack, rcv_nxt, snd_nxt, 1000)).unwrap();
+        data.len = 10;
+        let (_, out) = answer_of(&mut b, payload_packet(&data));
+        let acks: Vec<u32> = out.iter().map(|s| s.ack).collect();
+        assert_eq!(acks, if delayed { vec![] } else { vec![rcv_nxt + 10] }, "{model:?}: data in FIN-WAIT-2");
+        // The FIN right after: ACKed at once under Linux's model; under
+        // smoltcp's, the running timer holds the ACK of both.
+        let fin = crate::wire::tcp_packet(src, dst, Flags::parse("F.").unwrap(), rcv_nxt + 10, snd_nxt, 1000);
+        let (ev, out) = answer_of(&mut b, fin);
+        assert_eq!(states(&ev, 1), vec![(FinWait2, TimeWait, SEG)], "{model:?}");
+        let acks: Vec<u32> = out.iter().map(|s| s.ack).collect();
+        assert_eq!(acks, if delayed { vec![] } else { vec![rcv_nxt + 11] }, "{model:?}: the FIN");
+    }
 }
