@@ -4,6 +4,7 @@
 //! [`crate::view::trace`], the drawing is `view`'s; this module only opens
 //! files and reports which file and line was wrong.
 
+use crate::config::os_error_text;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -78,7 +79,7 @@ pub fn run(job: &LadderJob, out: &mut dyn Write) -> Result<(), String> {
     // Files first: an error then leaves stdout empty.
     if let Some((_, run)) = chosen.first() {
         let write = |path: &PathBuf, body: String| {
-            std::fs::write(path, body).map_err(|e| format!("cannot write {}: {}", path.display(), io_reason(&e)))
+            std::fs::write(path, body).map_err(|e| format!("cannot write {}: {}", path.display(), os_error_text(&e)))
         };
         if let Some(p) = &job.mermaid {
             write(p, mermaid::render(&run.events, job.conn))?;
@@ -111,16 +112,4 @@ pub fn run(job: &LadderJob, out: &mut dyn Write) -> Result<(), String> {
 /// A run's heading: its title, or `run N`.
 fn title(run: &Run, i: usize) -> String {
     run.title.clone().unwrap_or_else(|| format!("run {}", i + 1))
-}
-
-/// `no such file or directory`: the OS message in lowercase, without the
-/// `(os error 2)` Rust appends.
-fn io_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => s,
-    }
 }

@@ -2,6 +2,7 @@
 //! lab's namespace if asked), run the endpoint on it, write the timeline /
 //! JSON lines / pcap, and print the summary on exit.
 
+use crate::config::os_error_text;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -80,7 +81,7 @@ pub fn serve(mut opts: ServeOptions, signals: &mut Signals, out: &mut dyn Write)
     let mut pcap = match &opts.output.pcap {
         Some(path) => {
             let f = File::create(path)
-                .map_err(|e| format!("cannot create pcap file {}: {}", path.display(), io_reason(&e)))?;
+                .map_err(|e| format!("cannot create pcap file {}: {}", path.display(), os_error_text(&e)))?;
             Some(
                 PcapSink::new(BufWriter::new(f), epoch)
                     .map_err(|e| format!("writing pcap file {}: {e}", path.display()))?,
@@ -329,19 +330,5 @@ impl<W: Write> MainOutput for JsonSink<W> {
     }
     fn error(&self) -> Option<&io::Error> {
         JsonSink::error(self)
-    }
-}
-
-/// An I/O error's cause in lowercase, without Rust's "(os error N)".
-fn io_reason(e: &io::Error) -> String {
-    let s = e.to_string();
-    let s = match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    };
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => s,
     }
 }

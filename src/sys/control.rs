@@ -22,6 +22,7 @@
 //! and its connections are registered with an inner `Poll`, whose fd the
 //! loop watches (`run::run_with`).
 
+use crate::config::os_error_text;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
@@ -155,17 +156,6 @@ pub fn socket_path(target: &Target) -> io::Result<PathBuf> {
     Ok(Path::new(CTL_DIR).join(file_name(target, Some(&format!("netns-{ino}")))))
 }
 
-/// An I/O error's cause in lowercase, without Rust's "(os error N)".
-fn reason(e: &io::Error) -> String {
-    let s = e.to_string();
-    let s = s.find(" (os error").map_or(s.clone(), |i| s[..i].to_string());
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => s,
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The endpoint's side
 // ---------------------------------------------------------------------------
@@ -196,7 +186,7 @@ impl std::fmt::Display for BindError {
                     path.display()
                 )
             }
-            BindError::Io { what, err } => write!(f, "{what}: {}", reason(err)),
+            BindError::Io { what, err } => write!(f, "{what}: {}", os_error_text(err)),
         }
     }
 }
@@ -521,14 +511,14 @@ pub fn locate(tun: Option<&str>, lab: Option<&str>) -> Result<Located, String> {
         (Some(t), None) => {
             let target = Target::Tun(t.to_string());
             let path = socket_path(&target)
-                .map_err(|e| format!("cannot tell this thread's network namespace: {}", reason(&e)))?;
+                .map_err(|e| format!("cannot tell this thread's network namespace: {}", os_error_text(&e)))?;
             if exists(&path) {
                 return Ok(Located { path, what: target.to_string() });
             }
             // From the host's namespace, a live endpoint on this TUN name in
             // another one (started with `ip netns exec NS closelab …`).
             let in_host = netns_label()
-                .map_err(|e| format!("cannot tell this thread's network namespace: {}", reason(&e)))?
+                .map_err(|e| format!("cannot tell this thread's network namespace: {}", os_error_text(&e)))?
                 .is_none();
             if !in_host {
                 return Err(not_running(&target.to_string(), &path));
@@ -604,7 +594,7 @@ fn socket_names() -> Result<Vec<String>, String> {
     let dir = match fs::read_dir(CTL_DIR) {
         Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot list {CTL_DIR}: {}", reason(&e))),
+        Err(e) => return Err(format!("cannot list {CTL_DIR}: {}", os_error_text(&e))),
     };
     let mut names: Vec<String> = dir
         .flatten()
@@ -637,13 +627,13 @@ pub fn request(at: &Located, req: &Request) -> Result<Vec<String>, String> {
                 "control socket {path}: permission denied (only the endpoint's owner{owner} may use it)"
             ));
         }
-        Err(e) => return Err(format!("cannot connect to control socket {path}: {}", reason(&e))),
+        Err(e) => return Err(format!("cannot connect to control socket {path}: {}", os_error_text(&e))),
     };
     let io = |e: io::Error| {
         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
             format!("{}: no answer on control socket {path} within {}s", at.what, CLIENT_TIMEOUT.as_secs())
         } else {
-            format!("{}: control socket {path}: {}", at.what, reason(&e))
+            format!("{}: control socket {path}: {}", at.what, os_error_text(&e))
         }
     };
     s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
@@ -708,7 +698,7 @@ pub fn ss(opts: &SsOptions, out: &mut dyn Write) -> Result<(), String> {
             Ok(()) => {}
             // `closelab ss | head`: the reader is done, so are we.
             Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(format!("writing output: {}", reason(&e))),
+            Err(e) => return Err(format!("writing output: {}", os_error_text(&e))),
         }
         match opts.watch {
             Some(every) => std::thread::sleep(every),
@@ -733,7 +723,7 @@ pub fn act(
     };
     let result =
         ActionResult::parse(line).map_err(|e| format!("{}: bad answer on the control socket: {e}: {line}", at.what))?;
-    writeln!(out, "{result}").map_err(|e| format!("writing output: {}", reason(&e)))
+    writeln!(out, "{result}").map_err(|e| format!("writing output: {}", os_error_text(&e)))
 }
 
 #[cfg(test)]

@@ -108,17 +108,7 @@ impl fmt::Display for NetnsError {
 impl std::error::Error for NetnsError {}
 
 /// `io::Error` text without the "(os error N)" suffix, lowercased first letter.
-pub(crate) fn io_cause(err: &io::Error) -> String {
-    let text = match err.raw_os_error() {
-        Some(code) => Errno::from_raw(code).desc().to_string(),
-        None => err.to_string(),
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => text,
-    }
-}
+pub(crate) use crate::config::os_error_text as io_cause;
 
 fn ns_path(ns: &str) -> Result<PathBuf, NetnsError> {
     if ns.is_empty() || ns == "." || ns == ".." || ns.contains('/') || ns.contains('\0') {
