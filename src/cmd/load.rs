@@ -28,6 +28,14 @@ use crate::sys::run::{self, Clock, Driver, Outcome, Signals, StopWhen, Tick};
 use crate::sys::sockdiag::Diag;
 use crate::sys::tun::{TunDevice, TunSpec};
 
+/// How the per-second figures are shown.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SampleView {
+    Lines,
+    Json,
+    Table,
+}
+
 /// What `closelab load` was asked, validated.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -35,6 +43,9 @@ pub struct LoadOptions {
     /// Use this lab (else build one and remove it afterwards).
     pub lab: Option<String>,
     pub json: bool,
+    /// Redraw the per-second figures as a table in place (stdout is a
+    /// terminal and not `--json`); else one line per second.
+    pub redraw: bool,
     pub plot: Option<PathBuf>,
     /// Run this built-in story (or `all`) instead of `spec`.
     pub story: Option<String>,
@@ -226,6 +237,7 @@ fn run_one(
         request: spec.request,
         response: spec.response,
         http: spec.http,
+        keep_alive: spec.keep_alive,
         closer: spec.closer,
         leak: spec.leak,
         connect_timeout: spec.connect_timeout,
@@ -271,12 +283,16 @@ fn run_one(
 
     let spec2 = spec.clone();
     let a2 = a.clone();
-    let json = opts.json;
+    let view = match (opts.json, opts.redraw) {
+        (true, _) => SampleView::Json,
+        (false, true) => SampleView::Table,
+        (false, false) => SampleView::Lines,
+    };
     let seed = opts.seed;
     let (report, gen_worker) = std::thread::scope(|s| {
         let h = s.spawn(|| -> Result<(Report, Option<Worker>), String> {
             crate::sys::netns::enter(&a2.ns_closelab).map_err(|e| e.to_string())?;
-            endpoint_run(&spec2, &a2, seed, json, linux_diag, closelab_diag, client_shared, signals, out)
+            endpoint_run(&spec2, &a2, seed, view, linux_diag, closelab_diag, client_shared, signals, out)
         });
         h.join().unwrap_or_else(|_| Err("the endpoint thread panicked".into()))
     })?;
@@ -371,7 +387,7 @@ fn endpoint_run(
     spec: &LoadSpec,
     a: &LabAddrs,
     seed: u64,
-    json: bool,
+    view: SampleView,
     linux_diag: Diag,
     closelab_diag: Option<Diag>,
     client_shared: Option<Shared>,
@@ -425,7 +441,8 @@ fn endpoint_run(
         closelab_diag,
         samples: Vec::new(),
         next_sample: 1.0,
-        json,
+        view,
+        drawn: 0,
         out,
         notes: Vec::new(),
         page: page_size(),
@@ -560,7 +577,9 @@ struct LoadDriver<'o> {
     closelab_diag: Option<Diag>,
     samples: Vec<Sample>,
     next_sample: f64,
-    json: bool,
+    view: SampleView,
+    /// Lines of the table last drawn (`SampleView::Table`).
+    drawn: usize,
     out: &'o mut (dyn Write + Send),
     notes: Vec<String>,
     page: u64,
@@ -603,8 +622,9 @@ impl LoadDriver<'_> {
             }
         };
         let stats = self.client_stats();
-        let (pt, pc) = self.samples.last().map_or((0.0, 0), |s| (s.t, s.completed));
-        let rate = if t > pt { (stats.completed - pc.min(stats.completed)) as f64 / (t - pt) } else { 0.0 };
+        let (pt, pc, pr) = self.samples.last().map_or((0.0, 0, 0), |s| (s.t, s.completed, s.requests.unwrap_or(0)));
+        let per_s = |now: u64, before: u64| if t > pt { now.saturating_sub(before) as f64 / (t - pt) } else { 0.0 };
+        let rate = per_s(stats.completed, pc);
         let s = Sample {
             t,
             linux,
@@ -613,10 +633,28 @@ impl LoadDriver<'_> {
             completed: stats.completed,
             errors: stats.errors.clone(),
             rate,
+            requests: self.spec.http.then_some(stats.requests),
+            req_rate: per_s(stats.requests, pr),
             rss: rss(self.page),
         };
-        let text = if self.json { load::sample_json(&s) } else { load::sample_text(&s) };
-        let _ = writeln!(self.out, "{text}");
+        match self.view {
+            SampleView::Json => {
+                let _ = writeln!(self.out, "{}", load::sample_json(&s));
+            }
+            SampleView::Lines => {
+                let _ = writeln!(self.out, "{}", load::sample_text(&s));
+            }
+            SampleView::Table => {
+                let table = load::sample_table(&s);
+                if self.drawn > 0 {
+                    // Back to the first line of the last table, and clear
+                    // from there down (ANSI CPL and ED).
+                    let _ = write!(self.out, "\x1b[{}F\x1b[J", self.drawn);
+                }
+                let _ = writeln!(self.out, "{table}");
+                self.drawn = table.lines().count();
+            }
+        }
         let _ = self.out.flush();
         self.samples.push(s);
     }
@@ -663,6 +701,7 @@ impl Driver for LoadDriver<'_> {
                 request: if self.spec.http { 0 } else { self.spec.request },
                 response: self.spec.response,
                 http: self.spec.http,
+                keep_alive: self.spec.keep_alive,
                 closer: self.spec.closer,
                 leak: self.spec.leak,
                 connect_timeout: self.spec.connect_timeout,

@@ -69,8 +69,11 @@ pub struct LoadSpec {
     pub count: Option<u64>,
     pub request: usize,
     pub response: usize,
-    /// HTTP/1.0 GET against closelab's http app (server closelab only).
+    /// HTTP GETs against closelab's http app (server closelab only).
     pub http: bool,
+    /// HTTP/1.1 keep-alive: this many requests per connection (`None`:
+    /// one HTTP/1.0 request; the server closes after it).
+    pub keep_alive: Option<u32>,
     pub port: u16,
     /// Sysctls for the Linux namespace (validated by the lab).
     pub peer_sysctls: Vec<(String, String)>,
@@ -103,6 +106,7 @@ impl Default for LoadSpec {
             request: 0,
             response: 0,
             http: false,
+            keep_alive: None,
             port: 8000,
             peer_sysctls: Vec::new(),
             ports: None,
@@ -120,6 +124,8 @@ impl Default for LoadSpec {
 pub const MAX_RATE: f64 = 10_000_000.0;
 /// Most connections in flight.
 pub const MAX_CONCURRENCY: usize = 60_000;
+/// Requests per connection `--keep-alive` takes at most.
+pub const MAX_KEEP_ALIVE: u32 = 100_000;
 /// Longest run.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
@@ -325,6 +331,8 @@ pub struct AppStats {
     pub in_flight: u64,
     /// Connections whose fd the application keeps without closing (--leak).
     pub leaked: u64,
+    /// HTTP responses read in full (`--http`).
+    pub requests: u64,
 }
 
 impl AppStats {
@@ -381,6 +389,10 @@ pub struct Sample {
     pub errors: BTreeMap<String, u64>,
     /// Connections completed per second since the previous sample.
     pub rate: f64,
+    /// HTTP responses read, cumulative (`--http` runs only).
+    pub requests: Option<u64>,
+    /// HTTP responses per second since the previous sample.
+    pub req_rate: f64,
     /// closelab's resident memory in bytes (the whole closelab process).
     pub rss: u64,
 }
@@ -402,38 +414,23 @@ fn counts_text(c: &StateCounts) -> String {
     if parts.is_empty() { "-".to_string() } else { parts.join(" ") }
 }
 
-fn counts_json(c: &StateCounts) -> String {
-    let mut out = String::from("{");
-    let mut first = true;
-    for s in TcpState::ALL {
-        let n = c[state_index(s)];
-        if n > 0 && s != TcpState::Closed {
-            let _ = write!(out, "{}\"{}\":{n}", if first { "" } else { "," }, s.netstat_name());
-            first = false;
-        }
+/// State counts as a JSON object: netstat names in [`TcpState::ALL`]'s
+/// order, zero counts left out.
+struct CountsJson<'a>(&'a StateCounts);
+
+impl serde::Serialize for CountsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_map(TcpState::ALL.iter().filter_map(|&s| {
+            let n = self.0[state_index(s)];
+            (n > 0 && s != TcpState::Closed).then_some((s.netstat_name(), n))
+        }))
     }
-    out.push('}');
-    out
 }
 
-fn errors_json(e: &BTreeMap<String, u64>) -> String {
-    let parts: Vec<String> = e.iter().map(|(k, v)| format!("\"{}\":{v}", json_escape(k))).collect();
-    format!("{{{}}}", parts.join(","))
-}
-
-fn json_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
+/// `x` rounded to `places` decimals, for JSON figures.
+fn round(x: f64, places: i32) -> f64 {
+    let k = 10f64.powi(places);
+    (x * k).round() / k
 }
 
 fn mb(bytes: u64) -> String {
@@ -447,8 +444,12 @@ pub fn sample_text(s: &Sample) -> String {
     } else {
         s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" ")
     };
+    let requests = match s.requests {
+        Some(n) => format!(", {n} requests ({:.0}/s)", s.req_rate),
+        None => String::new(),
+    };
     format!(
-        "t={:<4} linux: {} | closelab: {} | {:.0} conn/s, {} done, errors: {} | rss {}",
+        "t={:<4} linux: {} | closelab: {} | {:.0} conn/s, {} done{requests}, errors: {} | rss {}",
         format!("{:.0}s", s.t),
         counts_text(&s.linux),
         counts_text(&s.closelab),
@@ -459,19 +460,71 @@ pub fn sample_text(s: &Sample) -> String {
     )
 }
 
+/// The per-second figures as a table, for a terminal that redraws it in
+/// place: the client's counters, then both sides' counts by state (the
+/// states either side has), netstat spelling.
+pub fn sample_table(s: &Sample) -> String {
+    let errors = if s.errors.is_empty() {
+        "-".to_string()
+    } else {
+        s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" ")
+    };
+    let requests = match s.requests {
+        Some(n) => format!("  requests {n} ({:.0}/s)", s.req_rate),
+        None => String::new(),
+    };
+    let mut out = format!(
+        "t={:.0}s  {:.0} conn/s  done {}{requests}  errors {errors}  rss {}\n{:<12} {:>9} {:>9}",
+        s.t,
+        s.rate,
+        s.completed,
+        mb(s.rss),
+        "state",
+        "linux",
+        "closelab"
+    );
+    for st in TcpState::ALL {
+        let (l, c) = (s.linux[state_index(st)], s.closelab[state_index(st)]);
+        if (l > 0 || c > 0) && st != TcpState::Closed {
+            let _ = write!(out, "\n{:<12} {l:>9} {c:>9}", st.netstat_name());
+        }
+    }
+    out
+}
+
 /// The per-second JSON line.
 pub fn sample_json(s: &Sample) -> String {
-    format!(
-        "{{\"type\":\"load-sample\",\"t\":{:.3},\"linux\":{},\"closelab\":{},\"started\":{},\"completed\":{},\"rate\":{:.1},\"errors\":{},\"rss\":{}}}",
-        s.t,
-        counts_json(&s.linux),
-        counts_json(&s.closelab),
-        s.started,
-        s.completed,
-        s.rate,
-        errors_json(&s.errors),
-        s.rss
-    )
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        t: f64,
+        linux: CountsJson<'a>,
+        closelab: CountsJson<'a>,
+        started: u64,
+        completed: u64,
+        rate: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        requests: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req_rate: Option<f64>,
+        errors: &'a BTreeMap<String, u64>,
+        rss: u64,
+    }
+    let line = Line {
+        kind: "load-sample",
+        t: round(s.t, 3),
+        linux: CountsJson(&s.linux),
+        closelab: CountsJson(&s.closelab),
+        started: s.started,
+        completed: s.completed,
+        rate: round(s.rate, 1),
+        requests: s.requests,
+        req_rate: s.requests.map(|_| round(s.req_rate, 1)),
+        errors: &s.errors,
+        rss: s.rss,
+    };
+    serde_json::to_string(&line).expect("a sample serializes")
 }
 
 // ---------------------------------------------------------------------------
@@ -541,6 +594,11 @@ impl Report {
             self.rate(),
             if self.interrupted { ", interrupted" } else { "" }
         );
+        if self.spec.http {
+            let per = if c.completed > 0 { c.requests as f64 / c.completed as f64 } else { 0.0 };
+            let rate = if self.elapsed > 0.0 { c.requests as f64 / self.elapsed } else { 0.0 };
+            let _ = writeln!(out, "requests: {} HTTP responses ({rate:.0}/s, {per:.1} per connection)", c.requests);
+        }
         let _ = writeln!(
             out,
             "connect time: p50 {} p90 {} p99 {} max {} ({} samples)",
@@ -577,30 +635,62 @@ impl Report {
 
     /// The exit summary as one JSON line.
     pub fn json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct ConnectUs {
+            p50: Option<u64>,
+            p90: Option<u64>,
+            p99: Option<u64>,
+            max: u64,
+        }
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            server: &'static str,
+            closer: &'static str,
+            started: u64,
+            connected: u64,
+            completed: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            requests: Option<u64>,
+            elapsed: f64,
+            rate: f64,
+            connect_us: ConnectUs,
+            errors: &'a BTreeMap<String, u64>,
+            peak_linux: CountsJson<'a>,
+            peak_closelab: CountsJson<'a>,
+            peak_rss: u64,
+            tun_dropped: Option<u64>,
+            interrupted: bool,
+            notes: &'a [String],
+        }
         let c = &self.client;
-        let p = |x: f64| c.connect_us.percentile(x).map_or("null".to_string(), |v| v.to_string());
-        let rss = self.samples.iter().map(|s| s.rss).max().unwrap_or(0);
-        format!(
-            "{{\"type\":\"load-summary\",\"server\":\"{}\",\"closer\":\"{}\",\"started\":{},\"connected\":{},\"completed\":{},\"elapsed\":{:.3},\"rate\":{:.1},\"connect_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"max\":{}}},\"errors\":{},\"peak_linux\":{},\"peak_closelab\":{},\"peak_rss\":{},\"tun_dropped\":{},\"interrupted\":{},\"notes\":{}}}",
-            self.spec.server.name(),
-            self.spec.closer.name(),
-            c.started,
-            c.connected,
-            c.completed,
-            self.elapsed,
-            self.rate(),
-            p(50.0),
-            p(90.0),
-            p(99.0),
-            c.connect_us.max(),
-            errors_json(&c.errors),
-            counts_json(&self.peaks(true)),
-            counts_json(&self.peaks(false)),
-            rss,
-            self.tun_dropped.map_or("null".to_string(), |d| d.to_string()),
-            self.interrupted,
-            serde_json::to_string(&self.notes).expect("strings serialize")
-        )
+        let (peak_linux, peak_closelab) = (self.peaks(true), self.peaks(false));
+        let line = Line {
+            kind: "load-summary",
+            server: self.spec.server.name(),
+            closer: self.spec.closer.name(),
+            started: c.started,
+            connected: c.connected,
+            completed: c.completed,
+            requests: self.spec.http.then_some(c.requests),
+            elapsed: round(self.elapsed, 3),
+            rate: round(self.rate(), 1),
+            connect_us: ConnectUs {
+                p50: c.connect_us.percentile(50.0),
+                p90: c.connect_us.percentile(90.0),
+                p99: c.connect_us.percentile(99.0),
+                max: c.connect_us.max(),
+            },
+            errors: &c.errors,
+            peak_linux: CountsJson(&peak_linux),
+            peak_closelab: CountsJson(&peak_closelab),
+            peak_rss: self.samples.iter().map(|s| s.rss).max().unwrap_or(0),
+            tun_dropped: self.tun_dropped,
+            interrupted: self.interrupted,
+            notes: &self.notes,
+        };
+        serde_json::to_string(&line).expect("a summary serializes")
     }
 }
 

@@ -6,7 +6,18 @@ fn sample(t: f64, completed: u64, closelab_tw: u64, linux_tw: u64) -> Sample {
     closelab[state_index(TcpState::TimeWait)] = closelab_tw;
     let mut linux = [0; 11];
     linux[state_index(TcpState::TimeWait)] = linux_tw;
-    Sample { t, linux, closelab, started: completed, completed, errors: BTreeMap::new(), rate: 0.0, rss: 0 }
+    Sample {
+        t,
+        linux,
+        closelab,
+        started: completed,
+        completed,
+        errors: BTreeMap::new(),
+        rate: 0.0,
+        requests: None,
+        req_rate: 0.0,
+        rss: 0,
+    }
 }
 
 fn report(samples: Vec<Sample>) -> Report {
@@ -121,7 +132,7 @@ fn test_sample_text_and_json() {
     );
     assert_eq!(
         sample_json(&s),
-        r#"{"type":"load-sample","t":3.000,"linux":{"ESTABLISHED":2},"closelab":{"TIME_WAIT":850},"started":900,"completed":900,"rate":300.0,"errors":{"EADDRNOTAVAIL":12},"rss":21000000}"#
+        r#"{"type":"load-sample","t":3.0,"linux":{"ESTABLISHED":2},"closelab":{"TIME_WAIT":850},"started":900,"completed":900,"rate":300.0,"errors":{"EADDRNOTAVAIL":12},"rss":21000000}"#
     );
 }
 
@@ -135,6 +146,47 @@ fn test_summary_peaks() {
     assert!(text.contains("peak linux: TIME_WAIT 3"), "{text}");
     assert!(text.contains("300 completed in 3.0s (100 conn/s)"), "{text}");
     assert!(r.json().contains(r#""peak_closelab":{"TIME_WAIT":180}"#));
+}
+
+#[test]
+fn test_sample_table_lists_states_of_either_side() {
+    let mut s = sample(3.0, 900, 850, 0);
+    s.linux[state_index(TcpState::Established)] = 2;
+    s.closelab[state_index(TcpState::Listen)] = 1;
+    s.rate = 300.0;
+    s.rss = 21_000_000;
+    assert_eq!(
+        sample_table(&s),
+        "t=3s  300 conn/s  done 900  errors -  rss 21.0 MB\n\
+         state            linux  closelab\n\
+         LISTEN               0         1\n\
+         ESTABLISHED          2         0\n\
+         TIME_WAIT            0       850"
+    );
+}
+
+#[test]
+fn test_http_requests_in_sample_and_summary() {
+    // Keep-alive: 3 responses per connection. Samples and the summary
+    // carry the requests only for --http runs.
+    let mut s = sample(2.0, 100, 0, 0);
+    s.rate = 50.0;
+    s.requests = Some(300);
+    s.req_rate = 150.0;
+    assert_eq!(
+        sample_text(&s),
+        "t=2s   linux: - | closelab: - | 50 conn/s, 100 done, 300 requests (150/s), errors: - | rss 0.0 MB"
+    );
+    let v: serde_json::Value = serde_json::from_str(&sample_json(&s)).unwrap();
+    assert_eq!((v["requests"].as_u64(), v["req_rate"].as_f64()), (Some(300), Some(150.0)));
+    let mut r = report(vec![s]);
+    assert!(!r.text().contains("requests:") && !r.json().contains("\"requests\""), "not an --http run");
+    r.spec.http = true;
+    r.client.requests = 300;
+    assert!(r.text().contains("requests: 300 HTTP responses (150/s, 3.0 per connection)"), "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+    assert_eq!(v["requests"].as_u64(), Some(300));
+    assert_eq!(v["connect_us"]["p50"], serde_json::Value::Null, "no samples: null, as before");
 }
 
 // Tests for story expectations.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::endpoint::http::ResponseParser;
 use crate::load::{AppStats, Closer, Pacer};
 
 /// The errno name of an I/O error (`EADDRNOTAVAIL`), or its kind.
@@ -40,6 +41,11 @@ pub struct ClientPlan {
     pub response: usize,
     /// Send `GET / HTTP/1.0` and read to EOF.
     pub http: bool,
+    /// HTTP/1.1 keep-alive instead: this many requests on each connection,
+    /// each response read to its end (Content-Length or chunked); then the
+    /// client closes (`closer: Client`) or asks the server to with
+    /// `Connection: close` on the last request.
+    pub keep_alive: Option<u32>,
     pub closer: Closer,
     /// With `closer: Server`: never close after EOF (the client leaks CLOSE-WAIT).
     pub leak: bool,
@@ -101,6 +107,8 @@ impl Drop for Worker {
 
 const PATTERN: [u8; 4096] = [b'x'; 4096];
 const HTTP_GET: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
+const HTTP_GET_KEEP: &[u8] = b"GET / HTTP/1.1\r\nHost: closelab\r\n\r\n";
+const HTTP_GET_LAST: &[u8] = b"GET / HTTP/1.1\r\nHost: closelab\r\nConnection: close\r\n\r\n";
 const FLUSH: Duration = Duration::from_millis(10);
 
 enum Phase {
@@ -113,6 +121,32 @@ struct ClientConn {
     stream: TcpStream,
     phase: Phase,
     started: Instant,
+    /// Keep-alive: responses read so far, and the parser of the next one.
+    answered: u32,
+    parser: Option<Box<ResponseParser>>,
+}
+
+/// What a keep-alive connection does after its `answered`-th response.
+#[derive(Debug, PartialEq)]
+enum Next {
+    Request,
+    Close,
+    /// The last request asked the server to close: read to EOF.
+    AwaitEof,
+}
+
+fn after_response(answered: u32, per_conn: u32, closer: Closer) -> Next {
+    match (answered < per_conn, closer) {
+        (true, _) => Next::Request,
+        (false, Closer::Client) => Next::Close,
+        (false, Closer::Server) => Next::AwaitEof,
+    }
+}
+
+/// The request a keep-alive connection sends next: the last one asks the
+/// server to close when the server is the closer.
+fn keep_alive_request(answered: u32, per_conn: u32, closer: Closer) -> &'static [u8] {
+    if answered + 1 >= per_conn && closer == Closer::Server { HTTP_GET_LAST } else { HTTP_GET_KEEP }
 }
 
 /// Starts the generator in network namespace `ns`.
@@ -239,7 +273,9 @@ impl Client {
             return;
         }
         self.stats.in_flight += 1;
-        self.conns[idx] = Some(ClientConn { stream, phase: Phase::Connecting, started: Instant::now() });
+        let parser = self.plan.keep_alive.map(|_| Box::default());
+        self.conns[idx] =
+            Some(ClientConn { stream, phase: Phase::Connecting, started: Instant::now(), answered: 0, parser });
     }
 
     /// Handshakes that took longer than the timeout.
@@ -292,6 +328,9 @@ impl Client {
             self.stats.connect_us.record(c.started.elapsed().as_micros() as u64);
             c.phase = Phase::Sending { sent: 0 };
         }
+        if c.parser.is_some() {
+            return self.keep_alive(idx);
+        }
         if let Phase::Sending { sent } = &mut c.phase {
             let total = if plan.http { HTTP_GET.len() } else { plan.request };
             while *sent < total {
@@ -315,7 +354,12 @@ impl Client {
             let mut buf = [0u8; 4096];
             loop {
                 match c.stream.read(&mut buf) {
-                    Ok(0) => return self.end(idx, true),
+                    Ok(0) => {
+                        if plan.http {
+                            self.stats.requests += 1;
+                        }
+                        return self.end(idx, true);
+                    }
                     Ok(n) => {
                         *got += n;
                         if plan.closer == Closer::Client && !plan.http && *got >= plan.response {
@@ -331,6 +375,94 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// An HTTP/1.1 keep-alive connection after its handshake: request,
+    /// response (parsed to its end), `keep_alive` times, then the close.
+    /// A response cut short or malformed counts as error `http`; one
+    /// server close before the last response as `http-eof`.
+    fn keep_alive(&mut self, idx: usize) {
+        let (per_conn, closer) = (self.plan.keep_alive.unwrap_or(1), self.plan.closer);
+        let Some(Some(c)) = self.conns.get_mut(idx) else { return };
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Phase::Sending { sent } = &mut c.phase {
+                let req = keep_alive_request(c.answered, per_conn, closer);
+                while *sent < req.len() {
+                    match c.stream.write(&req[*sent..]) {
+                        Ok(n) => *sent += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            self.stats.error(&errno_name(&e));
+                            return self.end(idx, false);
+                        }
+                    }
+                }
+                c.phase = Phase::Reading { got: 0 };
+            }
+            let n = match c.stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.stats.error(&errno_name(&e));
+                    return self.end(idx, false);
+                }
+            };
+            let Some(parser) = c.parser.as_mut() else { return };
+            if n == 0 {
+                let done = c.answered >= per_conn;
+                let cut = !matches!(parser.eof(), Ok(None));
+                if !done || cut {
+                    self.stats.error(if cut { "http" } else { "http-eof" });
+                }
+                return self.end(idx, done && !cut);
+            }
+            let mut used = 0;
+            while used < n {
+                match parser.feed(&buf[used..n]) {
+                    Ok((k, Some(_))) => {
+                        used += k;
+                        c.answered += 1;
+                        self.stats.requests += 1;
+                        match after_response(c.answered, per_conn, closer) {
+                            Next::Request if used == n => c.phase = Phase::Sending { sent: 0 },
+                            // More bytes than the responses asked for.
+                            Next::Request | Next::Close if used < n => {
+                                self.stats.error("http");
+                                return self.end(idx, false);
+                            }
+                            Next::Close => return self.end(idx, true),
+                            Next::Request | Next::AwaitEof => {}
+                        }
+                    }
+                    Ok((k, None)) => used += k.max(1).min(n - used),
+                    Err(_) => {
+                        self.stats.error("http");
+                        return self.end(idx, false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod keep_alive_tests {
+    use super::*;
+
+    #[test]
+    fn test_keep_alive_requests_and_close() {
+        // Three requests; the client closes after the third response, or
+        // (server closes) the third request says Connection: close.
+        let seq: Vec<Next> = (1..=3).map(|a| after_response(a, 3, Closer::Client)).collect();
+        assert_eq!(seq, [Next::Request, Next::Request, Next::Close]);
+        assert_eq!(after_response(3, 3, Closer::Server), Next::AwaitEof);
+        let reqs: Vec<&[u8]> = (0..3).map(|a| keep_alive_request(a, 3, Closer::Server)).collect();
+        assert_eq!(reqs, [HTTP_GET_KEEP, HTTP_GET_KEEP, HTTP_GET_LAST]);
+        assert!((0..3).all(|a| keep_alive_request(a, 3, Closer::Client) == HTTP_GET_KEEP));
+        assert_eq!(keep_alive_request(0, 1, Closer::Server), HTTP_GET_LAST);
     }
 }
 

@@ -185,6 +185,28 @@ fn load_plot_and_kernel_baseline_root() {
 }
 
 #[test]
+fn load_http_keep_alive_both_closers_root() {
+    if !require_root("load_http_keep_alive_both_closers_root") {
+        return;
+    }
+    // 4 requests on each of 60 connections. closelab's http app as the
+    // server: the last request says `Connection: close`, so closelab closes
+    // first and keeps the TIME-WAIT; with the client closing first after
+    // its 4th response, the Linux side does.
+    for (closer, closelab_tw, linux_tw) in [("server", 60, 0), ("client", 0, 60)] {
+        let r = load(&["--http", "--keep-alive", "4", "--closer", closer, "--count", "60", "--rate", "200/s"]);
+        assert_eq!(r.code, Some(0), "{}", r.text);
+        let s = of_type(&r, "load-summary");
+        assert_eq!(num(s[0], &["completed"]), 60, "{closer}{}", r.text);
+        assert_eq!(num(s[0], &["requests"]), 240, "{closer}: 4 responses per connection{}", r.text);
+        assert_eq!(s[0].get("errors").map(|e| e.to_string()), Some("{}".to_string()), "{closer}{}", r.text);
+        assert_eq!(num(s[0], &["peak_closelab", "TIME_WAIT"]), closelab_tw, "{closer}{}", r.text);
+        assert_eq!(num(s[0], &["peak_linux", "TIME_WAIT"]), linux_tw, "{closer}{}", r.text);
+        assert!(of_type(&r, "load-sample").iter().all(|v| v.get("requests").is_some()), "{}", r.text);
+    }
+}
+
+#[test]
 fn load_sigint_prints_summary_and_removes_lab_root() {
     if !require_root("load_sigint_prints_summary_and_removes_lab_root") {
         return;

@@ -44,6 +44,11 @@ pub(crate) struct LoadArgs {
     /// HTTP/1.0 GET against closelab's http app (with --server closelab).
     #[arg(long)]
     pub(crate) http: bool,
+    /// With --http: HTTP/1.1 keep-alive, N requests on each connection
+    /// (then the client closes, or with --closer server the last request
+    /// says `Connection: close`).
+    #[arg(long = "keep-alive", value_name = "N")]
+    pub(crate) keep_alive: Option<u32>,
     /// The server's port.
     #[arg(long, default_value_t = 8000)]
     pub(crate) port: u16,
@@ -124,6 +129,14 @@ pub(crate) fn load_options(a: LoadArgs) -> Result<crate::cmd::load::LoadOptions,
     if a.http && !matches!(a.server, ServerArg::Closelab) {
         return Err("--http talks to closelab's http app: use it with --server closelab".into());
     }
+    if let Some(n) = a.keep_alive {
+        if !a.http {
+            return Err("--keep-alive N sends N HTTP requests per connection: use it with --http".into());
+        }
+        if !(1..=load::MAX_KEEP_ALIVE).contains(&n) {
+            return Err(format!("--keep-alive must be 1 to {} requests per connection", load::MAX_KEEP_ALIVE));
+        }
+    }
     let buffer = config::parse_bytes(&a.buffer)?;
     if !(64..=16 << 20).contains(&buffer) {
         return Err("--buffer must be 64 bytes to 16M".into());
@@ -158,6 +171,7 @@ pub(crate) fn load_options(a: LoadArgs) -> Result<crate::cmd::load::LoadOptions,
         request: bytes("--request", &a.request)?,
         response: bytes("--response", &a.response)?,
         http: a.http,
+        keep_alive: a.keep_alive,
         port: a.port,
         peer_sysctls,
         ports: a.ports.as_deref().map(load::parse_ports).transpose()?,
@@ -173,5 +187,14 @@ pub(crate) fn load_options(a: LoadArgs) -> Result<crate::cmd::load::LoadOptions,
         .time_wait,
         timestamps: a.timestamps,
     };
-    Ok(crate::cmd::load::LoadOptions { spec, lab: a.lab, json: a.json, plot: a.plot, story: a.story, seed: a.seed })
+    let redraw = !a.json && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    Ok(crate::cmd::load::LoadOptions {
+        spec,
+        lab: a.lab,
+        json: a.json,
+        redraw,
+        plot: a.plot,
+        story: a.story,
+        seed: a.seed,
+    })
 }
