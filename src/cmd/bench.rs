@@ -42,6 +42,8 @@ pub const MAX_SIZE: u64 = 16 << 30;
 /// Smallest transfer: below it the figure is only handshake and close.
 pub const MIN_SIZE: u64 = 1 << 10;
 pub const MAX_ROUNDS: usize = 15;
+/// Most connections one transfer is split over (`--parallel`).
+pub const MAX_PARALLEL: usize = 64;
 /// MTUs a lab's veth and TUN accept here.
 pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 1280..=9000;
 /// A transfer that has not finished after this long fails (a stalled
@@ -57,6 +59,9 @@ pub struct BenchOptions {
     pub size: u64,
     pub rounds: usize,
     pub mtus: Vec<u32>,
+    /// Each transfer is split over this many connections at once (one
+    /// run per value; `--size` is the total).
+    pub parallel: Vec<usize>,
     /// closelab's per-connection receive and send buffer.
     pub buffer: usize,
     pub json: bool,
@@ -81,6 +86,15 @@ impl BenchOptions {
         }
         if let Some(m) = self.mtus.iter().find(|m| !MTU_RANGE.contains(m)) {
             return Err(format!("--mtu must be {} to {} (got {m})", MTU_RANGE.start(), MTU_RANGE.end()));
+        }
+        if self.parallel.is_empty() {
+            return Err("--parallel needs at least one value".into());
+        }
+        if let Some(p) = self.parallel.iter().find(|p| !(1..=MAX_PARALLEL).contains(*p)) {
+            return Err(format!("--parallel must be 1 to {MAX_PARALLEL} connections (got {p})"));
+        }
+        if let Some(p) = self.parallel.iter().find(|&&p| self.size / (p as u64) < MIN_SIZE) {
+            return Err(format!("--size {} split over {p} connections is under 1k each", self.size));
         }
         if let Some(n) = &self.name {
             lab::validate_name(n).map_err(|e| e.to_string())?;
@@ -119,6 +133,8 @@ impl Path {
 #[derive(Clone, Debug, Serialize)]
 pub struct Figure {
     pub mtu: u32,
+    /// Connections the transfer was split over.
+    pub parallel: usize,
     pub path: Path,
     pub bytes: u64,
     pub gbps: Vec<f64>,
@@ -190,17 +206,19 @@ pub fn run(opts: &BenchOptions, signals: &mut Signals, out: &mut dyn Write) -> R
     }
     let mut port = 5001u16;
     let mut results = Vec::new();
-    for &mtu in &opts.mtus {
+    for (&mtu, &parallel) in opts.mtus.iter().flat_map(|m| opts.parallel.iter().map(move |p| (m, p))) {
         set_mtu(&a, mtu)?;
+        // Every connection moves the same share; the figure counts what moved.
+        let bytes = opts.size / parallel as u64 * parallel as u64;
         let mut figures: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
         for _ in 0..opts.rounds {
             for (i, &path) in paths.iter().enumerate() {
                 port += 1;
-                let secs = match measure(&a, path, mtu, port, opts, signals)? {
+                let secs = match measure(&a, path, Transfer { mtu, port, parallel }, opts, signals)? {
                     Some(s) => s,
                     None => return Ok(BenchEnd::Interrupted),
                 };
-                figures[i].push(opts.size as f64 * 8.0 / secs / 1e9);
+                figures[i].push(bytes as f64 * 8.0 / secs / 1e9);
             }
         }
         let base = median(&figures[0]);
@@ -208,8 +226,9 @@ pub fn run(opts: &BenchOptions, signals: &mut Signals, out: &mut dyn Write) -> R
             let med = median(&figures[i]);
             let r = Figure {
                 mtu,
+                parallel,
                 path,
-                bytes: opts.size,
+                bytes,
                 gbps: figures[i].clone(),
                 median_gbps: med,
                 ratio: (path != Path::KernelToKernel && base > 0.0).then(|| med / base),
@@ -221,8 +240,13 @@ pub fn run(opts: &BenchOptions, signals: &mut Signals, out: &mut dyn Write) -> R
             } else {
                 let ratio = r.ratio.map_or(String::new(), |x| format!("  {x:.2}x veth"));
                 let all = r.gbps.iter().map(|g| format!("{g:.2}")).collect::<Vec<_>>().join(" ");
-                writeln!(out, "  MTU {mtu:<5} {:<50} {med:>7.2} Gbit/s{ratio}  (rounds: {all})", path.label())
-                    .map_err(write_err)?;
+                let conns = format!("{parallel} conn");
+                writeln!(
+                    out,
+                    "  MTU {mtu:<5} {conns:<7} {:<50} {med:>7.2} Gbit/s{ratio}  (rounds: {all})",
+                    path.label()
+                )
+                .map_err(write_err)?;
             }
             results.push(r);
         }
@@ -274,15 +298,24 @@ fn set_mtu(a: &LabAddrs, mtu: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// One transfer's shape: the MTU, the server's port, the connections.
+#[derive(Clone, Copy, Debug)]
+struct Transfer {
+    mtu: u32,
+    port: u16,
+    parallel: usize,
+}
+
 /// One transfer on one path: its duration in seconds, `None` on Ctrl-C.
 fn measure(
     a: &LabAddrs,
     path: Path,
-    mtu: u32,
-    port: u16,
+    t: Transfer,
     opts: &BenchOptions,
     signals: &mut Signals,
 ) -> Result<Option<f64>, String> {
+    let Transfer { mtu, port, parallel } = t;
+    let each = opts.size / parallel as u64;
     let abort = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
@@ -297,7 +330,7 @@ fn measure(
             let r = (|| {
                 crate::sys::netns::enter(&a.ns_linux).map_err(|e| e.to_string())?;
                 wait_ready(&ready_rx, abort)?;
-                client_transfer(target, opts.size, sending, abort)
+                parallel_transfer(target, each, parallel, sending, abort)
             })();
             done.store(true, Ordering::SeqCst);
             r
@@ -306,7 +339,7 @@ fn measure(
             let srv = s.spawn(move || {
                 let r = (|| {
                     crate::sys::netns::enter(&a.ns_closelab).map_err(|e| e.to_string())?;
-                    kernel_sink(SocketAddr::new(IpAddr::V4(a.router), port), ready_tx, abort)
+                    kernel_sink(SocketAddr::new(IpAddr::V4(a.router), port), parallel, ready_tx, abort)
                 })();
                 if r.is_err() {
                     abort.store(true, Ordering::SeqCst);
@@ -328,7 +361,7 @@ fn measure(
             // The endpoint runs on a scoped thread in closelab's namespace.
             let h = s.spawn(move || {
                 crate::sys::netns::enter(&a.ns_closelab).map_err(|e| e.to_string())?;
-                closelab_server(a, path, mtu, port, opts, signals, ready_tx, done)
+                closelab_server(a, path, t, each, opts, signals, ready_tx, done)
             });
             let r = h.join().unwrap_or_else(|_| Err("the endpoint thread panicked".into()));
             if !matches!(r, Ok(Some(()))) {
@@ -355,6 +388,38 @@ fn wait_ready(ready: &mpsc::Receiver<()>, abort: &AtomicBool) -> Result<(), Stri
         }
     }
     Err("the server side did not start within 10 s".into())
+}
+
+/// `parallel` clients at once, each moving `each` bytes: the seconds from
+/// before the first `connect()` to the last EOF.
+fn parallel_transfer(
+    target: SocketAddr,
+    each: u64,
+    parallel: usize,
+    sending: bool,
+    abort: &AtomicBool,
+) -> Result<f64, String> {
+    if parallel == 1 {
+        return client_transfer(target, each, sending, abort);
+    }
+    let start = StdInstant::now();
+    std::thread::scope(|s| {
+        let clients: Vec<_> =
+            (0..parallel).map(|_| s.spawn(move || client_transfer(target, each, sending, abort))).collect();
+        let mut first_err = None;
+        for (i, c) in clients.into_iter().enumerate() {
+            let r = c.join().unwrap_or_else(|_| Err("a client thread panicked".into()));
+            if let Err(e) = r {
+                // One failure ends the others' waits too.
+                abort.store(true, Ordering::SeqCst);
+                first_err.get_or_insert(format!("connection {} of {parallel}: {e}", i + 1));
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(start.elapsed().as_secs_f64()),
+        }
+    })
 }
 
 /// The Linux client: connects, sends `size` bytes and half-closes, then
@@ -409,24 +474,41 @@ fn client_transfer(target: SocketAddr, size: u64, sending: bool, abort: &AtomicB
     Ok(secs)
 }
 
-/// The kernel baseline's server: accepts one connection, reads to EOF, closes.
-fn kernel_sink(bind: SocketAddr, ready: &mpsc::Sender<()>, abort: &AtomicBool) -> Result<(), String> {
+/// The kernel baseline's server: accepts `parallel` connections, reads
+/// each to EOF (a thread each) and closes it.
+fn kernel_sink(bind: SocketAddr, parallel: usize, ready: &mpsc::Sender<()>, abort: &AtomicBool) -> Result<(), String> {
     let l = TcpListener::bind(bind).map_err(|e| format!("binding {bind}: {e}"))?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     let _ = ready.send(());
     let start = StdInstant::now();
-    let mut s = loop {
-        match l.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if abort.load(Ordering::SeqCst) || start.elapsed() > TRANSFER_LIMIT {
-                    return Err("no connection arrived".into());
+    std::thread::scope(|s| {
+        let mut readers = Vec::new();
+        while readers.len() < parallel {
+            match l.accept() {
+                Ok((conn, _)) => readers.push(s.spawn(move || read_to_eof(conn, start, abort))),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if abort.load(Ordering::SeqCst) || start.elapsed() > TRANSFER_LIMIT {
+                        abort.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    std::thread::sleep(StdDuration::from_millis(1));
                 }
-                std::thread::sleep(StdDuration::from_millis(1));
+                Err(e) => {
+                    abort.store(true, Ordering::SeqCst);
+                    return Err(format!("accept: {e}"));
+                }
             }
-            Err(e) => return Err(format!("accept: {e}")),
         }
-    };
+        let accepted = readers.len();
+        for r in readers {
+            r.join().unwrap_or_else(|_| Err("a kernel server thread panicked".into()))?;
+        }
+        if accepted < parallel { Err(format!("{accepted} of {parallel} connections arrived")) } else { Ok(()) }
+    })
+}
+
+/// Reads a kernel connection until EOF, then closes it.
+fn read_to_eof(mut s: TcpStream, start: StdInstant, abort: &AtomicBool) -> Result<(), String> {
     s.set_nonblocking(false).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(CHECK_EVERY)).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -450,13 +532,14 @@ fn kernel_sink(bind: SocketAddr, ready: &mpsc::Sender<()>, abort: &AtomicBool) -
 fn closelab_server(
     a: &LabAddrs,
     path: Path,
-    mtu: u32,
-    port: u16,
+    t: Transfer,
+    each: u64,
     opts: &BenchOptions,
     signals: &mut Signals,
     ready: &mpsc::Sender<()>,
     done: &AtomicBool,
 ) -> Result<Option<()>, String> {
+    let Transfer { mtu, port, .. } = t;
     let own = IpAddr::V4(a.closelab);
     let spec = TunSpec {
         name: a.tun.clone(),
@@ -477,7 +560,7 @@ fn closelab_server(
     cfg.data_events = traced;
     cfg.capture = traced;
     if path == Path::CloselabToKernel {
-        cfg.app = AppKind::Source(opts.size as usize);
+        cfg.app = AppKind::Source(each as usize);
         cfg.policy = Policy { close: ClosePolicy::Active, close_after: None, rst_on_unread: false };
     } else {
         cfg.app = AppKind::Sink;
@@ -534,6 +617,7 @@ mod tests {
             size: 1 << 20,
             rounds: 3,
             mtus: vec![1500],
+            parallel: vec![1, 8],
             buffer: 1 << 20,
             json: false,
             traced: true,
@@ -562,6 +646,12 @@ mod tests {
         assert_eq!(e, "--mtu needs at least one value");
         let e = BenchOptions { buffer: 100, ..opts() }.validate().unwrap_err();
         assert_eq!(e, "--buffer must be 4k to 64M (got 100 bytes)");
+        let e = BenchOptions { parallel: vec![1, 65], ..opts() }.validate().unwrap_err();
+        assert_eq!(e, "--parallel must be 1 to 64 connections (got 65)");
+        let e = BenchOptions { parallel: vec![], ..opts() }.validate().unwrap_err();
+        assert_eq!(e, "--parallel needs at least one value");
+        let e = BenchOptions { size: 4096, parallel: vec![8], ..opts() }.validate().unwrap_err();
+        assert_eq!(e, "--size 4096 split over 8 connections is under 1k each");
     }
 
     #[test]

@@ -156,8 +156,9 @@ fn pcap_records(b: &[u8]) -> Vec<&[u8]> {
 }
 
 /// `closelab bench` with a tiny size: one bench-start line, one result per
-/// path with one round each, ratios against the kernel baseline, and its
-/// lab removed afterwards.
+/// path and connection count with one round each (the transfer split over
+/// 1 and over 3 connections: 3 x 87381 bytes moved), ratios against the
+/// kernel baseline, and its lab removed afterwards.
 #[test]
 fn test_bench_tiny_json() {
     if !util::require_root("test_bench_tiny_json") {
@@ -165,7 +166,8 @@ fn test_bench_tiny_json() {
     }
     let lab = LabGuard::new(&unique_lab_name());
     let mut cmd = Command::new(BIN);
-    cmd.args(["bench", "--size", "256k", "--rounds", "1", "--mtu", "1500", "--json", "--name", lab.name()]);
+    cmd.args(["bench", "--size", "256k", "--rounds", "1", "--mtu", "1500", "--parallel", "1", "--parallel", "3"]);
+    cmd.args(["--json", "--name", lab.name()]);
     let out = util::run_within(&mut cmd, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let shown = util::describe(&util::cmdline(&cmd), &out.status, &stdout, &String::from_utf8_lossy(&out.stderr));
@@ -179,16 +181,16 @@ fn test_bench_tiny_json() {
     assert_eq!(str_of(&lines[0], "lab"), lab.name(), "{shown}");
     assert!(lines[0]["machine"]["cpus"].as_u64().unwrap() >= 1, "{shown}");
     let results = &lines[1..];
-    let paths: Vec<&str> = results.iter().map(|v| str_of(v, "path")).collect();
-    assert_eq!(
-        paths,
-        ["kernel-to-kernel", "kernel-to-closelab", "closelab-to-kernel", "kernel-to-closelab-traced"],
-        "{shown}"
-    );
+    let paths: Vec<(&str, u64)> =
+        results.iter().map(|v| (str_of(v, "path"), v["parallel"].as_u64().unwrap())).collect();
+    let each = ["kernel-to-kernel", "kernel-to-closelab", "closelab-to-kernel", "kernel-to-closelab-traced"];
+    let want: Vec<(&str, u64)> = [1, 3].iter().flat_map(|&p| each.iter().map(move |&e| (e, p))).collect();
+    assert_eq!(paths, want, "{shown}");
     for r in results {
         assert_eq!(str_of(r, "type"), "bench-result", "{shown}");
         assert_eq!(r["mtu"], 1500, "{shown}");
-        assert_eq!(r["bytes"], 256 * 1024, "{shown}");
+        let bytes = if r["parallel"] == 1 { 256 * 1024 } else { 3 * 87381 };
+        assert_eq!(r["bytes"], bytes, "{shown}");
         let rounds = r["gbps"].as_array().unwrap();
         assert_eq!(rounds.len(), 1, "{shown}");
         assert!(rounds[0].as_f64().unwrap() > 0.0, "{shown}");

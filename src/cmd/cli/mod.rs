@@ -189,6 +189,9 @@ pub(crate) struct BenchArgs {
     /// MTU of the lab's veth pair and TUN (repeatable), e.g. --mtu 1500 --mtu 9000.
     #[arg(long = "mtu", default_values_t = [1500u32, 9000])]
     pub(crate) mtus: Vec<u32>,
+    /// Connections each transfer is split over, at once (repeatable; one run per value).
+    #[arg(long, default_values_t = [1usize, 8])]
+    pub(crate) parallel: Vec<usize>,
     /// closelab's receive and send buffer per connection.
     #[arg(long, default_value = "1M")]
     pub(crate) buffer: String,
@@ -408,6 +411,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
                 size: config::parse_bytes(&a.size)? as u64,
                 rounds: a.rounds,
                 mtus: a.mtus,
+                parallel: a.parallel,
                 buffer: config::parse_bytes(&a.buffer)?,
                 json: a.json,
                 traced: !a.no_traced,
