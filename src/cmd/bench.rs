@@ -24,7 +24,7 @@ use std::io::{self, BufWriter, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration as StdDuration, Instant as StdInstant};
+use std::time::{Duration, Duration as StdDuration, Instant as StdInstant};
 
 use serde::Serialize;
 use smoltcp::time::Instant;
@@ -70,7 +70,14 @@ pub struct BenchOptions {
     pub seed: u64,
     /// The lab's name (default: a unique one). It must not exist yet.
     pub name: Option<String>,
+    /// Length of each connections-per-second run (0: none): the load
+    /// generator against closelab and against a kernel server, `rounds`
+    /// times each, alternating.
+    pub load: Duration,
 }
+
+/// Longest connections-per-second run.
+pub const MAX_LOAD: Duration = Duration::from_secs(60);
 
 impl BenchOptions {
     /// Checks every bound; the error is the one line `main` prints.
@@ -95,6 +102,9 @@ impl BenchOptions {
         }
         if let Some(p) = self.parallel.iter().find(|&&p| self.size / (p as u64) < MIN_SIZE) {
             return Err(format!("--size {} split over {p} connections is under 1k each", self.size));
+        }
+        if self.load > MAX_LOAD {
+            return Err(format!("--load must be at most 60s (got {:?})", self.load));
         }
         if let Some(n) = &self.name {
             lab::validate_name(n).map_err(|e| e.to_string())?;
@@ -251,7 +261,94 @@ pub fn run(opts: &BenchOptions, signals: &mut Signals, out: &mut dyn Write) -> R
             results.push(r);
         }
     }
+    if !opts.load.is_zero() && conn_rate(opts, lab.name(), signals, out)? == BenchEnd::Interrupted {
+        return Ok(BenchEnd::Interrupted);
+    }
     lab.down().map_err(|e| e.to_string())?;
+    Ok(BenchEnd::Done)
+}
+
+/// One connections-per-second figure: a server's completed rate per round,
+/// and what closelab's memory held at its peak.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnFigure {
+    pub server: &'static str,
+    pub seconds: f64,
+    pub conn_per_s: Vec<f64>,
+    pub median_conn_per_s: f64,
+    /// Median over the kernel server's median.
+    pub ratio: Option<f64>,
+    /// closelab's peak RSS (bytes) and TIME-WAIT entries in each round.
+    pub peak_rss: Vec<u64>,
+    pub peak_time_wait: Vec<u64>,
+}
+
+/// The load generator (`closelab load --max --closer server --concurrency
+/// 256 --buffer 64k`) against closelab and against a kernel server in the
+/// same lab, alternating, `rounds` times each.
+fn conn_rate(opts: &BenchOptions, lab: &str, signals: &mut Signals, out: &mut dyn Write) -> Result<BenchEnd, String> {
+    use crate::event::TcpState;
+    use crate::load::{LoadSpec, Server};
+    let spec = |server| LoadSpec {
+        server,
+        rate: None,
+        concurrency: 256,
+        duration: Some(opts.load),
+        buffer: 64 << 10,
+        ..LoadSpec::default()
+    };
+    let lo = crate::cmd::load::LoadOptions {
+        spec: spec(Server::Closelab),
+        lab: Some(lab.to_string()),
+        json: true,
+        redraw: false,
+        plot: None,
+        story: None,
+        seed: opts.seed,
+    };
+    let servers = [(Server::Kernel, "kernel"), (Server::Closelab, "closelab")];
+    let mut rates = vec![Vec::new(); 2];
+    let mut rss = vec![Vec::new(); 2];
+    let mut tw = vec![Vec::new(); 2];
+    for _ in 0..opts.rounds {
+        for (i, &(server, _)) in servers.iter().enumerate() {
+            let mut quiet = std::io::sink();
+            let r = crate::cmd::load::run_one(&spec(server), &lo, signals, &mut quiet, None)?;
+            if r.interrupted {
+                return Ok(BenchEnd::Interrupted);
+            }
+            rates[i].push(r.rate());
+            rss[i].push(r.samples.iter().map(|s| s.rss).max().unwrap_or(0));
+            tw[i].push(r.peak(false, TcpState::TimeWait));
+        }
+    }
+    let base = median(&rates[0]);
+    for (i, &(server, name)) in servers.iter().enumerate() {
+        let med = median(&rates[i]);
+        let f = ConnFigure {
+            server: name,
+            seconds: opts.load.as_secs_f64(),
+            conn_per_s: rates[i].clone(),
+            median_conn_per_s: med,
+            ratio: (server != Server::Kernel && base > 0.0).then(|| med / base),
+            peak_rss: if server == Server::Closelab { rss[i].clone() } else { Vec::new() },
+            peak_time_wait: tw[i].clone(),
+        };
+        if opts.json {
+            let mut v = serde_json::to_value(&f).map_err(|e| e.to_string())?;
+            v["type"] = "bench-conn-rate".into();
+            writeln!(out, "{v}").map_err(write_err)?;
+        } else {
+            let ratio = f.ratio.map_or(String::new(), |x| format!("  {x:.2}x kernel"));
+            let all = f.conn_per_s.iter().map(|g| format!("{g:.0}")).collect::<Vec<_>>().join(" ");
+            let mem = match (f.peak_rss.iter().max(), f.peak_time_wait.iter().max()) {
+                (Some(&m), Some(&t)) => format!(", closelab peak RSS {:.1} MB with {t} TIME-WAIT", m as f64 / 1e6),
+                _ => String::new(),
+            };
+            let label = format!("connect/close, server {name} ({}s runs)", f.seconds);
+            writeln!(out, "  {label:<64} {med:>8.0} conn/s{ratio}  (rounds: {all}{mem})").map_err(write_err)?;
+        }
+    }
     Ok(BenchEnd::Done)
 }
 
@@ -623,6 +720,7 @@ mod tests {
             traced: true,
             seed: 1,
             name: None,
+            load: Duration::from_secs(1),
         }
     }
 
@@ -648,6 +746,8 @@ mod tests {
         assert_eq!(e, "--buffer must be 4k to 64M (got 100 bytes)");
         let e = BenchOptions { parallel: vec![1, 65], ..opts() }.validate().unwrap_err();
         assert_eq!(e, "--parallel must be 1 to 64 connections (got 65)");
+        let e = BenchOptions { load: Duration::from_secs(61), ..opts() }.validate().unwrap_err();
+        assert_eq!(e, "--load must be at most 60s (got 61s)");
         let e = BenchOptions { parallel: vec![], ..opts() }.validate().unwrap_err();
         assert_eq!(e, "--parallel needs at least one value");
         let e = BenchOptions { size: 4096, parallel: vec![8], ..opts() }.validate().unwrap_err();

@@ -158,7 +158,9 @@ impl LabUse {
     }
 }
 
-fn run_one(
+/// One load run (a lab built for it, or `opts.lab`); prints its samples
+/// and summary to `out` and returns the report.
+pub(crate) fn run_one(
     spec: &LoadSpec,
     opts: &LoadOptions,
     signals: &mut Signals,

@@ -167,7 +167,7 @@ fn test_bench_tiny_json() {
     let lab = LabGuard::new(&unique_lab_name());
     let mut cmd = Command::new(BIN);
     cmd.args(["bench", "--size", "256k", "--rounds", "1", "--mtu", "1500", "--parallel", "1", "--parallel", "3"]);
-    cmd.args(["--json", "--name", lab.name()]);
+    cmd.args(["--load", "1s", "--json", "--name", lab.name()]);
     let out = util::run_within(&mut cmd, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let shown = util::describe(&util::cmdline(&cmd), &out.status, &stdout, &String::from_utf8_lossy(&out.stderr));
@@ -180,14 +180,23 @@ fn test_bench_tiny_json() {
     assert_eq!(str_of(&lines[0], "type"), "bench-start", "{shown}");
     assert_eq!(str_of(&lines[0], "lab"), lab.name(), "{shown}");
     assert!(lines[0]["machine"]["cpus"].as_u64().unwrap() >= 1, "{shown}");
-    let results = &lines[1..];
+    let results: Vec<&Json> = lines[1..].iter().filter(|v| str_of(v, "type") == "bench-result").collect();
+    // Then connections/s: the kernel server, then closelab with its ratio.
+    let rates: Vec<&Json> = lines[1..].iter().filter(|v| str_of(v, "type") == "bench-conn-rate").collect();
+    assert_eq!(lines.len(), 1 + results.len() + rates.len(), "{shown}");
+    assert_eq!(rates.iter().map(|v| str_of(v, "server")).collect::<Vec<_>>(), ["kernel", "closelab"], "{shown}");
+    for r in &rates {
+        assert!(r["median_conn_per_s"].as_f64().unwrap() > 0.0, "{shown}");
+        assert_eq!(r["ratio"].is_null(), str_of(r, "server") == "kernel", "{shown}");
+    }
+    assert!(rates[1]["peak_rss"][0].as_u64().unwrap() > 0, "{shown}");
+    assert!(rates[0]["peak_time_wait"][0].as_u64().unwrap() > 0, "the kernel server closes first{shown}");
     let paths: Vec<(&str, u64)> =
         results.iter().map(|v| (str_of(v, "path"), v["parallel"].as_u64().unwrap())).collect();
     let each = ["kernel-to-kernel", "kernel-to-closelab", "closelab-to-kernel", "kernel-to-closelab-traced"];
     let want: Vec<(&str, u64)> = [1, 3].iter().flat_map(|&p| each.iter().map(move |&e| (e, p))).collect();
     assert_eq!(paths, want, "{shown}");
     for r in results {
-        assert_eq!(str_of(r, "type"), "bench-result", "{shown}");
         assert_eq!(r["mtu"], 1500, "{shown}");
         let bytes = if r["parallel"] == 1 { 256 * 1024 } else { 3 * 87381 };
         assert_eq!(r["bytes"], bytes, "{shown}");

@@ -192,6 +192,9 @@ pub(crate) struct BenchArgs {
     /// Connections each transfer is split over, at once (repeatable; one run per value).
     #[arg(long, default_values_t = [1usize, 8])]
     pub(crate) parallel: Vec<usize>,
+    /// Length of each connections/s run against closelab and a kernel server (0s: none).
+    #[arg(long, default_value = "5s")]
+    pub(crate) load: String,
     /// closelab's receive and send buffer per connection.
     #[arg(long, default_value = "1M")]
     pub(crate) buffer: String,
@@ -412,6 +415,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
                 rounds: a.rounds,
                 mtus: a.mtus,
                 parallel: a.parallel,
+                load: match a.load.trim() {
+                    "0" | "0s" => std::time::Duration::ZERO,
+                    l => crate::load::parse_duration("--load", l)?,
+                },
                 buffer: config::parse_bytes(&a.buffer)?,
                 json: a.json,
                 traced: !a.no_traced,
