@@ -14,6 +14,8 @@
 //!   duplicate, reorder) as a sans-IO filter.
 //! - [`scenario`] holds the expectations a close-bug scenario checks on the
 //!   event stream (pure; the lab runner is `cmd::scenario`).
+//! - [`kernel`] is the Linux side as sock_diag reports it, and the diff of
+//!   two looks into Linux-side events (pure; the looks are `sys::observe`'s).
 //! - [`control_proto`] is the control socket's request and answer lines
 //!   (pure; the server is `sys::control`).
 //! - [`view`] renders events: timeline lines, JSON lines, pcap, summaries.
@@ -34,6 +36,7 @@ pub mod event;
 pub mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kernel;
 pub mod load;
 pub mod scenario;
 pub mod sys;

@@ -48,75 +48,7 @@ use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_SOCK_DIA
 
 use crate::event::TcpState;
 
-/// One TCP socket as the kernel reports it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KernelSocket {
-    pub state: TcpState,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    pub timer: Option<KernelTimer>,
-    /// `idiag_rqueue`: unread bytes (+1 for an unread FIN); accept-queue
-    /// length for `LISTEN`.
-    pub recv_q: u32,
-    /// `idiag_wqueue`: unacknowledged bytes; backlog for `LISTEN`.
-    pub send_q: u32,
-    /// Socket inode; 0 when no file refers to the socket (orphans, `TIME-WAIT`
-    /// and `FIN-WAIT-2` mini-sockets, pending requests, connections still in
-    /// a listener's accept queue).
-    pub inode: u32,
-    /// The application has closed the socket but the kernel still runs the
-    /// connection (e.g. an orphaned `FIN-WAIT-2`, `LAST-ACK`, `FIN-WAIT-1`).
-    /// Never set for `TIME-WAIT`, `SYN-RECV` requests or connections waiting
-    /// in an accept queue (those have inode 0 too but nobody closed them).
-    pub orphan: bool,
-}
-
-/// The one timer the kernel reports for a socket (`ss -o`'s `timer:(…)`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct KernelTimer {
-    pub kind: TimerKind,
-    /// `idiag_expires`: milliseconds until the timer fires (0 if overdue).
-    pub remaining_ms: u64,
-    /// `idiag_retrans`: retransmissions for `on`, probes sent for `keepalive`
-    /// and `persist`, 0 for `timewait`.
-    pub retrans: u32,
-}
-
-/// `idiag_timer`: 1 retransmit, 2 keepalive, 3 TIME-WAIT, 4 zero-window probe.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimerKind {
-    /// Retransmission (also tail-loss probe / RACK reordering timeout).
-    On,
-    Keepalive,
-    TimeWait,
-    /// Zero-window probe.
-    Persist,
-    Other(u8),
-}
-
-impl TimerKind {
-    fn from_raw(raw: u8) -> Option<TimerKind> {
-        match raw {
-            0 => None,
-            1 => Some(TimerKind::On),
-            2 => Some(TimerKind::Keepalive),
-            3 => Some(TimerKind::TimeWait),
-            4 => Some(TimerKind::Persist),
-            other => Some(TimerKind::Other(other)),
-        }
-    }
-
-    /// The name `ss` prints in `timer:(name,…)`.
-    pub fn name(self) -> &'static str {
-        match self {
-            TimerKind::On => "on",
-            TimerKind::Keepalive => "keepalive",
-            TimerKind::TimeWait => "timewait",
-            TimerKind::Persist => "persist",
-            TimerKind::Other(_) => "unknown",
-        }
-    }
-}
+pub use crate::kernel::{KernelSocket, KernelTimer, TimerKind};
 
 #[derive(Debug)]
 pub enum DiagError {
