@@ -433,17 +433,18 @@ fn round(x: f64, places: i32) -> f64 {
     (x * k).round() / k
 }
 
+/// `EADDRNOTAVAIL 12 timeout 3`, or `-`.
+fn errors_text(e: &BTreeMap<String, u64>) -> String {
+    if e.is_empty() { "-".to_string() } else { e.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" ") }
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 /// The per-second line: `t=3s linux: TIME_WAIT 900 | closelab: LISTEN 1 | 300 conn/s, 900 done, errors: - | rss 21.0 MB`.
 pub fn sample_text(s: &Sample) -> String {
-    let errors = if s.errors.is_empty() {
-        "-".to_string()
-    } else {
-        s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" ")
-    };
+    let errors = errors_text(&s.errors);
     let requests = match s.requests {
         Some(n) => format!(", {n} requests ({:.0}/s)", s.req_rate),
         None => String::new(),
@@ -464,11 +465,7 @@ pub fn sample_text(s: &Sample) -> String {
 /// place: the client's counters, then both sides' counts by state (the
 /// states either side has), netstat spelling.
 pub fn sample_table(s: &Sample) -> String {
-    let errors = if s.errors.is_empty() {
-        "-".to_string()
-    } else {
-        s.errors.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" ")
-    };
+    let errors = errors_text(&s.errors);
     let requests = match s.requests {
         Some(n) => format!("  requests {n} ({:.0}/s)", s.req_rate),
         None => String::new(),

@@ -126,6 +126,26 @@ struct ClientConn {
     parser: Option<Box<ResponseParser>>,
 }
 
+/// Writes up to `total` bytes on a non-blocking socket, `chunk(sent)` at a
+/// time, resuming at `*sent`. `Ok(false)`: it would block (go on when it is
+/// writable again).
+fn write_nb<'a>(
+    stream: &mut TcpStream,
+    sent: &mut usize,
+    total: usize,
+    chunk: impl Fn(usize) -> &'a [u8],
+) -> io::Result<bool> {
+    while *sent < total {
+        match stream.write(chunk(*sent)) {
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
 /// What a keep-alive connection does after its `answered`-th response.
 #[derive(Debug, PartialEq)]
 enum Next {
@@ -333,16 +353,14 @@ impl Client {
         }
         if let Phase::Sending { sent } = &mut c.phase {
             let total = if plan.http { HTTP_GET.len() } else { plan.request };
-            while *sent < total {
-                let chunk = if plan.http { &HTTP_GET[*sent..] } else { &PATTERN[..(total - *sent).min(PATTERN.len())] };
-                match c.stream.write(chunk) {
-                    Ok(n) => *sent += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        self.stats.error(&errno_name(&e));
-                        return self.end(idx, false);
-                    }
+            let chunk =
+                |at: usize| if plan.http { &HTTP_GET[at..] } else { &PATTERN[..(total - at).min(PATTERN.len())] };
+            match write_nb(&mut c.stream, sent, total, chunk) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    self.stats.error(&errno_name(&e));
+                    return self.end(idx, false);
                 }
             }
             if plan.closer == Closer::Client && !plan.http && plan.response == 0 {
@@ -388,15 +406,12 @@ impl Client {
         loop {
             if let Phase::Sending { sent } = &mut c.phase {
                 let req = keep_alive_request(c.answered, per_conn, closer);
-                while *sent < req.len() {
-                    match c.stream.write(&req[*sent..]) {
-                        Ok(n) => *sent += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            self.stats.error(&errno_name(&e));
-                            return self.end(idx, false);
-                        }
+                match write_nb(&mut c.stream, sent, req.len(), |at| &req[at..]) {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        self.stats.error(&errno_name(&e));
+                        return self.end(idx, false);
                     }
                 }
                 c.phase = Phase::Reading { got: 0 };
